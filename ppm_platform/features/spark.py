@@ -1,0 +1,41 @@
+"""SparkSession construction for the platform (``local[*]`` by default, a standalone master in the
+``cluster`` profile)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ppm_platform.config import Settings
+
+
+def get_spark(settings: Settings, app_name: str = "ppm-platform"):
+    """Return (or reuse) the SparkSession configured by ``settings.spark``.
+
+    Session time zone is UTC so timestamps round-trip unchanged; Python workers run this interpreter
+    (``PYSPARK_PYTHON``), so they see the same packages as the driver. JVM flags from
+    ../shared/notes/stack.md §4 (C1-only JIT + SerialGC: SparkSession start 19 s -> 9 s on 2 cores).
+    """
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    from pyspark.sql import SparkSession
+
+    sp = settings.spark
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .master(sp.master)
+        .config("spark.driver.memory", sp.driver_memory)
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", str(sp.shuffle_partitions))
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(sp.arrow_batch_rows))
+        .config("spark.driver.extraJavaOptions", sp.java_options)
+        .config("spark.executor.extraJavaOptions", sp.java_options)
+        .config("spark.pyspark.python", sys.executable)
+        .config("spark.python.worker.reuse", "true")
+    )
+    return builder.getOrCreate()
