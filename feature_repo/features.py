@@ -1,0 +1,150 @@
+"""Feast definitions of ppm-platform: entities, data sources, feature views, feature services.
+
+The names here are contracts (DESIGN.md §4, ``ppm_platform/data/schemas.py``). Every object is built by
+:func:`build_definitions` from a :class:`~ppm_platform.config.Settings`, so that the library
+(``ppm_platform.feature_store.apply_definitions``) can register them for any artifacts folder (tests use
+tmp dirs), and the module-level objects below, built from ``Settings.from_env()``, are what the Feast
+CLI (``cd feature_repo && feast apply``) discovers.
+
+Sources: one parquet per feature table under ``Settings.features_dir``; the source class is picked per
+profile in :func:`make_source` (``local``: ``FileSource`` read by the DuckDB offline store; ``cluster``:
+``SparkSource``, which the Spark offline store requires).
+
+Every feature view has ``ttl=timedelta(0)``: no expiry, the latest row at or before the join time is
+always valid (a user's sequence / cache row stays the truth until the user's next event).
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+try:  # the Feast CLI imports this file with feature_repo/ on sys.path; find the library next to it
+    import ppm_platform  # noqa: F401
+except ModuleNotFoundError:  # pragma: no cover - only when the package is not pip-installed
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.data_format import ParquetFormat
+from feast.types import Array, Float32, Int64, String
+
+from ppm_platform.config import Settings
+
+TIMESTAMP_FIELD = "event_timestamp"
+NO_EXPIRY = timedelta(0)
+
+#: feature view -> feature table (parquet under ``Settings.features_dir``) it reads
+VIEW_TABLES = {
+    "item_multimodal": "item_multimodal",
+    "item_profile": "item_profile",
+    "user_profile": "user_profile",
+    "user_recent_items": "behavior_sequences",
+    "ppm_item_cache": "ppm_item_cache",
+    "ppm_user_cache": "ppm_user_cache",
+}
+
+#: feature service -> feature views it bundles
+SERVICES = {
+    "urm_user": ["user_profile", "user_recent_items", "ppm_user_cache"],
+    "urm_item": ["item_profile", "ppm_item_cache"],
+    "urm_training": ["user_profile", "user_recent_items", "ppm_user_cache", "item_profile", "ppm_item_cache"],
+    "idrec_user": ["user_profile", "user_recent_items"],
+}
+
+
+def make_source(settings: Settings, table: str):
+    """The batch source of one feature table, per profile (the one place that picks the class)."""
+    path = str(settings.features_dir / f"{table}.parquet")
+    desc = f"feature table {table!r} (ppm_platform.data.schemas.FEATURE_TABLES)"
+    if settings.profile == "cluster":
+        from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+        return SparkSource(name=table, path=path, file_format="parquet",
+                           timestamp_field=TIMESTAMP_FIELD, description=desc)
+    return FileSource(name=table, path=path, file_format=ParquetFormat(),
+                      timestamp_field=TIMESTAMP_FIELD, description=desc)
+
+
+def build_definitions(settings: Settings) -> dict[str, list[Any]]:
+    """Build every Feast object for ``settings``.
+
+    Returns:
+        ``{"entities": [...], "data_sources": [...], "feature_views": [...], "feature_services": [...]}``
+    """
+    user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64,
+                  description="A user (MovieLens user id).")
+    item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.INT64,
+                  description="A catalog item (MovieLens movie id).")
+    sources = {t: make_source(settings, t) for t in sorted(set(VIEW_TABLES.values()))}
+    enc, L, d = settings.encoders, settings.sequence.max_len, settings.ppm.d_model
+
+    def view(name: str, entity: Entity, fields: list[Field], description: str, tags: dict[str, str]):
+        key = Field(name=entity.join_key, dtype=Int64)
+        return FeatureView(
+            name=name, entities=[entity], ttl=NO_EXPIRY, online=True,
+            schema=[key, *fields], source=sources[VIEW_TABLES[name]], description=description,
+            tags={"table": VIEW_TABLES[name], **tags},
+        )
+
+    views = [
+        view("item_multimodal", item, [
+            Field(name="text_emb", dtype=Array(Float32)),
+            Field(name="image_emb", dtype=Array(Float32)),
+            Field(name="has_image", dtype=Int64),
+            Field(name="encoder_version", dtype=String),
+        ], "Frozen fine-tuned text + image encoder outputs per item (the multi-modal ME feature).",
+            {"kind": "encoder-cache", "text_dim": str(enc.text_dim), "image_dim": str(enc.image_dim),
+             "version_field": "encoder_version"}),
+        view("item_profile", item, [
+            Field(name="categories", dtype=Array(String)),
+            Field(name="release_year", dtype=Int64),
+        ], "Item side features for IDRec.", {"kind": "profile"}),
+        view("user_profile", user, [
+            Field(name="age", dtype=Int64),
+            Field(name="gender", dtype=String),
+            Field(name="occupation", dtype=String),
+        ], "User side features for IDRec.", {"kind": "profile"}),
+        view("user_recent_items", user, [
+            Field(name="hist_item_ids", dtype=Array(Int64)),
+            Field(name="hist_age_s", dtype=Array(Float32)),
+            Field(name="hist_len", dtype=Int64),
+        ], "Last L clicked item ids strictly before the row's as-of time (most recent first) and their "
+           "ages in seconds; rows stamped event time + 1 µs (leakage rule).",
+            {"kind": "sequence", "L": str(L), "order": "most-recent-first"}),
+        view("ppm_item_cache", item, [
+            Field(name="ppm_item_vec", dtype=Array(Float32)),
+            Field(name="ppm_item_version", dtype=String),
+        ], "Frozen PPM item projection of the ME feature.",
+            {"kind": "ppm-cache", "d": str(d), "version_field": "ppm_item_version"}),
+        view("ppm_user_cache", user, [
+            Field(name="ppm_user_seq", dtype=Array(Float32)),
+            Field(name="ppm_seq_len", dtype=Int64),
+            Field(name="ppm_user_version", dtype=String),
+        ], "Frozen PPM bidirectional-Transformer output over the user's last L clicked items, flattened "
+           "row-major L x d (zero padded), as of the row's timestamp.",
+            {"kind": "ppm-cache", "layout": "row-major", "L": str(L), "d": str(d),
+             "version_field": "ppm_user_version"}),
+    ]
+    by_name = {v.name: v for v in views}
+    services = [
+        FeatureService(name=name, features=[by_name[v] for v in members],
+                       description=f"{name}: {', '.join(members)}")
+        for name, members in SERVICES.items()
+    ]
+    return {"entities": [user, item], "data_sources": list(sources.values()),
+            "feature_views": views, "feature_services": services}
+
+
+# ---- module-level objects for the Feast CLI (feast apply / feast ui) --------------------------------
+_SETTINGS = Settings.from_env()
+_DEFS = build_definitions(_SETTINGS)
+if __name__ != "ppm_feature_repo_features":  # imported by the Feast CLI, not by ppm_platform.feature_store:
+    _SETTINGS.feast_dir.mkdir(parents=True, exist_ok=True)  # Feast creates only the registry's last folder
+user, item = _DEFS["entities"]
+(item_multimodal, item_profile, user_profile, user_recent_items,
+ ppm_item_cache, ppm_user_cache) = _DEFS["feature_views"]
+urm_user, urm_item, urm_training, idrec_user = _DEFS["feature_services"]
+(behavior_sequences_source, item_multimodal_source, item_profile_source, ppm_item_cache_source,
+ ppm_user_cache_source, user_profile_source) = _DEFS["data_sources"]

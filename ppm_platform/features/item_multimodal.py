@@ -1,0 +1,204 @@
+"""Spark job: the item multi-modal (ME) feature table ``item_multimodal`` (DESIGN.md §3-4).
+
+One row per item: ``text_emb`` (MiniLM over :func:`item_text`), ``image_emb`` (EfficientNet-Lite0 pooled
+features of the item image, zeros when there is none), ``has_image``, ``encoder_version``, stamped with the
+item's ``created_at``. Encoding runs in ``mapInPandas`` on Spark Python workers; each worker loads the two
+frozen encoders once (:func:`ppm_platform.encoders.get_text_encoder` / ``get_image_encoder``).
+
+:func:`me_matrix` is THE definition of the ME feature vector used by PPM training and the PPM caches:
+``concat(text_emb, image_emb, has_image)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ppm_platform.config import Settings
+from ppm_platform.data.schemas import ITEM_MULTIMODAL
+from ppm_platform.io import consolidate_parquet_dir
+
+log = logging.getLogger("ppm_platform.features")
+
+TEXT_DIM = 384
+IMAGE_DIM = 1280
+#: Length of the ME vector of the default encoders: text (384) + image (1280) + has_image (1).
+ME_DIM = TEXT_DIM + IMAGE_DIM + 1
+
+_SPARK_SCHEMA = ("item_id bigint, event_timestamp timestamp, text_emb array<float>, image_emb array<float>, "
+                 "has_image bigint, encoder_version string")
+
+
+def item_text(title: str | None, categories: Iterable[str] | None) -> str:
+    """The text an item is encoded from: ``"<title>. Genres: <c1>, <c2>"`` (the single definition, used by
+    the ME feature job and by text-encoder fine-tuning)."""
+    cats = [str(c) for c in (categories if categories is not None else []) if c is not None]
+    return f"{title if title is not None else ''}. Genres: {', '.join(cats)}"
+
+
+def worker_logger() -> logging.Logger:
+    """The ``ppm_platform.features`` logger, made visible (INFO on stderr) inside a Spark Python worker, whose
+    logging is otherwise unconfigured. On a driver with configured logging it is returned unchanged."""
+    root = logging.getLogger()
+    if not root.handlers and not log.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(asctime)s %(name)s [pid %(process)d] %(message)s"))
+        log.addHandler(h)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    return log
+
+
+def _none_if_missing(uri) -> str | None:
+    if uri is None or (isinstance(uri, float) and np.isnan(uri)) or uri == "":
+        return None
+    return str(uri)
+
+
+def encode_items_frame(pdf: pd.DataFrame, settings: Settings) -> pd.DataFrame:
+    """Encode one batch of canonical item rows into ITEM_MULTIMODAL rows with the process-wide encoders.
+
+    Raises:
+        ppm_platform.encoders.ImageLoadError: an item image cannot be read (naming the path).
+    """
+    from ppm_platform.encoders import get_image_encoder, get_text_encoder
+
+    enc = settings.encoders
+    text, image = get_text_encoder(settings), get_image_encoder(settings)
+    texts = [item_text(t, c) for t, c in zip(pdf["title"], pdf["categories"])]
+    temb = text.encode(texts, batch_size=enc.text_batch_size)
+    iemb, has = image.encode_paths([_none_if_missing(u) for u in pdf["image_uri"]], batch_size=enc.image_batch_size)
+    return pd.DataFrame({
+        "item_id": pdf["item_id"].to_numpy(dtype=np.int64),
+        "event_timestamp": pdf["created_at"].to_numpy(),
+        "text_emb": list(temb),
+        "image_emb": list(iemb),
+        "has_image": has,
+        "encoder_version": f"{text.version}|{image.version}",
+    })
+
+
+def _encode_partition(batches: Iterator[pd.DataFrame], settings: Settings) -> Iterator[pd.DataFrame]:
+    """``mapInPandas`` body: runs on a Spark Python worker, one Arrow batch at a time."""
+    from ppm_platform.encoders import configure_worker_threads
+
+    configure_worker_threads(settings)
+    logger = worker_logger()
+    done, t_start = 0, time.perf_counter()
+    for pdf in batches:
+        if pdf.empty:
+            continue
+        t0 = time.perf_counter()
+        out = encode_items_frame(pdf, settings)
+        dt = time.perf_counter() - t0
+        done += len(out)
+        logger.info("item_multimodal: encoded %d items in %.2f s (%.1f items/s; this worker %d items, %.1f items/s)",
+                    len(out), dt, len(out) / max(dt, 1e-9), done, done / max(time.perf_counter() - t_start, 1e-9))
+        yield out
+
+
+def spark_tmp_dir(out_path: Path) -> Path:
+    """A fresh folder next to ``out_path`` for Spark's part files (same file system, so the consolidated
+    file is renamed into place atomically)."""
+    return Path(out_path).parent / f".{Path(out_path).name}.spark-{uuid.uuid4().hex[:8]}"
+
+
+def write_consolidated(df, out_path: Path, schema: pa.Schema, sort_by: list[str]) -> pa.Table:
+    """Write a Spark DataFrame to a temp folder next to ``out_path``, then consolidate it into one sorted
+    parquet file at ``out_path`` (atomic). The temp folder is removed on failure too."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = spark_tmp_dir(out_path)
+    try:
+        df.write.mode("overwrite").parquet(str(tmp))
+        return consolidate_parquet_dir(tmp, out_path, schema=schema, sort_by=sort_by)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def default_partitions(spark) -> int:
+    """About two partitions per core of the Spark application (so both cores stay busy to the end)."""
+    return max(1, 2 * int(spark.sparkContext.defaultParallelism))
+
+
+def compute_item_multimodal(spark, settings: Settings, items_path: Path, out_path: Path) -> dict:
+    """Encode every item of the canonical ``items`` parquet into ``out_path`` (schema ITEM_MULTIMODAL, one
+    file sorted by item_id).
+
+    Returns:
+        ``{"items", "with_image", "without_image", "seconds", "items_per_s", "encoder_version"}``.
+
+    Raises:
+        ppm_platform.encoders.ImageLoadError (inside the Spark job error): an image cannot be read.
+    """
+    from ppm_platform.encoders import encoder_version
+
+    t0 = time.perf_counter()
+    version = encoder_version(settings)
+    items = spark.read.parquet(str(items_path)).select("item_id", "title", "image_uri", "categories", "created_at")
+    encoded = items.repartition(default_partitions(spark)).mapInPandas(
+        functools.partial(_encode_partition, settings=settings), schema=_SPARK_SCHEMA)
+    table = write_consolidated(encoded, out_path, ITEM_MULTIMODAL, ["item_id"])
+    seconds = time.perf_counter() - t0
+    n = table.num_rows
+    with_image = int(pc.sum(table.column("has_image")).as_py() or 0)
+    versions = set(table.column("encoder_version").unique().to_pylist())
+    if versions and versions != {version}:
+        raise RuntimeError(f"item_multimodal: workers used encoder version(s) {versions}, driver expected {version}")
+    stats = {"items": n, "with_image": with_image, "without_image": n - with_image, "seconds": round(seconds, 3),
+             "items_per_s": round(n / max(seconds, 1e-9), 2), "encoder_version": version}
+    log.info("item_multimodal: %s", stats)
+    return stats
+
+
+# ---- the ME feature ---------------------------------------------------------------------------------------------
+def _stack(values: Sequence, column: str, dim: int | None) -> np.ndarray:
+    arrays = [np.asarray(v, dtype=np.float32) for v in values]
+    if not arrays:
+        return np.zeros((0, dim or 0), dtype=np.float32)
+    lengths = {a.shape for a in arrays}
+    if len(lengths) != 1 or len(next(iter(lengths))) != 1:
+        raise ValueError(f"{column}: rows have different shapes {sorted(lengths)[:5]}")
+    return np.stack(arrays)
+
+
+def me_matrix(table: pd.DataFrame | pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """The multi-modal (ME) feature of each item: ``concat(text_emb, image_emb, has_image)``.
+
+    Args:
+        table: rows of ``item_multimodal`` (a DataFrame or Arrow table; row order is kept).
+
+    Returns:
+        ``(item_ids int64 [N], me float32 [N, text_dim + image_dim + 1])`` (``[N, ME_DIM]`` = 1665 with the
+        default encoders).
+
+    Raises:
+        ValueError: a column is missing or embedding rows have different lengths.
+    """
+    if isinstance(table, pa.Table):
+        table = table.to_pandas()
+    missing = [c for c in ("item_id", "text_emb", "image_emb", "has_image") if c not in table.columns]
+    if missing:
+        raise ValueError(f"me_matrix: missing column(s) {missing}")
+    ids = table["item_id"].to_numpy(dtype=np.int64)
+    text = _stack(table["text_emb"].tolist(), "text_emb", TEXT_DIM)
+    image = _stack(table["image_emb"].tolist(), "image_emb", IMAGE_DIM)
+    has = table["has_image"].to_numpy(dtype=np.float32).reshape(-1, 1)
+    return ids, np.ascontiguousarray(np.concatenate([text, image, has], axis=1), dtype=np.float32)
+
+
+def read_me_matrix(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`me_matrix` of an ``item_multimodal`` parquet file."""
+    return me_matrix(pq.read_table(path, columns=["item_id", "text_emb", "image_emb", "has_image"]))

@@ -1,0 +1,72 @@
+"""IDRec: the ID-based CTR model that PPM plugs into (the paper's "Base").
+
+Embeddings for user id, item id (shared with the clicked-item history), user side features and the item's
+genre multi-hot; DIN attention (Zhou et al., KDD'18) of the target item over the clicked-item ID sequence;
+a DCN-V2 cross network (Wang et al., WWW'21) over the concatenated embeddings, then a DNN (stacked DCN-V2).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from ppm_platform.models.layers import MLP, CrossNetV2, DINAttention
+
+if TYPE_CHECKING:  # avoid an import cycle: urm.py imports this module
+    from ppm_platform.models.urm import URMConfig
+
+#: Reserved indices of every categorical vocabulary.
+PAD_IDX = 0
+OOV_IDX = 1
+
+
+def safe_index(idx: Tensor, vocab_size: int) -> Tensor:
+    """Map indices outside ``[0, vocab_size)`` to :data:`OOV_IDX` (int64, same shape).
+
+    A stale vocabulary at serving time would otherwise make the embedding Gather fail (torch) or read out
+    of bounds (onnxruntime); ``torch.where`` keeps it a branch-free, exportable op.
+    """
+    return torch.where((idx < 0) | (idx >= vocab_size), torch.full_like(idx, OOV_IDX), idx)
+
+
+class IDRec(nn.Module):
+    """ID-based ranking backbone (Base model).
+
+    Embedding vector ``x0 = [user, item, side_1..side_S, genres, din(item, history)]`` (each ``emb_dim``;
+    padding index 0 embeds to zero), then ``DNN(CrossNetV2(x0))``.
+
+    Shapes (forward):
+        user_idx int64 ``[B]``, item_idx int64 ``[B]``, user_side int64 ``[B, S]``, item_genres f32 ``[B, G]``,
+        hist_item_idx int64 ``[B, L]``, hist_mask f32 ``[B, L]`` -> rep f32 ``[B, out_dim]``
+        (``out_dim = dnn_hidden[-1]``, or the cross width when ``dnn_hidden`` is empty).
+        Indices: 0 = padding, 1 = out-of-vocabulary, >= 2 known; indices outside the vocabulary are mapped to 1.
+    """
+
+    def __init__(self, cfg: "URMConfig"):
+        super().__init__()
+        e = cfg.emb_dim
+        self.n_users, self.n_items = cfg.n_users, cfg.n_items
+        self.side_cards = tuple(cfg.user_side_cardinalities)
+        self.user_emb = nn.Embedding(cfg.n_users, e, padding_idx=PAD_IDX)
+        # one item table for the target and the history, so clicks on an item train its target embedding too
+        self.item_emb = nn.Embedding(cfg.n_items, e, padding_idx=PAD_IDX)
+        self.side_embs = nn.ModuleList(nn.Embedding(c, e, padding_idx=PAD_IDX) for c in self.side_cards)
+        self.genre_proj = nn.Linear(cfg.n_genres, e, bias=False)
+        self.din = DINAttention(e, hidden=(2 * e,), dropout=0.0)
+        x0_dim = e * (4 + len(self.side_cards))
+        self.cross = CrossNetV2(x0_dim, cfg.cross_layers)
+        self.dnn = MLP(x0_dim, list(cfg.dnn_hidden), dropout=cfg.dropout)
+        self.out_dim = self.dnn.out_dim
+
+    def forward(self, user_idx: Tensor, item_idx: Tensor, user_side: Tensor, item_genres: Tensor,
+                hist_item_idx: Tensor, hist_mask: Tensor) -> Tensor:
+        u = self.user_emb(safe_index(user_idx, self.n_users))
+        it = self.item_emb(safe_index(item_idx, self.n_items))
+        hist = self.item_emb(safe_index(hist_item_idx, self.n_items))            # [B, L, e]
+        sides = [emb(safe_index(user_side[:, j], c)) for j, (emb, c) in enumerate(zip(self.side_embs, self.side_cards))]
+        g = self.genre_proj(item_genres.to(u.dtype))
+        interest = self.din(it, hist, hist_mask)
+        x0 = torch.cat([u, it, *sides, g, interest], dim=-1)
+        return self.dnn(self.cross(x0))

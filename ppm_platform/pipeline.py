@@ -1,0 +1,208 @@
+"""One function per pipeline stage (DESIGN.md §3). Each reads its inputs from and writes its outputs to the
+artifact folder of :class:`~ppm_platform.config.Settings`, and returns a JSON-able dict of figures that the
+orchestrator (the Dagster assets in ``dagster_project/``) attaches as metadata. Each result is also saved
+to ``artifacts/runs/<stage>.json`` so the CLI can print a summary without Dagster.
+
+This module never imports Dagster: the same stages can run under any orchestrator.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from ppm_platform.config import Settings
+from ppm_platform.io import read_json, write_json_atomic
+
+log = logging.getLogger("ppm_platform.pipeline")
+Progress = Callable[[str], None] | None
+
+
+def _record(settings: Settings, stage: str, result: dict) -> dict:
+    write_json_atomic(result, settings.artifacts_dir / "runs" / f"{stage}.json")
+    return result
+
+
+def stage_result(settings: Settings, stage: str) -> dict | None:
+    """The last recorded result of ``stage`` (None if it never ran)."""
+    p = settings.artifacts_dir / "runs" / f"{stage}.json"
+    return read_json(p) if p.exists() else None
+
+
+def _feature(settings: Settings, name: str) -> Path:
+    return settings.features_dir / f"{name}.parquet"
+
+
+# ---- ingest ------------------------------------------------------------------------------------------
+def ingest(settings: Settings) -> dict:
+    """Canonical tables + quarantine + profile feature tables from MovieLens (``settings.data_dir``)."""
+    from ppm_platform.data.ingest import build_profiles, ingest_movielens
+
+    t0 = time.perf_counter()
+    results = ingest_movielens(settings)
+    out = {name: r.summary() for name, r in results.items()}
+    out["profiles"] = build_profiles(settings)
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    return _record(settings, "ingest", out)
+
+
+# ---- Spark features --------------------------------------------------------------------------------
+def item_multimodal(settings: Settings, spark) -> dict:
+    """Frozen text + image encoders over the catalog in Spark -> ``item_multimodal`` feature table."""
+    from ppm_platform.features.item_multimodal import compute_item_multimodal
+
+    res = compute_item_multimodal(spark, settings, settings.tables_dir / "items.parquet",
+                                  _feature(settings, "item_multimodal"))
+    return _record(settings, "item_multimodal", res)
+
+
+def behavior_sequences(settings: Settings, spark) -> dict:
+    """Per (user, click time) the last L clicked items, stamped after the event (leakage rule)."""
+    from ppm_platform.features.behavior_sequences import compute_behavior_sequences
+
+    res = compute_behavior_sequences(spark, settings, settings.tables_dir / "interactions.parquet",
+                                     _feature(settings, "behavior_sequences"))
+    return _record(settings, "behavior_sequences", res)
+
+
+# ---- PPM ----------------------------------------------------------------------------------------------
+def ppm_model(settings: Settings, progress: Progress = None) -> dict:
+    """Pre-train the ID-free PPM on the train window; save it with its ``ppm_version``."""
+    from ppm_platform.training.artifacts import model_version, save_model
+    from ppm_platform.training.ppm_train import build_examples, pretrain_ppm
+
+    inter = pd.read_parquet(settings.tables_dir / "interactions.parquet")
+    mm = pd.read_parquet(_feature(settings, "item_multimodal"))
+    ex = build_examples(settings, inter, mm, _feature(settings, "behavior_sequences"))
+    ppm, metrics = pretrain_ppm(settings, ex, progress)
+    metrics["ppm_version"] = model_version(ppm)
+    metrics["encoder_version"] = str(mm["encoder_version"].iloc[0]) if len(mm) else None
+    save_model(ppm, ppm.cfg, settings.models_dir / "ppm", "ppm", metrics)
+    return _record(settings, "ppm_model", metrics)
+
+
+def ppm_item_cache(settings: Settings, spark) -> dict:
+    """Frozen PPM item tower over every item's ME feature (Spark) -> ``ppm_item_cache``."""
+    from ppm_platform.features.ppm_caches import compute_ppm_item_cache
+
+    res = compute_ppm_item_cache(spark, settings, _feature(settings, "item_multimodal"),
+                                 settings.models_dir / "ppm", _feature(settings, "ppm_item_cache"))
+    return _record(settings, "ppm_item_cache", res)
+
+
+def ppm_user_cache(settings: Settings, spark) -> dict:
+    """Frozen PPM sequence encoder over every behaviour-sequence row (Spark) -> ``ppm_user_cache``."""
+    from ppm_platform.features.ppm_caches import compute_ppm_user_cache
+
+    res = compute_ppm_user_cache(spark, settings, _feature(settings, "behavior_sequences"),
+                                 _feature(settings, "ppm_item_cache"), settings.models_dir / "ppm",
+                                 _feature(settings, "ppm_user_cache"))
+    return _record(settings, "ppm_user_cache", res)
+
+
+# ---- Feast -------------------------------------------------------------------------------------------
+def feast_definitions(settings: Settings) -> dict:
+    """``feast apply`` of feature_repo/ (entities, feature views, feature services)."""
+    from ppm_platform.feature_store import apply_definitions
+
+    return _record(settings, "feast_definitions", apply_definitions(settings))
+
+
+def training_set(settings: Settings) -> dict:
+    """Point-in-time training set: every impression joined through Feast's ``get_historical_features``
+    to the ``urm_training`` feature service as of its own timestamp."""
+    from ppm_platform.feature_store import write_training_set
+
+    inter = pd.read_parquet(settings.tables_dir / "interactions.parquet")
+    res = write_training_set(settings, inter, settings.artifacts_dir / "training_set.parquet", service="urm_training")
+    return _record(settings, "training_set", res)
+
+
+def online_store(settings: Settings) -> dict:
+    """Materialize every feature view into the online store."""
+    from ppm_platform.feature_store import materialize
+
+    return _record(settings, "online_store", materialize(settings))
+
+
+# ---- URM ---------------------------------------------------------------------------------------------
+def _train_and_save(settings: Settings, name: str, use_ppm: bool, progress: Progress) -> dict:
+    from ppm_platform.training.artifacts import load_ppm, save_model
+    from ppm_platform.training.urm_train import train_ctr_model
+
+    ts = pd.read_parquet(settings.artifacts_dir / "training_set.parquet")
+    ppm, ppm_meta = load_ppm(settings.models_dir / "ppm") if use_ppm else (None, {})
+    trained = train_ctr_model(settings, ts, use_ppm=use_ppm, ppm=ppm, progress=progress)
+    meta = {
+        "metrics": trained.metrics,
+        "feature_encoder": trained.encoder.to_dict(),
+        "ppm_version": ppm_meta.get("ppm_version") if use_ppm else None,
+        "user_feature_service": "urm_user" if use_ppm else "idrec_user",
+        "item_feature_service": "urm_item",
+        "training_feature_service": "urm_training",
+    }
+    save_model(trained.model, trained.config, settings.models_dir / name, name, meta)
+    test = trained.metrics["test"]["all"]
+    out = {"test_click_auc": test["click"]["auc"], "test_order_auc": test["order"]["auc"],
+           "test_click_gauc": test["click"]["gauc"], "test_order_gauc": test["order"]["gauc"],
+           "test_click_logloss": test["click"]["logloss"], "test_order_logloss": test["order"]["logloss"],
+           "rows": trained.metrics["rows"], "train_seconds": trained.metrics["train_seconds"],
+           "epochs": trained.metrics["epochs"], "slices": trained.metrics["test"],
+           "ppm_version": meta["ppm_version"]}
+    return _record(settings, f"{name}_model", out)
+
+
+def base_model(settings: Settings, progress: Progress = None) -> dict:
+    """Train the IDRec-only ``Base`` (IDRec + MMoE, click and order) on the same split."""
+    return _train_and_save(settings, "base", use_ppm=False, progress=progress)
+
+
+def urm_model(settings: Settings, progress: Progress = None) -> dict:
+    """Train the URM (IDRec + PPM top warm-started from the pre-trained PPM + MMoE) end-to-end."""
+    return _train_and_save(settings, "urm", use_ppm=True, progress=progress)
+
+
+def export_onnx(settings: Settings, name: str) -> dict:
+    """Export model ``name`` (``urm``/``base``) to ONNX and check parity against torch on real rows of
+    the test split (max |torch - onnxruntime| <= 1e-5, else ValueError)."""
+    from ppm_platform.serving.onnx_export import export_urm_onnx
+    from ppm_platform.training.artifacts import load_urm
+    from ppm_platform.training.batch import FeatureEncoder
+
+    model, meta = load_urm(settings.models_dir / name)
+    enc = FeatureEncoder.from_dict(meta["feature_encoder"])
+    ts = pd.read_parquet(settings.artifacts_dir / "training_set.parquet")
+    sample = ts.tail(256).reset_index(drop=True)
+    res = export_urm_onnx(model, enc.transform(sample), settings.models_dir / name / "model.onnx")
+    res["parity_rows"] = len(sample)
+    return _record(settings, f"{name}_onnx", res)
+
+
+def rank_demo(settings: Settings, n_candidates: int = 100, user_id: int | None = None) -> dict:
+    """Rank ``n_candidates`` items for one real user from the online store (the most active test user
+    unless ``user_id`` is given); candidates are the most popular items, excluding none.
+
+    Returns the user, the top-10 and wall times of the call (ms).
+    """
+    from ppm_platform.serving.ranker import Ranker
+
+    inter = pd.read_parquet(settings.tables_dir / "interactions.parquet")
+    if user_id is None:
+        user_id = int(inter.tail(max(len(inter) // 10, 1))["user_id"].value_counts().index[0])
+    candidates = [int(i) for i in inter["item_id"].value_counts().index[:n_candidates]]
+    ranker = Ranker(settings)
+    ranker.rank(user_id, candidates[:5])  # warm-up: first call opens the SQLite connection
+    t0 = time.perf_counter()
+    res = ranker.rank(user_id, candidates)
+    wall_ms = (time.perf_counter() - t0) * 1e3
+    items = pd.read_parquet(settings.tables_dir / "items.parquet").set_index("item_id")["title"]
+    top = res.scores.head(10).assign(title=lambda d: d["item_id"].map(items))
+    out = {"user_id": user_id, "candidates": len(candidates), "scored": int(len(res.scores)),
+           "wall_ms": round(wall_ms, 2), "lookup_ms": round(res.lookup_ms, 2), "model_ms": round(res.model_ms, 2),
+           "all_finite": bool(res.scores[["click", "order"]].notna().all().all()),
+           "top10": top.to_dict(orient="records")}
+    return _record(settings, "rank_demo", out)

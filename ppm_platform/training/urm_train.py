@@ -1,0 +1,160 @@
+"""Train and evaluate the URM (IDRec + PPM top + MMoE) and its IDRec-only ``Base`` on the point-in-time
+training set from Feast, with the fixed time split of DESIGN.md §5.
+
+The training set has one row per impression with every feature of the ``urm_training`` feature service as
+of the impression's time; :class:`~ppm_platform.training.batch.FeatureEncoder` turns it into tensors the
+same way serving does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ppm_platform.config import Settings
+from ppm_platform.training.batch import FeatureEncoder, labels
+from ppm_platform.training.metrics import auc, task_metrics
+from ppm_platform.training.split import assign_split
+
+log = logging.getLogger("ppm_platform.training")
+
+TASKS = ("click", "order")
+#: Cold-item threshold of the evaluation protocol (DESIGN.md §5): <= this many training impressions.
+COLD_ITEM_MAX_TRAIN_IMPRESSIONS = 10
+
+
+@dataclass
+class TrainedCTRModel:
+    """A trained URM/Base with what is needed to serve and evaluate it."""
+
+    model: torch.nn.Module
+    config: object
+    encoder: FeatureEncoder
+    metrics: dict
+    use_ppm: bool
+
+
+def _to_tensors(x: dict[str, np.ndarray], rows: np.ndarray | slice) -> list[torch.Tensor]:
+    from ppm_platform.models.urm import URM_INPUT_NAMES
+
+    return [torch.from_numpy(np.ascontiguousarray(x[n][rows])) for n in URM_INPUT_NAMES]
+
+
+def predict(model: torch.nn.Module, x: dict[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
+    """Click/order probabilities float64 [B, 2] of ``model`` on encoded inputs ``x``."""
+    model.eval()
+    n = len(x["user_idx"])
+    out = []
+    with torch.inference_mode():
+        for s in range(0, n, batch_size):
+            out.append(torch.sigmoid(model(*_to_tensors(x, slice(s, s + batch_size)))))
+    return torch.cat(out).double().numpy() if out else np.zeros((0, 2))
+
+
+def evaluate_slices(test: pd.DataFrame, probs: np.ndarray, train: pd.DataFrame) -> dict:
+    """Per-task AUC / GAUC / logloss on the slices of DESIGN.md §5.
+
+    Slices: ``all``; ``cold_items`` (test items with <= 10 training impressions); ``warm_items``;
+    ``new_users`` (no training impressions).
+    """
+    item_counts = train["item_id"].value_counts()
+    n_train = test["item_id"].map(item_counts).fillna(0).to_numpy()
+    slices = {
+        "all": np.ones(len(test), bool),
+        "cold_items": n_train <= COLD_ITEM_MAX_TRAIN_IMPRESSIONS,
+        "warm_items": n_train > COLD_ITEM_MAX_TRAIN_IMPRESSIONS,
+        "new_users": ~test["user_id"].isin(set(train["user_id"])).to_numpy(),
+    }
+    y = labels(test)
+    users = test["user_id"].to_numpy()
+    out = {}
+    for name, m in slices.items():
+        out[name] = {t: task_metrics(users[m], y[m, k], probs[m, k]) for k, t in enumerate(TASKS)} if m.any() else {}
+        out[name]["impressions"] = int(m.sum())
+    return out
+
+
+def train_ctr_model(settings: Settings, training_set: pd.DataFrame, use_ppm: bool, ppm=None,
+                    progress=None) -> TrainedCTRModel:
+    """Train the URM (``use_ppm=True``, PPM top warm-started from ``ppm``) or the Base IDRec
+    (``use_ppm=False``) end-to-end on click + order with a weighted sum of per-task BCE.
+
+    Vocabularies are fitted on the train split; the epoch with the best validation click AUC is kept
+    (the test split is only scored, never used for selection).
+
+    Args:
+        training_set: point-in-time training set (one row per impression, ``urm_training`` features + labels).
+        ppm: the pre-trained PPM (required when ``use_ppm``).
+        progress: optional callable(str) for one line per epoch.
+
+    Returns:
+        :class:`TrainedCTRModel` whose ``metrics`` hold per-epoch curves, validation and test metrics by
+        slice and task, and row counts per split.
+
+    Raises:
+        ValueError: ``use_ppm`` without a ``ppm``, or an empty split.
+    """
+    from ppm_platform.models.urm import URM, URMConfig, multitask_bce
+
+    if use_ppm and ppm is None:
+        raise ValueError("use_ppm=True needs the pre-trained PPM")
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    u = settings.urm
+    df = training_set.reset_index(drop=True)
+    split = assign_split(df["event_timestamp"], settings.split.train_frac, settings.split.valid_frac).to_numpy()
+    rows = {s: np.flatnonzero(split == s) for s in ("train", "valid", "test")}
+    for s, r in rows.items():
+        if len(r) == 0:
+            raise ValueError(f"the {s} split is empty ({len(df)} rows in the training set)")
+    # Base ignores the ppm_* inputs (URM with use_ppm=False), so one encoder layout serves both models
+    enc = FeatureEncoder.fit(df.iloc[rows["train"]], settings.sequence.max_len, settings.ppm.d_model)
+    x = enc.transform(df)
+    y = labels(df)
+    cfg = URMConfig(n_users=enc.n_users, n_items=enc.n_items, user_side_cardinalities=enc.user_side_cardinalities,
+                    n_genres=enc.n_genres, max_len=settings.sequence.max_len, emb_dim=u.emb_dim,
+                    cross_layers=u.cross_layers, dnn_hidden=tuple(u.dnn_hidden), n_experts=u.n_experts,
+                    expert_hidden=u.expert_hidden, tower_hidden=u.tower_hidden, dropout=u.dropout,
+                    use_ppm=use_ppm, ppm=ppm.cfg if use_ppm else None)
+    model = URM(cfg)
+    if use_ppm:
+        model.load_ppm_top(ppm)
+    opt = torch.optim.AdamW(model.parameters(), lr=u.lr, weight_decay=u.weight_decay)
+    t0 = time.perf_counter()
+    history, best = [], (-1.0, None)
+    yt = torch.from_numpy(y)
+    for epoch in range(u.epochs):
+        model.train()
+        perm = rng.permutation(rows["train"])
+        losses = []
+        for s in range(0, len(perm), u.batch_size):
+            b = perm[s:s + u.batch_size]
+            logits = model(*_to_tensors(x, b))
+            loss = multitask_bce(logits, yt[b, 0], yt[b, 1], (u.click_weight, u.order_weight))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        pv = predict(model, {k: v[rows["valid"]] for k, v in x.items()})
+        v_auc = [auc(y[rows["valid"], k], pv[:, k]) for k in range(2)]
+        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
+                        "valid_click_auc": v_auc[0], "valid_order_auc": v_auc[1]})
+        if progress:
+            progress(f"{'URM' if use_ppm else 'Base'} epoch {epoch + 1}/{u.epochs}: loss {np.mean(losses):.4f}, "
+                     f"valid AUC click {v_auc[0]:.4f} order {v_auc[1]:.4f}")
+        if v_auc[0] > best[0]:
+            best = (v_auc[0], {k: v.detach().clone() for k, v in model.state_dict().items()})
+    model.load_state_dict(best[1])
+    model.eval()
+    train_df = df.iloc[rows["train"]]
+    metrics = {"rows": {s: int(len(r)) for s, r in rows.items()}, "epochs": history,
+               "train_seconds": round(time.perf_counter() - t0, 1)}
+    for s in ("valid", "test"):
+        p = predict(model, {k: v[rows[s]] for k, v in x.items()})
+        metrics[s] = evaluate_slices(df.iloc[rows[s]], p, train_df)
+    return TrainedCTRModel(model, cfg, enc, metrics, use_ppm)

@@ -1,0 +1,225 @@
+"""Feast feature-store layer (ppm_platform.feature_store + feature_repo/features.py) on small synthetic
+feature tables: registration, point-in-time leakage (DESIGN.md §4), training-frame order/labels/row
+count with chunking, materialization and online lookups. One registry per module (apply is shared)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ppm_platform import feature_store as fsmod
+from ppm_platform.config import Settings
+from ppm_platform.data import schemas
+from ppm_platform.io import write_parquet_atomic
+
+UTC = timezone.utc
+D = schemas.AS_OF_DELAY  # 1 µs
+T0 = datetime(2024, 1, 1, 0, 0, 0, tzinfo=UTC)  # user 1's earlier event
+T = datetime(2024, 1, 2, 0, 0, 0, tzinfo=UTC)  # user 1's later event
+S0 = T + timedelta(milliseconds=100)  # user 2: two events 200 ms apart (sub-second case)
+S1 = T + timedelta(milliseconds=300)
+ITEM_TS = datetime(2023, 6, 1, tzinfo=UTC)
+ITEM_LATE_TS = datetime(2024, 1, 1, 12, tzinfo=UTC)  # item 12 enters the catalog later
+PROFILE_TS = datetime(2023, 1, 1, tzinfo=UTC)
+L, DM = 4, 2  # small cache shapes (settings.sequence.max_len, settings.ppm.d_model)
+
+USERS = [1, 2, 3]
+ITEMS = [10, 11, 12]
+
+
+def _seq_row(user, event_ts, hist):
+    """A behavior_sequences row produced by ``user``'s event at ``event_ts`` (stamped + 1 µs)."""
+    return {"user_id": user, "event_timestamp": event_ts + D, "hist_item_ids": hist,
+            "hist_age_s": [float(i) for i in range(len(hist))], "hist_len": len(hist)}
+
+
+def _cache_row(user, event_ts, marker):
+    return {"user_id": user, "event_timestamp": event_ts + D,
+            "ppm_user_seq": [float(marker)] * (L * DM), "ppm_seq_len": int(marker), "ppm_user_version": f"v{marker}"}
+
+
+def _write_tables(settings: Settings) -> None:
+    fd = settings.features_dir
+    items = pd.DataFrame({"item_id": ITEMS, "event_timestamp": [ITEM_TS, ITEM_TS, ITEM_LATE_TS]})
+    write_parquet_atomic(items.assign(
+        text_emb=[[0.1 * i] * 3 for i in ITEMS], image_emb=[[0.2 * i] * 2 for i in ITEMS],
+        has_image=[1, 0, 1], encoder_version="enc1"), fd / "item_multimodal.parquet", schemas.ITEM_MULTIMODAL)
+    write_parquet_atomic(items.assign(categories=[["Drama"], ["Comedy", "Drama"], []], release_year=[1995, 1996, 1997]),
+                         fd / "item_profile.parquet", schemas.ITEM_PROFILE)
+    write_parquet_atomic(items.assign(ppm_item_vec=[[float(i)] * DM for i in ITEMS], ppm_item_version="p1"),
+                         fd / "ppm_item_cache.parquet", schemas.PPM_ITEM_CACHE)
+    write_parquet_atomic(pd.DataFrame({"user_id": USERS, "event_timestamp": PROFILE_TS, "age": [20, 30, 40],
+                                       "gender": ["M", "F", "M"], "occupation": ["a", "b", "c"]}),
+                         fd / "user_profile.parquet", schemas.USER_PROFILE)
+    seq = [_seq_row(1, T0, [10]), _seq_row(1, T, [11, 10]),
+           _seq_row(2, S0, [12]), _seq_row(2, S1, [10, 12]), _seq_row(3, T0, [11])]
+    write_parquet_atomic(pd.DataFrame(seq), fd / "behavior_sequences.parquet", schemas.BEHAVIOR_SEQUENCES)
+    cache = [_cache_row(1, T0, 1), _cache_row(1, T, 2), _cache_row(2, S0, 3), _cache_row(2, S1, 4), _cache_row(3, T0, 5)]
+    write_parquet_atomic(pd.DataFrame(cache), fd / "ppm_user_cache.parquet", schemas.PPM_USER_CACHE)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Settings on a tmp artifacts dir, feature tables written, definitions applied once."""
+    root = tmp_path_factory.mktemp("feast")
+    settings = Settings.from_env(env={}, artifacts_dir=root / "artifacts",
+                                 sequence={"max_len": L}, ppm={"d_model": DM}).ensure_dirs()
+    _write_tables(settings)
+    applied = fsmod.apply_definitions(settings)
+    store = fsmod.get_store(settings)
+    return settings, store, applied
+
+
+def test_apply_registers_views_and_services(env):
+    settings, store, applied = env
+    assert applied["entities"] == ["item", "user"]
+    assert applied["feature_views"] == sorted(["item_multimodal", "item_profile", "user_profile",
+                                               "user_recent_items", "ppm_item_cache", "ppm_user_cache"])
+    assert applied["feature_services"] == ["idrec_user", "urm_item", "urm_training", "urm_user"]
+    # paths honour the non-default artifacts dir
+    assert (settings.feast_dir / "registry.db").is_file()
+    assert (settings.feast_dir / "feature_store.yaml").is_file()
+    src = store.get_feature_view("user_recent_items").batch_source.path
+    assert src == str(settings.features_dir / "behavior_sequences.parquet")
+    tags = store.get_feature_view("ppm_user_cache").tags
+    assert (tags["layout"], tags["L"], tags["d"]) == ("row-major", str(L), str(DM))
+    assert store.get_feature_view("ppm_user_cache").ttl == timedelta(0)
+    training = {p.name for p in store.get_feature_service("urm_training").feature_view_projections}
+    assert training == {"user_profile", "user_recent_items", "ppm_user_cache", "item_profile", "ppm_item_cache"}
+    # idempotent
+    again = fsmod.apply_definitions(settings)
+    assert {k: again[k] for k in ("entities", "feature_views", "feature_services")} == \
+        {k: applied[k] for k in ("entities", "feature_views", "feature_services")}
+
+
+def test_cluster_profile_config(env, tmp_path):
+    """cluster -> Spark offline store + Redis online store + SparkSource (config only; no Spark/Redis)."""
+    from feast import RepoConfig
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+    s = Settings.from_env(env={}, artifacts_dir=tmp_path, profile="cluster", redis="redis.example:6380")
+    cfg = fsmod.repo_config_dict(s)
+    assert cfg["offline_store"]["type"] == "spark" and cfg["online_store"] == {
+        "type": "redis", "connection_string": "redis.example:6380"}
+    rc = RepoConfig(**cfg)
+    assert rc.online_store.connection_string == "redis.example:6380"
+    srcs = fsmod.load_definitions(s)["data_sources"]
+    assert all(isinstance(x, SparkSource) for x in srcs)
+    assert {x.path for x in srcs} == {str(tmp_path / "features" / f"{t}.parquet") for t in
+                                      ["item_multimodal", "item_profile", "user_profile", "behavior_sequences",
+                                       "ppm_item_cache", "ppm_user_cache"]}
+
+
+def test_point_in_time_no_leakage(env):
+    settings, store, _ = env
+    rows = [
+        (1, T0 - timedelta(days=1)),  # 0: before any sequence row -> nulls, but returned
+        (1, T0),  # 1: the event that produced row t0 -> must not see it
+        (1, T),  # 2: exactly at t -> sees the t0 row only
+        (1, T + timedelta(seconds=1)),  # 3: after t -> the new row
+        (2, S1),  # 4: sub-second: at s1 -> the s0 row (s0 is 200 ms earlier)
+        (2, S1 + D),  # 5: the first µs at which the s1 row is visible
+        (2, S1 + timedelta(milliseconds=1)),  # 6
+        (2, S0 - timedelta(microseconds=1)),  # 7: just before s0 -> nulls
+    ]
+    ent = pd.DataFrame({"user_id": [u for u, _ in rows], "item_id": 10,
+                        "event_timestamp": [ts for _, ts in rows], "click": np.arange(len(rows), dtype="int8")})
+    out = fsmod.get_training_frame(settings, ent)
+    assert len(out) == len(ent)
+    assert out["click"].tolist() == list(range(len(rows)))
+    hist = [None if h is None else list(h) for h in out["hist_item_ids"]]
+    assert hist == [None, None, [10], [11, 10], [12], [10, 12], [10, 12], None]
+    assert out["ppm_seq_len"].tolist() == [pd.NA, pd.NA, 1, 2, 3, 4, 4, pd.NA]
+    assert out["ppm_user_version"].tolist()[2:7] == ["v1", "v2", "v3", "v4", "v4"]
+    assert out["hist_len"].isna().tolist() == [True, True, False, False, False, False, False, True]
+    # profile rows are older than every entity row -> always present; item features as of the row
+    assert out["age"].tolist() == [20] * 4 + [30] * 4
+    assert str(out["event_timestamp"].dt.tz) == "UTC"
+    assert out["event_timestamp"].tolist() == ent["event_timestamp"].tolist()
+    # item-level PIT: item 12 exists only from ITEM_LATE_TS on
+    ent2 = pd.DataFrame({"user_id": [3, 3], "item_id": [12, 12],
+                         "event_timestamp": [ITEM_LATE_TS - D, ITEM_LATE_TS]})
+    out2 = fsmod.get_training_frame(settings, ent2)
+    assert out2["release_year"].tolist() == [pd.NA, 1997]
+
+
+def test_training_frame_order_labels_chunking_and_parquet(env, tmp_path):
+    settings, store, _ = env
+    rng = np.random.default_rng(0)
+    n = 14
+    ent = pd.DataFrame({
+        "user_id": rng.choice([1, 2, 3, 99], n),  # 99: unknown user
+        "item_id": rng.choice([10, 11, 12, 98], n),  # 98: unknown item
+        "event_timestamp": [T + timedelta(hours=int(h)) for h in rng.integers(-48, 48, n)],
+        "click": rng.integers(0, 2, n).astype("int8"),
+        "order": rng.integers(0, 2, n).astype("int8"),
+    }, index=np.arange(100, 100 + n))  # a non-default index: output index is reset
+    ent = pd.concat([ent, ent.iloc[[3]]])  # an exact duplicate entity row is kept twice
+    ent.iloc[-1, ent.columns.get_loc("click")] = 1 - ent.iloc[3]["click"]
+    small = fsmod.get_training_frame(settings, ent, chunk_rows=3)
+    big = fsmod.get_training_frame(settings, ent)
+    assert len(small) == len(ent) == len(big)
+    pd.testing.assert_frame_equal(small, big)
+    for c in ["user_id", "item_id", "click", "order"]:
+        assert small[c].tolist() == ent[c].tolist(), c
+    assert small["click"].dtype == "int8"
+    assert small["event_timestamp"].tolist() == ent["event_timestamp"].tolist()
+    assert small.loc[small.user_id == 99, "age"].isna().all()
+    assert small.loc[small.item_id == 98, "ppm_item_vec"].isna().all()
+    assert small.loc[small.user_id == 1, "age"].eq(20).all()
+
+    # streamed parquet: same content, time-sorted order, typed schema even for NULL-only chunks
+    sorted_ent = ent.sort_values("event_timestamp", kind="stable")
+    path = tmp_path / "training.parquet"
+    stats = fsmod.write_training_set(settings, sorted_ent, path, chunk_rows=4)
+    assert stats["rows"] == len(ent) and stats["chunks"] == 4 and path.is_file()
+    back = pq.read_table(path)
+    seq_type = back.schema.field("ppm_user_seq").type
+    assert pa.types.is_list(seq_type) and seq_type.value_type == pa.float32()
+    assert str(back.schema.field("event_timestamp").type) == "timestamp[us, tz=UTC]"
+    df = back.to_pandas()
+    assert df["click"].tolist() == sorted_ent["click"].tolist()
+    assert df["user_id"].tolist() == sorted_ent["user_id"].tolist()
+    assert not list(tmp_path.glob(".training.parquet.*"))  # no temp file left
+
+
+def test_training_frame_rejects_bad_input(env):
+    settings, _, _ = env
+    with pytest.raises(ValueError, match="item_id"):
+        fsmod.get_training_frame(settings, pd.DataFrame({"user_id": [1], "event_timestamp": [T]}))
+    with pytest.raises(ValueError, match="clash"):
+        fsmod.get_training_frame(settings, pd.DataFrame({"user_id": [1], "item_id": [10], "event_timestamp": [T],
+                                                         "age": [3]}))
+    empty = fsmod.get_training_frame(settings, pd.DataFrame({"user_id": pd.Series([], dtype="int64"),
+                                                             "item_id": pd.Series([], dtype="int64"),
+                                                             "event_timestamp": pd.Series([], dtype="datetime64[us, UTC]")}))
+    assert len(empty) == 0 and "ppm_user_seq" in empty.columns
+    # the IDRec-only user service needs no item_id
+    out = fsmod.get_training_frame(settings, pd.DataFrame({"user_id": [1], "event_timestamp": [T]}),
+                                   service="idrec_user")
+    assert list(out["hist_item_ids"][0]) == [10] and "ppm_user_seq" not in out.columns
+
+
+def test_materialize_and_online_lookups(env):
+    settings, store, _ = env
+    res = fsmod.materialize(settings)
+    assert res["views"] == 6
+    store = fsmod.get_store(settings)
+    u1 = fsmod.online_user_features(store, 1)
+    assert u1["user_id"] == 1 and u1["age"] == 20
+    assert list(u1["hist_item_ids"]) == [11, 10] and u1["hist_len"] == 2  # the latest row (t), not t0
+    assert u1["ppm_user_version"] == "v2" and list(u1["ppm_user_seq"]) == [2.0] * (L * DM)
+    u2 = fsmod.online_user_features(store, 2, service="idrec_user")
+    assert list(u2["hist_item_ids"]) == [10, 12] and "ppm_user_seq" not in u2
+    unknown = fsmod.online_user_features(store, 12345)
+    assert unknown["age"] is None and unknown["ppm_user_seq"] is None
+    items = fsmod.online_item_features(store, [12, 999, 10, 12])
+    assert items["item_id"].tolist() == [12, 999, 10, 12]
+    assert items["release_year"].tolist()[0] == 1997 and items["release_year"].tolist()[2] == 1995
+    assert items["ppm_item_vec"][1] is None and items["ppm_item_version"][1] is None
+    assert list(items["ppm_item_vec"][2]) == [10.0, 10.0]
