@@ -91,7 +91,10 @@ def time_bucket_boundaries(n_buckets: int, max_age_s: float = MAX_AGE_S) -> Tens
 
 
 class PPMItemTower(nn.Module):
-    """Item tower: projects an item's ME feature to a ``d``-dim item vector. MLP(me_dim -> 128 -> d) + LayerNorm.
+    """Item tower: projects an item's ME feature to a ``d``-dim item vector.
+    LayerNorm(me_dim) -> MLP(me_dim -> 128 -> d) -> LayerNorm. The input LayerNorm puts the text part
+    (unit-norm MiniLM, ~0.05 per dim) and the image part (EfficientNet pooled activations, O(1) per dim) on
+    one scale, so neither modality dominates the first layer.
 
     FROZEN after pre-training; its output is cached per item as the ``ppm_item_cache`` feature view.
 
@@ -101,11 +104,12 @@ class PPMItemTower(nn.Module):
 
     def __init__(self, cfg: PPMConfig):
         super().__init__()
+        self.in_norm = nn.LayerNorm(cfg.me_dim)
         self.mlp = MLP(cfg.me_dim, [ITEM_TOWER_HIDDEN, cfg.d_model], dropout=cfg.dropout, final_activation=False)
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def forward(self, me: Tensor) -> Tensor:
-        return self.norm(self.mlp(me))
+        return self.norm(self.mlp(self.in_norm(me)))
 
 
 class PPMSequenceEncoder(nn.Module):
@@ -131,6 +135,7 @@ class PPMSequenceEncoder(nn.Module):
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.d_model)
         self.time_emb = nn.Embedding(cfg.n_time_buckets, cfg.d_model)
         # a buffer so the boundaries travel with the weights (and with the model_version hash)
+        self.time_boundaries: Tensor
         self.register_buffer("time_boundaries", time_bucket_boundaries(cfg.n_time_buckets))
         layer = nn.TransformerEncoderLayer(
             d_model=cfg.d_model, nhead=cfg.n_heads, dim_feedforward=cfg.ff_dim, dropout=cfg.dropout,

@@ -137,7 +137,7 @@ class URM(nn.Module):
         """``forward`` from a dict keyed by :data:`URM_INPUT_NAMES` (``ppm_*`` keys optional for Base).
         -> logits f32 ``[B, 2]``. Raises KeyError naming a missing required input."""
         optional = PPM_INPUT_NAMES if self.ppm_top is None else ()
-        args = []
+        args: list[Tensor | None] = []
         for name in URM_INPUT_NAMES:
             if name in batch:
                 args.append(batch[name])

@@ -30,6 +30,7 @@ from ppm_platform.models.urm import URM, URM_INPUT_NAMES
 
 BASE_INPUT_NAMES: tuple[str, ...] = URM_INPUT_NAMES[:6]
 OUTPUT_NAME = "probs"
+_INT_INPUTS = frozenset({"user_idx", "item_idx", "user_side", "hist_item_idx"})
 LEGACY_OPSET = 17
 _NP_DTYPES = {"tensor(int64)": np.int64, "tensor(float)": np.float32, "tensor(int32)": np.int32,
               "tensor(double)": np.float64, "tensor(bool)": np.bool_}
@@ -87,7 +88,9 @@ def _to_torch(example: Mapping[str, np.ndarray], names: tuple[str, ...]) -> tupl
     for n in names:
         if n not in example:
             raise KeyError(f"example is missing input {n!r}")
-        out.append(torch.from_numpy(np.ascontiguousarray(example[n])))
+        # cast to the contract dtypes so the graph never declares e.g. int32 ids because an encoder made them
+        dtype = np.int64 if n in _INT_INPUTS else np.float32
+        out.append(torch.from_numpy(np.ascontiguousarray(example[n], dtype=dtype)))
     return tuple(out)
 
 
@@ -103,8 +106,8 @@ def export_urm_onnx(model: URM, example: Mapping[str, np.ndarray], path: Path, a
         atol: maximum allowed ``|onnxruntime - torch|`` on the probabilities.
         dynamo: True = torch.export-based exporter (opset 20); False = legacy TorchScript exporter (opset 17).
 
-    Parity is checked on ``example``, on its first 3 rows (or 1 row), and on ``example`` stacked twice
-    (a batch size never seen at trace time).
+    Parity is checked on ``example``, on its first 3 rows (or 1 row), on ``example`` stacked twice (a batch
+    size never seen at trace time), and on ``example`` with every ``*mask`` input zeroed (empty histories).
 
     Returns:
         ``{"max_abs_diff": float, "opset": int, "export_s": float, "path": str, "exporter": str,
@@ -122,7 +125,9 @@ def export_urm_onnx(model: URM, example: Mapping[str, np.ndarray], path: Path, a
     args = _to_torch(example, names)
     wrapper = _URMProbs(model) if model.ppm_top is not None else _BaseProbs(model)
     was_training = model.training
-    model.eval()
+    # eval the wrapper, not just the model: the legacy exporter restores the *wrapper's* mode after export,
+    # which would otherwise switch dropout back on for the parity reference
+    wrapper.eval()
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         # torch.export specialises a dimension of size 1: trace with at least 2 rows so batch stays symbolic
@@ -134,7 +139,12 @@ def export_urm_onnx(model: URM, example: Mapping[str, np.ndarray], path: Path, a
                 program = torch.onnx.export(
                     wrapper, trace_args, input_names=list(names), output_names=[OUTPUT_NAME],
                     dynamic_shapes=tuple({0: batch} for _ in names), dynamo=True, verbose=False,
+                    # onnxscript 0.7.2's optimizer rewrites `x + c` to `x` when |c| <= 1e-8 (its add_0 rule,
+                    # abs_tol=1e-8): it deletes masked_softmax's `+ 1e-9` and an empty history gives NaN.
+                    # onnxruntime applies its own (exact) graph optimisations at session creation anyway.
+                    optimize=False,
                 )
+                assert program is not None
                 program.save(str(tmp))
             else:
                 torch.onnx.export(
@@ -148,7 +158,10 @@ def export_urm_onnx(model: URM, example: Mapping[str, np.ndarray], path: Path, a
 
         scorer = OnnxScorer(tmp)
         n_small = 3 if args[0].shape[0] >= 3 else 1
-        batches = [args, tuple(a[:n_small] for a in args), tuple(torch.cat([a, a]) for a in args)]
+        # the example, a smaller and a larger batch than traced, and the example with every history empty
+        # (users with no clicks yet: all-masked softmax rows must stay finite in the graph too)
+        empty = tuple(torch.zeros_like(a) if n.endswith("mask") else a for n, a in zip(names, args))
+        batches = [args, tuple(a[:n_small] for a in args), tuple(torch.cat([a, a]) for a in args), empty]
         max_diff = 0.0
         with torch.no_grad():
             for b in batches:
@@ -156,7 +169,9 @@ def export_urm_onnx(model: URM, example: Mapping[str, np.ndarray], path: Path, a
                 got = scorer.predict({n: a.numpy() for n, a in zip(names, b)})
                 if got.shape != ref.shape:
                     raise ValueError(f"ONNX output shape {got.shape} != torch {ref.shape}")
-                max_diff = max(max_diff, float(np.max(np.abs(got - ref))))
+                diff = np.abs(got - ref)
+                # max() with NaN silently keeps the old value: treat any non-finite output as a failure
+                max_diff = max(max_diff, float(diff.max()) if np.isfinite(diff).all() else float("inf"))
         if not max_diff <= atol:  # also catches NaN
             raise ValueError(f"ONNX parity failed: max |onnxruntime - torch| = {max_diff:.3g} > atol {atol:g}")
         os.replace(tmp, path)
@@ -206,7 +221,7 @@ class OnnxScorer:
         Raises:
             KeyError: naming a declared input that ``inputs`` lacks.
         """
-        feed = {}
+        feed: dict[str, np.ndarray] = {}
         for name, dtype in self._inputs:
             if name not in inputs:
                 raise KeyError(f"missing ONNX input {name!r} (graph declares {self.input_names})")

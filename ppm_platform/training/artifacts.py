@@ -33,7 +33,7 @@ WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "model.json"
 VERSION_CHARS = 12
 #: model class name (recorded in model.json) -> (config class, model class)
-_CLASSES: dict[str, tuple[type, type[nn.Module]]] = {"PPM": (PPMConfig, PPM), "URM": (URMConfig, URM)}
+_CLASSES: dict[str, tuple[Any, type[nn.Module]]] = {"PPM": (PPMConfig, PPM), "URM": (URMConfig, URM)}
 
 
 def _tensors(model: nn.Module) -> dict[str, Tensor]:

@@ -39,10 +39,12 @@ def small_urm_cfg(use_ppm: bool = True, **kw) -> URMConfig:
 
 
 def make_mask(b: int = B, l: int = L, seed: int = 0) -> torch.Tensor:
-    """Left-aligned masks of random lengths; row 0 is empty (no history), row 1 is full."""
+    """Left-aligned masks of random lengths; row 0 is empty (no history), row 1 (if any) is full."""
     g = torch.Generator().manual_seed(seed)
     lens = torch.randint(0, l + 1, (b,), generator=g)
-    lens[0], lens[1] = 0, l
+    lens[0] = 0
+    if b > 1:
+        lens[1] = l
     return (torch.arange(l).unsqueeze(0) < lens.unsqueeze(1)).float()
 
 
