@@ -21,7 +21,7 @@ feature timestamps are µs; the returned ``event_timestamp`` is the floored valu
 join earlier, never leak.
 
 Training-set memory is bounded by chunking: entity rows are sorted by ``(event_timestamp, input
-position)`` and sent to Feast ``chunk_rows`` (default 50,000) at a time; only the join keys, timestamp
+position)`` and sent to Feast ``chunk_rows`` (default 10,000) at a time; only the join keys, timestamp
 and a row id go to Feast, labels and other columns are re-attached from the input by row id.
 """
 
@@ -50,7 +50,10 @@ if TYPE_CHECKING:  # feast import is slow (6-12 s): keep it out of module import
 
 PROJECT = "ppm_platform"
 TIMESTAMP = "event_timestamp"
-DEFAULT_CHUNK_ROWS = 50_000
+#: entity rows per Feast call. Measured on MovieLens-100K shapes (L=20, d=32): 10k rows peak ~2.9 GB RSS
+#: and 50k rows ~9 GB at the same ~1.7k rows/s (DuckDB materializes every earlier feature row of a user,
+#: lists included, before keeping the latest), so smaller chunks cost nothing.
+DEFAULT_CHUNK_ROWS = 10_000
 ROW_ID = "_ppm_row_id"
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -233,7 +236,7 @@ def _empty_features(df: pd.DataFrame, fields: list[pa.Field]) -> pd.DataFrame:
 def _join_chunk(store: "FeatureStore", service: "FeatureService", chunk: pd.DataFrame, keys: list[str],
                 fields: list[pa.Field]) -> pd.DataFrame:
     """Point-in-time join of one chunk; returns the chunk's rows (all columns) plus features, by row id."""
-    query = chunk[[ROW_ID, *keys, TIMESTAMP]]
+    query = chunk[[ROW_ID, *keys, TIMESTAMP]].copy()  # Feast rewrites the timestamp column in place
     res = store.get_historical_features(entity_df=query, features=service, full_feature_names=False).to_df()
     if len(res) != len(query) or res[ROW_ID].nunique() != len(query):
         raise RuntimeError(

@@ -4,6 +4,7 @@ count with chunking, materialization and online lookups. One registry per module
 
 from __future__ import annotations
 
+import warnings
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -108,7 +109,9 @@ def test_cluster_profile_config(env, tmp_path):
         "type": "redis", "connection_string": "redis.example:6380"}
     rc = RepoConfig(**cfg)
     assert rc.online_store.connection_string == "redis.example:6380"
-    srcs = fsmod.load_definitions(s)["data_sources"]
+    with warnings.catch_warnings():  # feast's spark module calls simplefilter("once", RuntimeWarning) on import
+        warnings.simplefilter("ignore", RuntimeWarning)
+        srcs = fsmod.load_definitions(s)["data_sources"]
     assert all(isinstance(x, SparkSource) for x in srcs)
     assert {x.path for x in srcs} == {str(tmp_path / "features" / f"{t}.parquet") for t in
                                       ["item_multimodal", "item_profile", "user_profile", "behavior_sequences",
