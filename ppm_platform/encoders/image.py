@@ -94,15 +94,15 @@ def load_image(path: str, image_size: int = 224) -> np.ndarray:
 
     local = uri_to_path(path)
     try:
-        with Image.open(local) as im:
-            im = im.convert("RGB")
-            w, h = im.size
-            scale = image_size / min(w, h)
-            nw, nh = max(image_size, round(w * scale)), max(image_size, round(h * scale))
-            im = im.resize((nw, nh), Image.BILINEAR)
-            left, top = (nw - image_size) // 2, (nh - image_size) // 2
-            im = im.crop((left, top, left + image_size, top + image_size))
-            arr = np.asarray(im, dtype=np.float32) / 255.0
+        with Image.open(local) as src:
+            rgb = src.convert("RGB")
+        w, h = rgb.size
+        scale = image_size / min(w, h)
+        nw, nh = max(image_size, round(w * scale)), max(image_size, round(h * scale))
+        rgb = rgb.resize((nw, nh), Image.Resampling.BILINEAR)
+        left, top = (nw - image_size) // 2, (nh - image_size) // 2
+        rgb = rgb.crop((left, top, left + image_size, top + image_size))
+        arr = np.asarray(rgb, dtype=np.float32) / 255.0
     except Exception as e:  # noqa: BLE001  (PIL raises many types; re-raised with the path)
         raise ImageLoadError(f"cannot read image {path!r}: {type(e).__name__}: {e}") from e
     arr = (arr - IMAGENET_MEAN) / IMAGENET_STD

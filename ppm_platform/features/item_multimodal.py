@@ -104,7 +104,7 @@ def _encode_partition(batches: Iterator[pd.DataFrame], settings: Settings) -> It
         out = encode_items_frame(pdf, settings)
         dt = time.perf_counter() - t0
         done += len(out)
-        logger.info("item_multimodal: encoded %d items in %.2f s (%.1f items/s; this worker %d items, %.1f items/s)",
+        logger.info("item_multimodal: encoded %d items in %.2f s (%.1f items/s; this partition %d items, %.1f items/s)",
                     len(out), dt, len(out) / max(dt, 1e-9), done, done / max(time.perf_counter() - t_start, 1e-9))
         yield out
 

@@ -1,0 +1,335 @@
+"""Spark jobs: the frozen PPM caches ``ppm_item_cache`` and ``ppm_user_cache`` (DESIGN.md §4).
+
+* ``ppm_item_cache`` (item): ``ppm_item_vec = PPM.encode_items(ME)`` (``d`` floats), stamped with the item's
+  ``item_multimodal`` timestamp.
+* ``ppm_user_cache`` (user, as-of time): for each ``behavior_sequences`` row, the history's cached item vectors
+  padded to ``L`` (most recent first, left aligned, see :func:`pad_history`) go through
+  ``PPM.encode_sequence`` with the row's ages and mask; the ``[L, d]`` output is stored flattened row-major as
+  ``ppm_user_seq`` (``L*d`` floats, exactly zero at padded positions), with ``ppm_seq_len`` valid positions.
+  The row keeps the sequence row's ``event_timestamp`` (already ``t + AS_OF_DELAY``: the leakage rule holds).
+
+Both run in ``mapInPandas``; each Spark Python worker loads the PPM once (cache keyed by model folder and
+``ppm_version``) and, for the user cache, the small items x d vector table once. Every row carries the
+``ppm_version`` that produced it (version rule); the user cache refuses item vectors of another version.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ppm_platform.config import Settings
+from ppm_platform.data.schemas import PPM_ITEM_CACHE, PPM_USER_CACHE
+from ppm_platform.features.item_multimodal import default_partitions, me_matrix, worker_logger, write_consolidated
+
+log = logging.getLogger("ppm_platform.features")
+
+_ITEM_SCHEMA = "item_id bigint, event_timestamp timestamp, ppm_item_vec array<float>, ppm_item_version string"
+_USER_SCHEMA = ("user_id bigint, event_timestamp timestamp, ppm_user_seq array<float>, ppm_seq_len bigint, "
+                "ppm_user_version string")
+#: item id used at padded history positions by :func:`pad_history` (never a real id lookup: masked out)
+PAD_ITEM_ID = -1
+
+
+# ---- shared helpers (also for PPM training / serving) -------------------------------------------------------
+def pad_history(hist_item_ids: Sequence, hist_age_s: Sequence, max_len: int,
+                pad_id: int = PAD_ITEM_ID) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pad/truncate variable-length histories (most recent first) to a fixed ``max_len``, left aligned.
+
+    Position 0 is the most recent behaviour; a history longer than ``max_len`` keeps its ``max_len`` most
+    recent entries. ``None`` (or NaN) histories count as empty.
+
+    Args:
+        hist_item_ids: B sequences of item ids (``behavior_sequences.hist_item_ids``).
+        hist_age_s: B sequences of ages in seconds, same lengths as ``hist_item_ids``.
+        max_len: L.
+        pad_id: id written at padded positions.
+
+    Returns:
+        ``(ids int64 [B, L], ages float32 [B, L] (0 at padding), mask float32 [B, L] (1 = valid))`` -- the
+        mask convention of :mod:`ppm_platform.models.layers`.
+
+    Raises:
+        ValueError: ids and ages of a row have different lengths, or ``max_len < 1``.
+    """
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    B = len(hist_item_ids)
+    if len(hist_age_s) != B:
+        raise ValueError(f"{B} id sequences but {len(hist_age_s)} age sequences")
+    ids = np.full((B, max_len), pad_id, dtype=np.int64)
+    ages = np.zeros((B, max_len), dtype=np.float32)
+    mask = np.zeros((B, max_len), dtype=np.float32)
+    for r, (h, a) in enumerate(zip(hist_item_ids, hist_age_s)):
+        if h is None or (isinstance(h, float) and np.isnan(h)):
+            continue
+        h = np.asarray(h, dtype=np.int64)
+        a = np.asarray(a, dtype=np.float32)
+        if h.shape != a.shape:
+            raise ValueError(f"row {r}: {h.shape[0]} item ids but {a.shape[0]} ages")
+        k = min(len(h), max_len)
+        ids[r, :k] = h[:k]
+        ages[r, :k] = a[:k]
+        mask[r, :k] = 1.0
+    return ids, ages, mask
+
+
+class ItemVectorTable:
+    """An in-memory ``item_id -> vector`` table (sorted ids + ``[N, d]`` matrix) with batched lookup."""
+
+    def __init__(self, item_ids: np.ndarray, vectors: np.ndarray):
+        item_ids = np.asarray(item_ids, dtype=np.int64)
+        order = np.argsort(item_ids, kind="stable")
+        self.ids = item_ids[order]
+        if len(self.ids) > 1 and (np.diff(self.ids) == 0).any():
+            dup = self.ids[1:][np.diff(self.ids) == 0][:5].tolist()
+            raise ValueError(f"duplicate item ids in the vector table: {dup}")
+        self.vectors = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32)[order])
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def lookup(self, ids: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """Vectors of ``ids`` (any shape ``S``) -> float32 ``[*S, d]``; positions with ``mask == 0`` get zeros.
+
+        Raises:
+            KeyError: a (valid) id is not in the table; the message lists the unknown ids.
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        valid = np.ones(ids.shape, dtype=bool) if mask is None else np.asarray(mask) > 0
+        if len(self.ids):
+            pos_c = np.minimum(np.searchsorted(self.ids, ids), len(self.ids) - 1)
+            found = self.ids[pos_c] == ids
+        else:
+            pos_c, found = np.zeros(ids.shape, np.int64), np.zeros(ids.shape, bool)
+        bad = valid & ~found
+        if bad.any():
+            raise KeyError(f"item id(s) not in the item vector table: {sorted(set(ids[bad].tolist()))[:20]}")
+        out = np.zeros((*ids.shape, self.dim), dtype=np.float32)
+        out[valid] = self.vectors[pos_c[valid]]
+        return out
+
+    @classmethod
+    def from_parquet(cls, path: Path, id_col: str = "item_id", vec_col: str = "ppm_item_vec") -> "ItemVectorTable":
+        table = pq.read_table(path, columns=[id_col, vec_col])
+        col = table.column(vec_col).combine_chunks()
+        n = table.num_rows
+        flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        d = len(flat) // n if n else 0
+        if n and (pc.list_value_length(col).to_numpy() != d).any():
+            raise ValueError(f"{path}: {vec_col} rows have different lengths")
+        return cls(table.column(id_col).to_numpy(), flat.reshape(n, d))
+
+
+def ppm_version_of(model_dir: Path) -> str:
+    """The ``ppm_version`` of a saved PPM folder, read from its ``model.json`` (no weights loaded):
+    ``metadata["ppm_version"]`` when present, else the recorded weights hash (they are equal for models saved
+    by the pipeline).
+
+    Raises:
+        ValueError: metadata and weights hash disagree.
+    """
+    from ppm_platform.training.artifacts import read_model_json
+
+    doc = read_model_json(Path(model_dir))
+    meta_v, weights_v = (doc.get("metadata") or {}).get("ppm_version"), doc.get("version")
+    if meta_v and weights_v and meta_v != weights_v:
+        raise ValueError(f"{model_dir}: metadata ppm_version {meta_v} != weights version {weights_v}")
+    v = meta_v or weights_v
+    if not v:
+        raise ValueError(f"{model_dir}: model.json records no version")
+    return str(v)
+
+
+_LOCK = threading.Lock()
+_PPM_CACHE: dict[tuple[str, str], object] = {}
+_VEC_CACHE: dict[tuple, ItemVectorTable] = {}
+
+
+def get_ppm(model_dir: Path, ppm_version: str):
+    """The PPM of ``model_dir`` (eval mode), loaded once per process per (folder, version).
+
+    Raises:
+        ValueError: the folder now holds another version than the driver planned with.
+    """
+    from ppm_platform.training.artifacts import load_ppm
+
+    key = (str(Path(model_dir).resolve()), ppm_version)
+    with _LOCK:
+        if key not in _PPM_CACHE:
+            model, meta = load_ppm(Path(model_dir))
+            got = (meta or {}).get("ppm_version") or ppm_version_of(model_dir)
+            if got != ppm_version:
+                raise ValueError(f"{model_dir}: holds ppm_version {got}, job expected {ppm_version} "
+                                 "(model replaced while the job ran?)")
+            model.eval()
+            _PPM_CACHE.clear()  # keep one model per worker
+            _PPM_CACHE[key] = model
+        return _PPM_CACHE[key]
+
+
+def get_item_vectors(path: Path, ppm_version: str) -> ItemVectorTable:
+    """The ``ppm_item_cache`` vector table, loaded once per process per (file, mtime, size, version).
+
+    Raises:
+        ValueError: the file holds vectors of another ``ppm_version`` (version rule).
+    """
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_mtime_ns, st.st_size, ppm_version)
+    with _LOCK:
+        if key not in _VEC_CACHE:
+            versions = set(pq.read_table(p, columns=["ppm_item_version"]).column("ppm_item_version").unique().to_pylist())
+            if versions - {ppm_version}:
+                raise ValueError(f"{p}: ppm_item_cache holds ppm_version(s) {sorted(versions)}, expected {ppm_version}; "
+                                 "recompute the item cache with this PPM first")
+            _VEC_CACHE.clear()
+            _VEC_CACHE[key] = ItemVectorTable.from_parquet(p)
+        return _VEC_CACHE[key]
+
+
+# ---- item cache --------------------------------------------------------------------------------------------------
+def encode_item_frame(pdf: pd.DataFrame, ppm, ppm_version: str) -> pd.DataFrame:
+    """item_multimodal rows -> PPM_ITEM_CACHE rows (``ppm_item_vec = ppm.encode_items(me_matrix(rows))``)."""
+    import torch
+
+    ids, me = me_matrix(pdf)
+    if me.shape[1] != ppm.cfg.me_dim:
+        raise ValueError(f"ME features have {me.shape[1]} dims but the PPM expects me_dim={ppm.cfg.me_dim}")
+    with torch.inference_mode():
+        vec = ppm.encode_items(torch.from_numpy(me)).float().numpy()
+    return pd.DataFrame({"item_id": ids, "event_timestamp": pdf["event_timestamp"].to_numpy(),
+                         "ppm_item_vec": list(vec), "ppm_item_version": ppm_version})
+
+
+def _item_partition(batches: Iterator[pd.DataFrame], settings: Settings, model_dir: str,
+                    ppm_version: str) -> Iterator[pd.DataFrame]:
+    from ppm_platform.encoders import configure_worker_threads
+
+    configure_worker_threads(settings)
+    logger = worker_logger()
+    ppm = get_ppm(Path(model_dir), ppm_version)
+    for pdf in batches:
+        if pdf.empty:
+            continue
+        t0 = time.perf_counter()
+        out = encode_item_frame(pdf, ppm, ppm_version)
+        logger.debug("ppm_item_cache: %d items in %.3f s", len(out), time.perf_counter() - t0)
+        yield out
+
+
+def compute_ppm_item_cache(spark, settings: Settings, item_multimodal_path: Path, ppm_model_dir: Path,
+                           out_path: Path) -> dict:
+    """Frozen PPM item tower over every ``item_multimodal`` row -> ``out_path`` (PPM_ITEM_CACHE, sorted by
+    item_id).
+
+    Returns:
+        ``{"rows", "seconds", "rows_per_s", "ppm_version"}``.
+    """
+    t0 = time.perf_counter()
+    version = ppm_version_of(ppm_model_dir)
+    src = spark.read.parquet(str(item_multimodal_path)).select(
+        "item_id", "event_timestamp", "text_emb", "image_emb", "has_image")
+    out = src.repartition(default_partitions(spark)).mapInPandas(
+        functools.partial(_item_partition, settings=settings, model_dir=str(Path(ppm_model_dir).resolve()),
+                          ppm_version=version), schema=_ITEM_SCHEMA)
+    table = write_consolidated(out, out_path, PPM_ITEM_CACHE, ["item_id"])
+    return _stats("ppm_item_cache", table.num_rows, time.perf_counter() - t0, version)
+
+
+# ---- user cache --------------------------------------------------------------------------------------------------
+def encode_sequence_frame(pdf: pd.DataFrame, ppm, items: ItemVectorTable, max_len: int,
+                          ppm_version: str) -> pd.DataFrame:
+    """behavior_sequences rows -> PPM_USER_CACHE rows (pad, look up item vectors, ``ppm.encode_sequence``,
+    zero the padding, flatten row-major to ``L*d``).
+
+    Raises:
+        KeyError: a history holds an item id that has no ``ppm_item_cache`` row (names the ids).
+    """
+    import torch
+
+    ids, ages, mask = pad_history(list(pdf["hist_item_ids"]), list(pdf["hist_age_s"]), max_len)
+    vecs = items.lookup(ids, mask)
+    with torch.inference_mode():
+        m = torch.from_numpy(mask)
+        seq = ppm.encode_sequence(torch.from_numpy(vecs), torch.from_numpy(ages), m)
+        seq = (seq * m.unsqueeze(-1)).float().numpy()
+    flat = seq.reshape(len(pdf), -1)
+    return pd.DataFrame({"user_id": pdf["user_id"].to_numpy(dtype=np.int64),
+                         "event_timestamp": pdf["event_timestamp"].to_numpy(),
+                         "ppm_user_seq": list(flat),
+                         "ppm_seq_len": mask.sum(axis=1).astype(np.int64),
+                         "ppm_user_version": ppm_version})
+
+
+def _user_partition(batches: Iterator[pd.DataFrame], settings: Settings, model_dir: str, item_cache_path: str,
+                    ppm_version: str, max_len: int) -> Iterator[pd.DataFrame]:
+    from ppm_platform.encoders import configure_worker_threads
+
+    configure_worker_threads(settings)
+    logger = worker_logger()
+    ppm = get_ppm(Path(model_dir), ppm_version)
+    items = get_item_vectors(Path(item_cache_path), ppm_version)
+    if items.dim != ppm.cfg.d_model:
+        raise ValueError(f"item vectors have {items.dim} dims but the PPM has d_model={ppm.cfg.d_model}")
+    for pdf in batches:
+        if pdf.empty:
+            continue
+        t0 = time.perf_counter()
+        out = encode_sequence_frame(pdf, ppm, items, max_len, ppm_version)
+        logger.debug("ppm_user_cache: %d rows in %.3f s", len(out), time.perf_counter() - t0)
+        yield out
+
+
+def compute_ppm_user_cache(spark, settings: Settings, behavior_sequences_path: Path, ppm_item_cache_path: Path,
+                           ppm_model_dir: Path, out_path: Path) -> dict:
+    """Frozen PPM sequence encoder over every ``behavior_sequences`` row -> ``out_path`` (PPM_USER_CACHE,
+    sorted by user_id, event_timestamp). ``L = settings.sequence.max_len`` (must be <= the PPM's max_len).
+
+    Returns:
+        ``{"rows", "seconds", "rows_per_s", "ppm_version"}``.
+
+    Raises:
+        ValueError: the item cache was computed by another PPM version, or L exceeds the PPM's max_len.
+    """
+    from ppm_platform.training.artifacts import read_model_json
+
+    t0 = time.perf_counter()
+    version = ppm_version_of(ppm_model_dir)
+    L = settings.sequence.max_len
+    ppm_max_len = int(read_model_json(Path(ppm_model_dir))["config"].get("max_len", L))
+    if L > ppm_max_len:
+        raise ValueError(f"settings.sequence.max_len={L} exceeds the PPM's max_len={ppm_max_len}")
+    item_versions = set(pq.read_table(ppm_item_cache_path, columns=["ppm_item_version"])
+                        .column("ppm_item_version").unique().to_pylist())
+    if item_versions - {version}:
+        raise ValueError(f"{ppm_item_cache_path}: ppm_item_cache holds ppm_version(s) {sorted(item_versions)}, "
+                         f"the PPM in {ppm_model_dir} is {version}; recompute the item cache first")
+    src = spark.read.parquet(str(behavior_sequences_path)).select(
+        "user_id", "event_timestamp", "hist_item_ids", "hist_age_s")
+    out = src.repartition(default_partitions(spark)).mapInPandas(
+        functools.partial(_user_partition, settings=settings, model_dir=str(Path(ppm_model_dir).resolve()),
+                          item_cache_path=str(Path(ppm_item_cache_path).resolve()), ppm_version=version,
+                          max_len=L), schema=_USER_SCHEMA)
+    table = write_consolidated(out, out_path, PPM_USER_CACHE, ["user_id", "event_timestamp"])
+    return _stats("ppm_user_cache", table.num_rows, time.perf_counter() - t0, version)
+
+
+def _stats(name: str, rows: int, seconds: float, version: str) -> dict:
+    stats = {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": round(rows / max(seconds, 1e-9), 2),
+             "ppm_version": version}
+    log.info("%s: %s", name, stats)
+    return stats
