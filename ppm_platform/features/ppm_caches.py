@@ -70,7 +70,7 @@ def pad_history(hist_item_ids: Sequence, hist_age_s: Sequence, max_len: int,
     ages = np.zeros((B, max_len), dtype=np.float32)
     mask = np.zeros((B, max_len), dtype=np.float32)
     for r, (h, a) in enumerate(zip(hist_item_ids, hist_age_s)):
-        if h is None or (isinstance(h, float) and np.isnan(h)):
+        if h is None or h is pd.NA or (isinstance(h, float) and np.isnan(h)):
             continue
         h = np.asarray(h, dtype=np.int64)
         a = np.asarray(a, dtype=np.float32)

@@ -74,6 +74,7 @@ def build_examples(settings: Settings, interactions: pd.DataFrame, item_multimod
         KeyError: an impression or history refers to an item without an ME feature row.
     """
     from ppm_platform.features.item_multimodal import me_matrix
+    from ppm_platform.features.ppm_caches import PAD_ITEM_ID, pad_history
 
     item_ids, me = me_matrix(item_multimodal)
     row_of = {int(i): r + 1 for r, i in enumerate(item_ids)}
@@ -84,16 +85,13 @@ def build_examples(settings: Settings, interactions: pd.DataFrame, item_multimod
         target = np.fromiter((row_of[int(i)] for i in df["item_id"]), np.int64, len(df))
     except KeyError as e:
         raise KeyError(f"item_id {e.args[0]} has no item_multimodal row") from None
-    hist = np.zeros((len(df), L), np.int64)
-    age = np.zeros((len(df), L), np.float32)
-    for r, (ids, ages) in enumerate(zip(df["hist_item_ids"], df["hist_age_s"])):
-        if ids is None or (isinstance(ids, float)):
-            continue
-        k = min(len(ids), L)
-        hist[r, :k] = [row_of[int(i)] for i in ids[:k]]
-        age[r, :k] = np.asarray(ages[:k], np.float32)
+    ids, age, mask = pad_history(list(df["hist_item_ids"]), list(df["hist_age_s"]), L)
+    try:
+        hist = np.vectorize(lambda i: 0 if i == PAD_ITEM_ID else row_of[int(i)], otypes=[np.int64])(ids)
+    except KeyError as e:
+        raise KeyError(f"history item_id {e.args[0]} has no item_multimodal row") from None
     split = assign_split(df["event_timestamp"], settings.split.train_frac, settings.split.valid_frac).to_numpy()
-    return PPMExamples(me, target, hist, age, (hist > 0).astype(np.float32),
+    return PPMExamples(me, target, hist, age, mask,
                        df["click"].to_numpy(np.float32), split)
 
 

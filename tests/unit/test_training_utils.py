@@ -68,3 +68,25 @@ def test_feature_encoder_rejects_wrong_cache_width():
     enc = FeatureEncoder.fit(df, max_len=3, ppm_dim=4)
     with pytest.raises(ValueError, match="row 0"):
         enc.transform(df)
+
+
+def test_ppm_asof_join_never_sees_the_producing_event(tmp_path):
+    """PPM pre-training joins sequences as Feast does (feature_ts <= event_ts): the row produced by the
+    clicks at t is stamped t + 1 µs, so the impression at t sees the previous row only."""
+    from ppm_platform.io import write_parquet_atomic
+    from ppm_platform.data import schemas
+    from ppm_platform.training.ppm_train import asof_sequences
+
+    t = pd.Timestamp("2024-01-01 00:00:10", tz="UTC")
+    us = pd.Timedelta(microseconds=1)
+    seq = pd.DataFrame({"user_id": [1, 1], "event_timestamp": [t - pd.Timedelta(seconds=5) + us, t + us],
+                        "hist_item_ids": [[7], [8, 7]], "hist_age_s": [[0.0], [0.0, 5.0]], "hist_len": [1, 2]})
+    write_parquet_atomic(seq, tmp_path / "seq.parquet", schemas.BEHAVIOR_SEQUENCES)
+    imp = pd.DataFrame({"user_id": [1, 1, 1, 2], "item_id": [8, 9, 9, 9],
+                        "event_timestamp": [t, t + us, t - pd.Timedelta(seconds=6), t], "click": [1, 0, 0, 1]})
+    out = asof_sequences(imp, tmp_path / "seq.parquet")
+    assert list(out["item_id"]) == [8, 9, 9, 9]              # input order kept
+    assert list(out["hist_item_ids"].iloc[0]) == [7]          # at t: not the row produced at t
+    assert list(out["hist_item_ids"].iloc[1]) == [8, 7]       # 1 µs later: visible
+    assert pd.isna(out["hist_len"].iloc[2])                    # before any click: null, row kept
+    assert pd.isna(out["hist_len"].iloc[3])                    # user without clicks
