@@ -1,24 +1,34 @@
 """Dagster code location of ppm-platform: the asset graph of DESIGN.md §3.
 
-Run the UI with ``dagster dev -m dagster_project.definitions`` and materialize all assets. The in-process
-executor runs steps in one process so the SparkSession and the loaded libraries (torch, feast) are shared
-between steps (a subprocess per step would re-import torch and restart Spark every time on 2 cores).
+Run the UI with ``dagster dev -m dagster_project.definitions`` (or ``make ui``) and materialize all assets.
+Every module in ``dagster_project/assets/`` is one pipeline stage; its assets and asset checks are picked
+up here. The in-process executor runs steps in one process so the SparkSession and the loaded libraries
+(torch, feast) are shared between steps (a subprocess per step would re-import torch and restart Spark every
+time on 2 cores).
 """
+
+import importlib
+import pkgutil
 
 import dagster as dg
 
-from dagster_project.assets import features, feast, ingest, ppm, serving, training
-from dagster_project.checks import ALL_CHECKS
+import dagster_project.assets as assets_pkg
+from dagster_project import checks
 from dagster_project.resources import resources_for
 
-all_assets = dg.load_assets_from_modules([ingest, features, ppm, feast, training, serving])
+stage_modules = [importlib.import_module(f"{assets_pkg.__name__}.{m.name}")
+                 for m in sorted(pkgutil.iter_modules(assets_pkg.__path__), key=lambda m: m.name)
+                 if not m.name.startswith("_")]
+
+all_assets = dg.load_assets_from_modules(stage_modules)
+all_checks = [*dg.load_asset_checks_from_modules(stage_modules), *checks.ALL_CHECKS]
 
 main_job = dg.define_asset_job("ppm_main", selection=dg.AssetSelection.all(),
                                description="Everything: MovieLens -> Spark -> PPM -> Feast -> URM -> ONNX -> online ranking")
 
 defs = dg.Definitions(
     assets=all_assets,
-    asset_checks=ALL_CHECKS,
+    asset_checks=all_checks,
     jobs=[main_job],
     resources=resources_for(),
     executor=dg.in_process_executor,

@@ -8,7 +8,8 @@ Environment variables
 ---------------------
 ``PPM_PROFILE``        ``local`` (default: DuckDB offline store, SQLite online store, Spark ``local[*]``) or
                        ``cluster`` (Spark master URL, Spark offline store, Redis online store).
-``PPM_DATA_DIR``       MovieLens-100K folder (default ``<repo>/../shared/data/movielens-100k``).
+``PPM_DATASET``        ``movielens`` (default) or ``canonical`` (a folder of canonical CSV/parquet tables).
+``PPM_DATA_DIR``       dataset folder (default ``<repo>/../shared/data/movielens-100k``).
 ``PPM_ARTIFACTS_DIR``  where every artifact is written (default ``<repo>/artifacts``; git-ignored).
 ``PPM_MAX_ITEMS``      keep only the catalog's first N items (by id) and their interactions: a real-data
                        subset for CI and quick runs.
@@ -112,6 +113,9 @@ class Settings(BaseModel):
     """
 
     profile: Literal["local", "cluster"] = "local"
+    #: ``movielens``: the GroupLens ml-100k files; ``canonical``: a folder of canonical tables (CSV or
+    #: parquet, see :mod:`ppm_platform.data.loaders`), e.g. your own catalog or the synthetic generator's.
+    dataset: Literal["movielens", "canonical"] = "movielens"
     data_dir: Path = Field(default_factory=lambda: REPO_ROOT.parent / "shared" / "data" / "movielens-100k")
     artifacts_dir: Path = Field(default_factory=lambda: REPO_ROOT / "artifacts")
     feature_repo_dir: Path = Field(default_factory=lambda: REPO_ROOT / "feature_repo")
@@ -190,6 +194,7 @@ class Settings(BaseModel):
                 data = json.loads(text)
         simple = {
             "PPM_PROFILE": "profile",
+            "PPM_DATASET": "dataset",
             "PPM_DATA_DIR": "data_dir",
             "PPM_ARTIFACTS_DIR": "artifacts_dir",
             "PPM_MAX_ITEMS": "max_items",
@@ -215,6 +220,10 @@ class Settings(BaseModel):
         Raises:
             FileNotFoundError: naming the folder looked in and how to get the data.
         """
+        if self.dataset == "canonical":
+            if not self.data_dir.is_dir():
+                raise FileNotFoundError(f"dataset folder {self.data_dir} does not exist (PPM_DATA_DIR)")
+            return self.data_dir
         if not (self.data_dir / "u.data").is_file():
             raise FileNotFoundError(
                 f"MovieLens-100K not found: looked for {self.data_dir / 'u.data'}. "

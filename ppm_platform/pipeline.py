@@ -39,11 +39,12 @@ def _feature(settings: Settings, name: str) -> Path:
 
 # ---- ingest ------------------------------------------------------------------------------------------
 def ingest(settings: Settings) -> dict:
-    """Canonical tables + quarantine + profile feature tables from MovieLens (``settings.data_dir``)."""
-    from ppm_platform.data.ingest import build_profiles, ingest_movielens
+    """Canonical tables + quarantine + profile feature tables from ``settings.data_dir`` (MovieLens or a
+    canonical-table folder, by ``settings.dataset``)."""
+    from ppm_platform.data.ingest import build_profiles, ingest_dataset
 
     t0 = time.perf_counter()
-    results = ingest_movielens(settings)
+    results = ingest_dataset(settings)
     out = {name: r.summary() for name, r in results.items()}
     out["profiles"] = build_profiles(settings)
     out["seconds"] = round(time.perf_counter() - t0, 2)

@@ -46,6 +46,16 @@ def ingest_frames(settings: Settings, raw: dict[str, pd.DataFrame], catalog_root
     return results
 
 
+def ingest_dataset(settings: Settings) -> dict[str, IngestResult]:
+    """Ingest the dataset that ``settings.dataset`` names: MovieLens-100K or a canonical-table folder."""
+    if settings.dataset == "canonical":
+        from ppm_platform.data.loaders import load_canonical_dir
+
+        data_dir = settings.require_dataset()
+        return ingest_frames(settings, load_canonical_dir(data_dir, settings.max_items), catalog_root=data_dir)
+    return ingest_movielens(settings)
+
+
 def ingest_movielens(settings: Settings) -> dict[str, IngestResult]:
     """Load MovieLens-100K from ``settings.data_dir`` (subset by ``settings.max_items``) and ingest it.
 
