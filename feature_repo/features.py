@@ -26,7 +26,7 @@ try:  # the Feast CLI imports this file with feature_repo/ on sys.path; find the
 except ModuleNotFoundError:  # pragma: no cover - only when the package is not pip-installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.data_format import ParquetFormat
 from feast.types import Array, Float32, Int64, String
 
@@ -52,6 +52,12 @@ SERVICES = {
     "urm_training": ["user_profile", "user_recent_items", "ppm_user_cache", "item_profile", "ppm_item_cache"],
     "idrec_user": ["user_profile", "user_recent_items"],
 }
+
+
+#: feature views that also take rows pushed straight to the online store (new items, serving/new_item.py):
+#: their source is a Feast ``PushSource`` named ``<view>_push`` wrapping the same batch source, so
+#: offline joins and ``materialize`` read the parquet exactly as before.
+PUSH_VIEWS = ("item_multimodal", "item_profile", "ppm_item_cache")
 
 
 def make_source(settings: Settings, table: str):
@@ -80,11 +86,15 @@ def build_definitions(settings: Settings) -> dict[str, list[Any]]:
     sources = {t: make_source(settings, t) for t in sorted(set(VIEW_TABLES.values()))}
     enc, L, d = settings.encoders, settings.sequence.max_len, settings.ppm.d_model
 
+    push_sources = {v: PushSource(name=f"{v}_push", batch_source=sources[VIEW_TABLES[v]],
+                                  description=f"online push of {v} rows (new items)") for v in PUSH_VIEWS}
+
     def view(name: str, entity: Entity, fields: list[Field], description: str, tags: dict[str, str]):
         key = Field(name=entity.join_key, dtype=Int64)
         return FeatureView(
             name=name, entities=[entity], ttl=NO_EXPIRY, online=True,
-            schema=[key, *fields], source=sources[VIEW_TABLES[name]], description=description,
+            schema=[key, *fields], source=push_sources.get(name, sources[VIEW_TABLES[name]]),
+            description=description,
             tags={"table": VIEW_TABLES[name], **tags},
         )
 
@@ -134,7 +144,8 @@ def build_definitions(settings: Settings) -> dict[str, list[Any]]:
         for name, members in SERVICES.items()
     ]
     return {"entities": [user, item], "data_sources": list(sources.values()),
-            "feature_views": views, "feature_services": services}
+            "feature_views": views, "feature_services": services,
+            "push_sources": list(push_sources.values())}
 
 
 # ---- module-level objects for the Feast CLI (feast apply / feast ui) --------------------------------
@@ -148,3 +159,4 @@ user, item = _DEFS["entities"]
 urm_user, urm_item, urm_training, idrec_user = _DEFS["feature_services"]
 (behavior_sequences_source, item_multimodal_source, item_profile_source, ppm_item_cache_source,
  ppm_user_cache_source, user_profile_source) = _DEFS["data_sources"]
+item_multimodal_push, item_profile_push, ppm_item_cache_push = _DEFS["push_sources"]

@@ -56,6 +56,59 @@ class EncoderSettings(BaseModel):
     image_batch_size: int = 32
     #: torch intra-op threads per Spark Python worker (workers x threads should not exceed the cores)
     torch_threads_per_worker: int = 1
+    #: batch-inference runtime per encoder: ``onnx`` runs ``model.onnx`` next to the weights with onnxruntime
+    #: when it exists (the fine-tuned encoders are exported with a parity check), else torch. Defaults are the
+    #: measured faster one on 2 CPU cores, 1 thread per worker (benchmarks/encode_throughput.py, docs/encoders.md):
+    #: MiniLM text is faster in torch, EfficientNet-Lite0 image about 3x faster in onnxruntime.
+    text_backend: Literal["torch", "onnx"] = "torch"
+    image_backend: Literal["torch", "onnx"] = "onnx"
+
+
+class TextFinetuneSettings(BaseModel):
+    """Query-matching fine-tune of the text encoder (SimCSE-style InfoNCE, in-batch negatives; DESIGN.md §1)."""
+
+    epochs: int = 4
+    #: stop after this many optimizer steps in total (None = run all epochs); tiny in CI
+    max_steps: int | None = None
+    batch_size: int = 32
+    lr: float = 3e-5
+    weight_decay: float = 0.01
+    #: InfoNCE temperature tau: logits = cos(query, item) / tau (SimCSE uses 0.05)
+    temperature: float = 0.05
+    #: fraction of the (deduplicated) query rows held out for retrieval evaluation
+    test_frac: float = 0.2
+
+
+class ImageFinetuneSettings(BaseModel):
+    """Entity-prediction fine-tune of the image encoder (multi-label BCE over ``categories``)."""
+
+    epochs: int = 4
+    batch_size: int = 64
+    #: learning rate of the new classifier head; the trained backbone blocks use ``backbone_lr``
+    lr: float = 1e-3
+    backbone_lr: float = 2e-4
+    weight_decay: float = 1e-4
+    #: EfficientNet-Lite0 blocks ``>= train_from_block`` (of 16) + ``_conv_head``/``_bn1`` + the head are
+    #: trained; the stem and earlier blocks are frozen and their activations cached once
+    train_from_block: int = 12
+    test_frac: float = 0.2
+    valid_frac: float = 0.1
+    #: use at most this many items with an image (None = all); small in CI
+    max_items: int | None = None
+
+
+class FinetuneSettings(BaseModel):
+    """Encoder fine-tuning (issue #3): budgets and whether ``item_multimodal`` uses the fine-tuned encoders."""
+
+    #: encode ``item_multimodal`` with ``models_dir/text_encoder`` and ``models_dir/image_encoder`` when present
+    use_finetuned: bool = True
+    #: export the fine-tuned encoders to ONNX (parity-checked) next to their weights
+    export_onnx: bool = True
+    #: torch intra-op threads while fine-tuning (None = torch's default, one per core). On a shared,
+    #: oversubscribed machine 1 thread is several times faster than 2 (no spinning at OpenMP barriers).
+    threads: int | None = None
+    text: TextFinetuneSettings = TextFinetuneSettings()
+    image: ImageFinetuneSettings = ImageFinetuneSettings()
 
 
 class SequenceSettings(BaseModel):
@@ -96,6 +149,10 @@ class URMSettings(BaseModel):
     batch_size: int = 512
     lr: float = 2e-3
     weight_decay: float = 1e-6
+    #: probability of replacing a training row's user / item id by the out-of-vocabulary index (ID dropout,
+    #: Volkovs et al., "DropoutNet", NeurIPS'17): trains the OOV embedding that cold users / items get at test
+    #: time, so the model learns to fall back on side and PPM features. 0 = off.
+    id_dropout: float = 0.0
 
 
 class SplitSettings(BaseModel):
@@ -103,6 +160,44 @@ class SplitSettings(BaseModel):
 
     train_frac: float = 0.8
     valid_frac: float = 0.1
+
+
+class EvaluationSettings(BaseModel):
+    """Evaluation harness (issue #4, DESIGN.md §5): the paper's Table-2 rows on the fixed time split.
+
+    The PPM pre-training and caches are the ``ppm_model`` asset's (one pre-trained PPM); seeds vary the
+    downstream training (init + batch order) of every trained row.
+    """
+
+    #: number of seeds; seed i = ``Settings.seed + i`` (seed 0 reproduces the ``urm_model`` asset's run)
+    seeds: int = 3
+    #: Table-2 rows to run, any of Base, QM&EP, PPM, Base+QM&EP, URM
+    models: tuple[str, ...] = ("Base", "QM&EP", "PPM", "Base+QM&EP", "URM")
+    #: also train Base and URM on the most recent ``recent_fraction`` of the train window
+    data_efficiency: bool = True
+    recent_fraction: float = 0.5
+    #: epochs of every trained row (None = ``urm.epochs``); the best epoch is picked on validation click AUC
+    epochs: int | None = None
+    #: ME branch of QM&EP and Base+QM&EP: projected width and projection hidden width (the 1665 -> hidden layer
+    #: is most of their CPU cost)
+    me_dim: int = 32
+    me_proj_hidden: int = 64
+
+
+class ServingSettings(BaseModel):
+    """Online ranking service (``ppm serve``, :mod:`ppm_platform.serving.app`) and its train/serve parity check."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    model: str = "urm"
+    #: most candidate item ids one ``POST /rank`` may carry
+    max_candidates: int = 500
+    #: largest accepted request body (bytes); 500 ids of 19 digits fit in ~10 kB
+    max_body_bytes: int = 65_536
+    #: (user, item) pairs the ``serving_parity`` asset check compares (fewer if the data has fewer)
+    parity_pairs: int = 1000
+    #: largest allowed |online score - offline score| (probabilities)
+    parity_atol: float = 1e-5
 
 
 class Settings(BaseModel):
@@ -128,6 +223,9 @@ class Settings(BaseModel):
     ppm: PPMSettings = PPMSettings()
     urm: URMSettings = URMSettings()
     split: SplitSettings = SplitSettings()
+    serving: ServingSettings = ServingSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
+    finetune: FinetuneSettings = FinetuneSettings()
 
     # ---- derived paths -------------------------------------------------------------------------
     @property

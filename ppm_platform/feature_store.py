@@ -127,7 +127,8 @@ def apply_definitions(settings: Settings) -> dict[str, Any]:
     t0 = time.perf_counter()
     defs = load_definitions(settings)
     store = get_store(settings)
-    store.apply([*defs["entities"], *defs["data_sources"], *defs["feature_views"], *defs["feature_services"]])
+    store.apply([*defs["entities"], *defs["data_sources"], *defs.get("push_sources", []), *defs["feature_views"],
+                 *defs["feature_services"]])
     cfg_path = settings.feast_dir / "feature_store.yaml"
     tmp = cfg_path.with_name(f".{cfg_path.name}.tmp")
     tmp.write_text(yaml.safe_dump(repo_config_dict(settings), sort_keys=False))
@@ -365,7 +366,7 @@ def materialize(settings: Settings, end: datetime | None = None,
     never-materialized ``ttl=0`` view would start one year before now and skip older data.)
 
     Returns:
-        ``{"views": n, "seconds": s, "start": iso, "end": iso}``.
+        ``{"views": n, "seconds": s, "start": iso, "end": iso, "view_seconds": {view: s}}``.
     """
     t0 = time.perf_counter()
     store = store or get_store(settings)
@@ -374,23 +375,38 @@ def materialize(settings: Settings, end: datetime | None = None,
     end = end if end.tzinfo else end.replace(tzinfo=timezone.utc)
     start = _earliest_feature_ts(store)
     views = store.list_feature_views()
-    store.materialize(start_date=start, end_date=end)
+    # one view at a time under a progress bar (views done, rate, ETA; silent off a TTY: tqdm disable=None);
+    # Feast draws its own per-view row bar inside. Same result as one call over all views.
+    from tqdm.auto import tqdm
+
+    view_seconds = {}
+    for fv in tqdm(sorted(views, key=lambda v: v.name), desc="materialize", unit="view", disable=None):
+        tv = time.perf_counter()
+        store.materialize(start_date=start, end_date=end, feature_views=[fv.name])
+        view_seconds[fv.name] = round(time.perf_counter() - tv, 3)
     return {"views": len(views), "seconds": round(time.perf_counter() - t0, 3),
-            "start": start.isoformat(), "end": end.isoformat()}
+            "start": start.isoformat(), "end": end.isoformat(), "view_seconds": view_seconds}
 
 
-def online_user_features(store: "FeatureStore", user_id: int, service: str = "urm_user") -> dict[str, Any]:
-    """The online features of one user (``user_id`` included); values are ``None`` for an unknown user."""
-    resp = store.get_online_features(features=store.get_feature_service(service, allow_cache=True),
+def _online_features_arg(store: "FeatureStore", service: "str | list[str]"):
+    """A feature service name -> the registered service; a list of ``"view:feature"`` refs -> itself."""
+    return list(service) if isinstance(service, (list, tuple)) else store.get_feature_service(service, allow_cache=True)
+
+
+def online_user_features(store: "FeatureStore", user_id: int, service: "str | list[str]" = "urm_user") -> dict[str, Any]:
+    """The online features of one user (``user_id`` included); values are ``None`` for an unknown user.
+    ``service``: a feature service name, or a list of ``"view:feature"`` references (read only those)."""
+    resp = store.get_online_features(features=_online_features_arg(store, service),
                                      entity_rows=[{"user_id": int(user_id)}])
     return {k: v[0] for k, v in resp.to_dict().items()}
 
 
-def online_item_features(store: "FeatureStore", item_ids: list[int], service: str = "urm_item") -> pd.DataFrame:
+def online_item_features(store: "FeatureStore", item_ids: list[int],
+                         service: "str | list[str]" = "urm_item") -> pd.DataFrame:
     """The online features of ``item_ids``: one row per requested id, in request order (duplicates kept);
-    feature values ``None`` for unknown ids."""
+    feature values ``None`` for unknown ids. ``service``: as :func:`online_user_features`."""
     ids = [int(i) for i in item_ids]
-    resp = store.get_online_features(features=store.get_feature_service(service, allow_cache=True),
+    resp = store.get_online_features(features=_online_features_arg(store, service),
                                      entity_rows={"item_id": ids})
     df = pd.DataFrame(resp.to_dict())
     if df["item_id"].tolist() != ids:  # Feast keeps request order; guard the contract anyway

@@ -53,12 +53,56 @@ def ingest(settings: Settings) -> dict:
 
 # ---- Spark features --------------------------------------------------------------------------------
 def item_multimodal(settings: Settings, spark) -> dict:
-    """Frozen text + image encoders over the catalog in Spark -> ``item_multimodal`` feature table."""
+    """Frozen text + image encoders over the catalog in Spark -> ``item_multimodal`` feature table. Uses the
+    fine-tuned encoders of :func:`text_encoder` / :func:`image_encoder` when they exist (see
+    :func:`encoder_settings`); the rows' ``encoder_version`` records which weights produced them."""
     from ppm_platform.features.item_multimodal import compute_item_multimodal
 
+    settings = encoder_settings(settings)
     res = compute_item_multimodal(spark, settings, settings.tables_dir / "items.parquet",
                                   _feature(settings, "item_multimodal"))
     return _record(settings, "item_multimodal", res)
+
+
+# ---- encoder fine-tuning (issue #3) -------------------------------------------------------------------
+def encoder_settings(settings: Settings) -> Settings:
+    """A copy of ``settings`` whose ``encoders.text_model_path`` / ``image_weights_path`` point at the
+    fine-tuned encoders (``models_dir/text_encoder``, ``models_dir/image_encoder/model.safetensors``) when
+    they exist and ``finetune.use_finetuned`` is on; otherwise ``settings`` unchanged."""
+    from ppm_platform.encoders.finetune_image import IMAGE_ENCODER_DIR, WEIGHTS_FILE
+    from ppm_platform.encoders.finetune_text import TEXT_ENCODER_DIR
+
+    if not settings.finetune.use_finetuned:
+        return settings
+    s = settings.model_copy(deep=True)
+    text_dir, image_w = s.models_dir / TEXT_ENCODER_DIR, s.models_dir / IMAGE_ENCODER_DIR / WEIGHTS_FILE
+    if (text_dir / "config.json").is_file():
+        s.encoders.text_model_path = text_dir
+    if image_w.is_file():
+        s.encoders.image_weights_path = image_w
+    return s
+
+
+def text_encoder(settings: Settings, progress: Progress = None) -> dict:
+    """Query-matching fine-tune of the text encoder on the ``queries`` table; held-out recall@10 / MRR over
+    the whole catalog before vs after -> ``models_dir/text_encoder`` (+ ONNX)."""
+    from ppm_platform.encoders.finetune_text import finetune_text_encoder
+
+    qpath = settings.tables_dir / "queries.parquet"  # optional table (DESIGN.md §2)
+    queries = pd.read_parquet(qpath) if qpath.exists() else pd.DataFrame({"query": [], "item_id": []})
+    items = pd.read_parquet(settings.tables_dir / "items.parquet")
+    res = finetune_text_encoder(settings, queries, items, progress)
+    return _record(settings, "text_encoder", res)
+
+
+def image_encoder(settings: Settings, progress: Progress = None) -> dict:
+    """Entity-prediction fine-tune of the image encoder (multi-label categories from the image); held-out
+    mAP / F1 of a frozen linear probe vs the fine-tuned encoder -> ``models_dir/image_encoder`` (+ ONNX)."""
+    from ppm_platform.encoders.finetune_image import finetune_image_encoder
+
+    items = pd.read_parquet(settings.tables_dir / "items.parquet")
+    res = finetune_image_encoder(settings, items, progress)
+    return _record(settings, "image_encoder", res)
 
 
 def behavior_sequences(settings: Settings, spark) -> dict:
@@ -207,3 +251,32 @@ def rank_demo(settings: Settings, n_candidates: int = 100, user_id: int | None =
            "all_finite": bool(res.scores[["click", "order"]].notna().all().all()),
            "top10": top.to_dict(orient="records")}
     return _record(settings, "rank_demo", out)
+
+
+# ---- evaluation ------------------------------------------------------------------------------------------
+def evaluation_report(settings: Settings, progress: Progress = None) -> dict:
+    """The paper's Table 2 on the fixed split (issue #4): train + score Base, QM&EP, PPM, Base+QM&EP and URM
+    with ``settings.evaluation.seeds`` seeds, plus the data-efficiency runs; write ``report.json``,
+    ``report.md`` and PNG plots under ``settings.reports_dir``.
+
+    Reads the ``training_set``, ``item_multimodal`` and ``ppm_model`` artifacts. Returns the headline
+    figures (test click / order AUC per model, lifts, targets) and the paths of the written files.
+    """
+    from ppm_platform.training.artifacts import load_ppm
+    from ppm_platform.training.evaluation import lookup, run_evaluation, write_report
+
+    ts = pd.read_parquet(settings.artifacts_dir / "training_set.parquet")
+    mm = pd.read_parquet(_feature(settings, "item_multimodal"))
+    ppm, meta = load_ppm(settings.models_dir / "ppm")
+    report = run_evaluation(settings, ts, mm, ppm, ppm_version=meta.get("ppm_version"), progress=progress)
+    paths = write_report(report, settings.reports_dir)
+    out: dict = {"seconds": report["seconds"], "n_seeds": report["protocol"]["n_seeds"],
+                 "ppm_version": meta.get("ppm_version"), "rows": report["rows"]}
+    for m in report["protocol"]["models"]:
+        for t in ("click", "order"):
+            r = lookup(report, m, "auc", t)
+            out[f"test_{t}_auc_{m}"] = r["mean"] if r else None
+    out["targets"] = report["targets"]
+    out["targets_met"] = sum(t["met"] for t in report["targets"])
+    out["paths"] = {k: str(v) for k, v in paths.items()}
+    return _record(settings, "evaluation_report", out)

@@ -7,10 +7,13 @@ from dagster_project.resources import PPMSettingsResource, SparkResource
 from ppm_platform import pipeline
 
 
-@dg.asset(group_name="features", deps=["items"], owners=["team:ppm-platform"], kinds={"spark", "pytorch", "parquet"})
+@dg.asset(group_name="features", deps=["items", "text_encoder", "image_encoder"], owners=["team:ppm-platform"],
+          kinds={"spark", "pytorch", "parquet"})
 def item_multimodal(ppm: PPMSettingsResource, spark: SparkResource) -> dg.MaterializeResult:
-    """Multi-modal (ME) feature per item: frozen MiniLM title embedding (384-d, mean pooled) + frozen
-    EfficientNet-Lite0 poster embedding (1280-d) + has-image mask, computed in Spark `mapInPandas`."""
+    """Multi-modal (ME) feature per item: MiniLM title embedding (384-d, mean pooled; query-matching
+    fine-tuned by `text_encoder`) + EfficientNet-Lite0 poster embedding (1280-d; entity-prediction
+    fine-tuned by `image_encoder`) + has-image mask, computed with the frozen encoders in Spark
+    `mapInPandas`. Rows record the encoder versions that produced them."""
     return dg.MaterializeResult(metadata=metadata_from(pipeline.item_multimodal(ppm.get(), spark.session())))
 
 

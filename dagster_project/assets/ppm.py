@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from dagster_project.assets._meta import metadata_from
+from dagster_project.assets._meta import metadata_from, plot_metadata
 from dagster_project.resources import PPMSettingsResource, SparkResource
 from ppm_platform import pipeline
 
@@ -12,8 +12,10 @@ from ppm_platform import pipeline
 def ppm_model(context: dg.AssetExecutionContext, ppm: PPMSettingsResource) -> dg.MaterializeResult:
     """PPM pre-trained on click over the train window: item tower + bidirectional Transformer sequence
     encoder (position + time-interval encodings) + target-aware readout."""
-    res = pipeline.ppm_model(ppm.get(), progress=context.log.info)
-    return dg.MaterializeResult(metadata=metadata_from(res, skip=("config",)))
+    settings = ppm.get()
+    res = pipeline.ppm_model(settings, progress=context.log.info)
+    return dg.MaterializeResult(metadata={**metadata_from(res, skip=("config",)),
+                                          **plot_metadata(res, settings.reports_dir / "plots", "ppm_model", "PPM")})
 
 
 @dg.asset(group_name="ppm", deps=["ppm_model", "item_multimodal"], owners=["team:ppm-platform"], kinds={"spark", "pytorch"})

@@ -15,7 +15,7 @@ import pandas as pd
 from ppm_platform.config import Settings
 from ppm_platform.data import schemas
 from ppm_platform.data.movielens import load_movielens
-from ppm_platform.data.validation import (IngestResult, validate_interactions, validate_items,
+from ppm_platform.data.validation import (EmptyTableError, IngestResult, validate_interactions, validate_items,
                                           validate_queries, validate_users)
 from ppm_platform.io import write_parquet_atomic
 
@@ -29,7 +29,13 @@ def ingest_frames(settings: Settings, raw: dict[str, pd.DataFrame], catalog_root
     clean tables to ``settings.tables_dir`` and the rejected rows to ``settings.quarantine_dir``.
 
     Interactions are checked against the *clean* users and items, so a row pointing at a quarantined item
-    is itself quarantined ("unknown item_id"). Returns the per-table results (row accounting checked).
+    is itself quarantined ("unknown item_id"). The quarantine is also written to ``quarantine.duckdb``
+    (:func:`write_quarantine_db`). Returns the per-table results (row accounting checked).
+
+    Raises:
+        SchemaError: a table is structurally unusable (missing required column, bad dtype).
+        EmptyTableError: ``items``, ``users`` or ``interactions`` has no valid row (the quarantine is written
+            first, so the reasons can be inspected; no canonical table is written).
     """
     settings.ensure_dirs()
     items = validate_items(raw["items"], catalog_root)
@@ -40,10 +46,65 @@ def ingest_frames(settings: Settings, raw: dict[str, pd.DataFrame], catalog_root
         results["queries"] = validate_queries(raw["queries"], set(items.clean["item_id"]))
     for name, res in results.items():
         res.check_accounting()
-        write_parquet_atomic(res.clean, settings.tables_dir / f"{name}.parquet", schemas.CANONICAL[name])
         write_parquet_atomic(res.quarantined, settings.quarantine_dir / f"{name}.parquet")
+        if res.columns_dropped:
+            log.warning("ingest %s: dropped %d unknown column(s) %s", name, len(res.columns_dropped),
+                        res.columns_dropped)
+    write_quarantine_db(settings, list(results))
+    empty = [n for n in ("items", "users", "interactions") if results[n].rows_out == 0]
+    if empty:
+        raise EmptyTableError("; ".join(
+            f"table {n!r} has no valid rows (rows_in={results[n].rows_in}, quarantined={results[n].rows_quarantined}"
+            f" {results[n].reasons})" for n in empty) + f"; see the quarantine in {quarantine_db_path(settings)}")
+    for name, res in results.items():
+        write_parquet_atomic(res.clean, settings.tables_dir / f"{name}.parquet", schemas.CANONICAL[name])
         log.info("ingest %s: %s", name, res.summary())
     return results
+
+
+def quarantine_db_path(settings: Settings) -> Path:
+    """``<artifacts>/quarantine.duckdb``: the queryable copy of the quarantine (see :func:`write_quarantine_db`)."""
+    return settings.artifacts_dir / "quarantine.duckdb"
+
+
+def write_quarantine_db(settings: Settings, tables: list[str]) -> Path:
+    """Write ``quarantine.duckdb`` (DuckDB database file) with one table per canonical table (all quarantined
+    and field-repaired rows: original columns as text + ``row_number``, ``quarantine_reason``, ``action``) and
+    a ``quarantine_summary(table_name, quarantine_reason, action, rows)`` table.
+
+    Built in a temp file next to the target and renamed into place (a crash never leaves a half-written
+    database). Query it with ``duckdb artifacts/quarantine.duckdb "SELECT * FROM items"`` or from Python
+    ``duckdb.connect(path, read_only=True)``.
+
+    Returns:
+        The database path.
+    """
+    import os
+    import uuid
+
+    import duckdb
+
+    path = quarantine_db_path(settings)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        con = duckdb.connect(str(tmp))
+        try:
+            con.execute("CREATE TABLE quarantine_summary (table_name VARCHAR, quarantine_reason VARCHAR, "
+                        "action VARCHAR, rows BIGINT)")
+            for name in tables:
+                src = str(settings.quarantine_dir / f"{name}.parquet").replace("'", "''")
+                con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM read_parquet(\'{src}\')')
+                con.execute(f"INSERT INTO quarantine_summary SELECT '{name}', quarantine_reason, action, count(*) "
+                            f'FROM "{name}" GROUP BY ALL ORDER BY ALL')
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        os.replace(tmp, path)
+    finally:
+        for p in (tmp, tmp.with_name(tmp.name + ".wal")):
+            if p.exists():
+                p.unlink()
+    return path
 
 
 def ingest_dataset(settings: Settings) -> dict[str, IngestResult]:

@@ -22,9 +22,29 @@ OPTIONAL = ("queries",)
 
 
 def _read(path: Path) -> pd.DataFrame:
+    """Read one table file.
+
+    Raises:
+        SchemaError: the file is empty (no header row), or a CSV is not valid UTF-8 (the message names the
+            file, line and byte offset of the first bad byte; re-encode it, e.g. ``iconv -f latin1 -t utf-8``).
+    """
+    from ppm_platform.data.validation import SchemaError
+
+    if path.stat().st_size == 0:
+        raise SchemaError(f"{path}: file is empty (no header row); an empty table needs at least its header")
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
-    return pd.read_csv(path, keep_default_na=True)
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise SchemaError(f"{path}: not valid UTF-8 at byte {e.start} (line {line}): {raw[e.start:e.start + 1]!r}; "
+                          "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from e
+    try:
+        return pd.read_csv(path, keep_default_na=True, encoding="utf-8")
+    except pd.errors.EmptyDataError as e:
+        raise SchemaError(f"{path}: file is empty (no header row)") from e
 
 
 def _find(data_dir: Path, name: str) -> Path | None:
@@ -43,6 +63,7 @@ def load_canonical_dir(data_dir: Path, max_items: int | None = None) -> dict[str
 
     Raises:
         FileNotFoundError: a required table is missing (the message names the files looked for).
+        SchemaError: a file is empty or not valid UTF-8 (see :func:`_read`).
     """
     data_dir = Path(data_dir)
     out: dict[str, pd.DataFrame] = {}

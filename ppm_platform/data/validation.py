@@ -5,6 +5,18 @@ Every ingest returns an :class:`IngestResult` whose counts satisfy
 ``quarantine_reason`` (and the source ``row_number``), so nothing is silently dropped. Field-level repairs
 that keep the row (an item whose poster is missing keeps the item, without image) are counted in
 ``fields_repaired`` and also written to the quarantine table with ``action = "field_nulled"``.
+
+Defined outcomes for structurally bad input (the full table of cases is docs/reliability.md and
+tests/unit/test_bad_input_catalogue.py):
+
+- a required column is missing, or a column has an unusable dtype (e.g. boolean timestamps):
+  :class:`SchemaError` naming the source, table and column;
+- unknown extra columns are dropped and listed in ``IngestResult.columns_dropped`` (reported in the
+  summary and the asset metadata, never silently);
+- an empty table validates to an empty result (``0 == 0 + 0``); the ingest stage then refuses an empty
+  ``items``/``users``/``interactions`` result with :class:`EmptyTableError` (after writing the quarantine);
+- naive timestamps are taken as UTC; strings with an offset are converted to UTC; integers are unix seconds;
+- ``bytes`` titles are decoded as UTF-8, undecodable ones (and strings with lone surrogates) are quarantined.
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ class IngestResult:
         quarantined: rejected rows: original columns + ``row_number`` + ``quarantine_reason`` + ``action``.
         reasons: count of quarantined rows per reason.
         fields_repaired: count of kept rows with a field nulled, per reason.
+        columns_dropped: input columns that are not part of the canonical schema (dropped, reported).
     """
 
     table: str
@@ -42,6 +55,7 @@ class IngestResult:
     rows_in: int
     reasons: dict[str, int] = field(default_factory=dict)
     fields_repaired: dict[str, int] = field(default_factory=dict)
+    columns_dropped: list[str] = field(default_factory=list)
 
     @property
     def rows_out(self) -> int:
@@ -61,19 +75,25 @@ class IngestResult:
     def summary(self) -> dict:
         return {"table": self.table, "rows_in": self.rows_in, "rows_out": self.rows_out,
                 "rows_quarantined": self.rows_quarantined, "reasons": dict(self.reasons),
-                "fields_repaired": dict(self.fields_repaired)}
+                "fields_repaired": dict(self.fields_repaired), "columns_dropped": list(self.columns_dropped)}
 
 
 class SchemaError(ValueError):
     """A table is structurally unusable (missing required column, wrong dtype): raised, not quarantined."""
 
 
+class EmptyTableError(ValueError):
+    """A required table has no valid rows after validation (empty input, or every row quarantined)."""
+
+
 class _Quarantine:
     """Collects rejected rows by reason while a validator filters a frame step by step."""
 
-    def __init__(self, table: str, df: pd.DataFrame):
+    def __init__(self, table: str, df: pd.DataFrame, known: list[str] | None = None, source: str = ""):
         self.table = table
+        self.source = source or table
         self.rows_in = len(df)
+        self.columns_dropped = [str(c) for c in df.columns if known is not None and c not in known]
         self.df = df.assign(row_number=np.arange(len(df)))
         self.rejected: list[pd.DataFrame] = []
         self.reasons: Counter = Counter()
@@ -105,11 +125,27 @@ class _Quarantine:
         q = (pd.concat(self.rejected, ignore_index=True) if self.rejected
              else pd.DataFrame(columns=[*self.df.columns, "quarantine_reason", "action"]))
         # quarantine tables must be writable whatever the offending values were: store them as text
-        q = q.astype({c: "string" for c in q.columns if c not in ("row_number",)})
+        # (bytes as their repr, lone surrogates backslash-escaped: parquet strings must be valid UTF-8)
+        q = q.astype({c: object for c in q.columns if c != "row_number"})
+        for c in q.columns:
+            if c != "row_number":
+                q[c] = q[c].map(_safe_text).astype("string")
+        q.columns = [str(c) for c in q.columns]
         res = IngestResult(self.table, clean.reset_index(drop=True), q, self.rows_in,
-                           dict(self.reasons), dict(self.repaired))
+                           dict(self.reasons), dict(self.repaired), self.columns_dropped)
         res.check_accounting()
         return res
+
+
+def _safe_text(v) -> str | None:
+    """Any cell value -> a valid UTF-8 ``str`` (None for missing) for the quarantine table."""
+    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
+        return None
+    if isinstance(v, bytes):
+        return repr(v)
+    if not isinstance(v, str):
+        v = str(v.tolist() if isinstance(v, np.ndarray) else v)
+    return v.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _require_columns(table: str, df: pd.DataFrame, required: list[str], source: str) -> None:
@@ -121,8 +157,9 @@ def _require_columns(table: str, df: pd.DataFrame, required: list[str], source: 
 
 def _to_int64(q: _Quarantine, column: str) -> None:
     """Coerce ``column`` to int64; rows whose value is missing, non-integral or non-positive are rejected."""
+    q.reject(q.df[column].isna().to_numpy(), f"{column} missing")
     num = pd.to_numeric(q.df[column], errors="coerce")
-    q.reject(num.isna(), f"{column} missing or not a number")
+    q.reject(num.isna(), f"{column} not a number")
     num = pd.to_numeric(q.df[column], errors="coerce")
     q.reject((num % 1 != 0), f"{column} not an integer")
     num = pd.to_numeric(q.df[column], errors="coerce")
@@ -134,6 +171,9 @@ def _to_utc(q: _Quarantine, column: str, now: pd.Timestamp | None) -> None:
     """Parse ``column`` as UTC timestamps. Integers are unix seconds; naive datetimes are taken as UTC
     (documented assumption). Unparseable and future (> ``now``) timestamps are rejected."""
     raw = q.df[column]
+    if pd.api.types.is_bool_dtype(raw):
+        raise SchemaError(f"{q.source}: table {q.table!r} column {column!r} has dtype bool; expected timestamps "
+                          "(ISO-8601 strings, datetimes, or unix seconds)")
     if pd.api.types.is_numeric_dtype(raw):
         ts = pd.to_datetime(raw, unit="s", utc=True, errors="coerce")
     else:
@@ -149,15 +189,31 @@ def _dedupe(q: _Quarantine, keys: list[str], reason: str) -> None:
     q.reject(q.df.duplicated(subset=keys, keep="first").to_numpy(), reason)
 
 
+#: URI schemes accepted in ``items.image_uri``: local paths (no scheme) and ``file://`` URIs.
+_IMAGE_SCHEMES = ("", "file")
+
+
 def check_image(path: str, root: Path | None) -> str | None:
     """Return ``None`` if ``path`` is a readable image inside ``root``, else the reason it is not.
 
-    Checks, in order: escapes the catalog root (path traversal), missing file, zero bytes, not decodable
-    (corrupt/truncated), too many pixels (decompression bomb, :data:`MAX_IMAGE_PIXELS`).
+    ``path`` is a local path (relative paths are taken relative to ``root``) or a ``file://`` URI. Checks, in
+    order: URI scheme other than ``file`` (e.g. ``http``: not fetched), escapes the catalog root (path
+    traversal with ``../``, an absolute path elsewhere, or a symlink pointing out; the path is resolved
+    first), missing file (or a folder), zero bytes, too many pixels (decompression bomb: more than
+    :data:`MAX_IMAGE_PIXELS` pixels, read from the header before any pixel is decoded; Pillow's own
+    ``DecompressionBombError`` counts the same), not decodable (corrupt/truncated: the pixels are decoded).
+    Reasons are fixed strings so they count per category.
     """
+    from urllib.parse import urlparse
+
     from PIL import Image
 
-    p = Path(path)
+    from ppm_platform.encoders.image import uri_to_path
+
+    scheme = urlparse(path).scheme.lower()
+    if len(scheme) > 1 and scheme not in _IMAGE_SCHEMES:  # (one letter: a Windows drive, not a scheme)
+        return "image URI scheme not supported"
+    p = Path(uri_to_path(path))
     if root is not None:
         root = root.resolve()
         if not p.is_absolute():
@@ -170,67 +226,126 @@ def check_image(path: str, root: Path | None) -> str | None:
         return "image file missing"
     if p.stat().st_size == 0:
         return "image file empty"
+    too_large = f"image too large (> {MAX_IMAGE_PIXELS:,} px)"
     try:
         with Image.open(p) as im:
             w, h = im.size
             if w * h > MAX_IMAGE_PIXELS:
-                return f"image too large ({w}x{h} px)"
+                return too_large
             im.verify()
         with Image.open(p) as im:  # verify() does not decode pixels; load() catches truncation
             im.load()
+    except Image.DecompressionBombError:
+        return too_large
     except Exception as e:  # noqa: BLE001 - any decoder error means the same thing here
         return f"image not decodable ({type(e).__name__})"
     return None
+
+
+def _decode_title(v):
+    """``bytes`` -> str (UTF-8) or the sentinel ``_BAD_TEXT``; str with lone surrogates -> ``_BAD_TEXT``;
+    missing -> None; anything else (numbers) -> its ``str``."""
+    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
+        return None
+    if isinstance(v, (bytes, bytearray)):
+        try:
+            return bytes(v).decode("utf-8")
+        except UnicodeDecodeError:
+            return _BAD_TEXT
+    v = str(v)
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return _BAD_TEXT
+    return v
+
+
+_BAD_TEXT = object()
+_BAD_LIST = object()
+
+
+def _categories(v):
+    """``items.categories`` cell -> list[str]. Lists/tuples/arrays as they are; a string is ``|``-separated
+    (the CSV convention of :mod:`ppm_platform.data.loaders`); missing -> ``[]``; anything else -> ``_BAD_LIST``."""
+    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
+        return []
+    if isinstance(v, str):
+        return [c for c in v.split("|") if c]
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [str(x) for x in v if x is not None]
+    return _BAD_LIST
 
 
 def validate_items(df: pd.DataFrame, catalog_root: Path | None = None, source: str = "items",
                    check_images: bool = True) -> IngestResult:
     """Validate an ``items`` table (schema :data:`schemas.ITEMS`).
 
-    Rejected rows: bad/duplicate ``item_id``, empty or whitespace-only title, title over
-    :data:`MAX_TITLE_CHARS`, unparseable ``created_at``. Repaired rows (kept, image nulled): image path
-    escaping ``catalog_root``, missing / empty / corrupt / oversized image.
+    Rejected rows: missing / non-numeric / non-integer / non-positive ``item_id``; duplicate ``item_id``
+    (the first occurrence is kept, later ones, conflicting or not, are quarantined); title missing, empty,
+    whitespace-only, over :data:`MAX_TITLE_CHARS` chars or not valid UTF-8; ``categories`` neither a list
+    nor a ``|``-separated string; unparseable ``created_at``. Repaired rows (kept, ``image_uri`` nulled, see
+    :func:`check_image`): unsupported URI scheme, path escaping ``catalog_root``, missing / empty / oversized
+    / undecodable image; a kept relative image path is made absolute against ``catalog_root``. Optional
+    columns default: no ``image_uri`` -> no image, no ``categories`` -> ``[]``,
+    no ``created_at`` -> the epoch. Unknown columns are dropped and listed in ``columns_dropped``.
 
     Raises:
-        SchemaError: a required column is missing.
+        SchemaError: a required column (``item_id``, ``title``) is missing, or ``created_at`` is boolean.
     """
     _require_columns("items", df, ["item_id", "title"], source)
     df = df.copy()
-    if "image_uri" not in df:
-        df["image_uri"] = None
-    if "categories" not in df:
-        df["categories"] = [[] for _ in range(len(df))]
-    if "created_at" not in df:
-        df["created_at"] = pd.Timestamp("1970-01-01", tz="UTC")
-    q = _Quarantine("items", df)
+    known = [f.name for f in schemas.ITEMS]
+    q = _Quarantine("items", df, known, source)
+    if "image_uri" not in q.df:
+        q.df["image_uri"] = None
+    if "categories" not in q.df:
+        q.df["categories"] = [[] for _ in range(len(q.df))]
+    if "created_at" not in q.df:
+        q.df["created_at"] = pd.Timestamp("1970-01-01", tz="UTC")
     _to_int64(q, "item_id")
     _dedupe(q, ["item_id"], "duplicate item_id")
-    title = q.df["title"].astype("string")
-    q.reject(title.isna() | (title.str.strip() == ""), "title empty")
-    q.reject(q.df["title"].astype("string").str.len() > MAX_TITLE_CHARS, f"title longer than {MAX_TITLE_CHARS} chars")
-    q.df = q.df.assign(title=q.df["title"].astype(str).str.strip(),
-                       categories=q.df["categories"].map(lambda c: [str(x) for x in c] if c is not None else []))
+    title = q.df["title"].map(_decode_title)
+    q.reject(np.array([t is _BAD_TEXT for t in title], dtype=bool), "title not valid UTF-8")
+    title = q.df["title"].map(_decode_title).astype("string")
+    q.reject((title.isna() | (title.str.strip() == "")).to_numpy(), "title empty")
+    title = q.df["title"].map(_decode_title).astype("string").str.strip()
+    q.reject((title.str.len() > MAX_TITLE_CHARS).to_numpy(), f"title longer than {MAX_TITLE_CHARS} chars")
+    cats = q.df["categories"].map(_categories)
+    q.reject(np.array([c is _BAD_LIST for c in cats], dtype=bool), "categories not a list")
+    q.df = q.df.assign(title=q.df["title"].map(_decode_title).astype(str).str.strip(),
+                       categories=q.df["categories"].map(_categories))
     _to_utc(q, "created_at", None)
+    q.df = q.df.assign(image_uri=[None if (u is None or u is pd.NA or (isinstance(u, float) and np.isnan(u))
+                                           or str(u).strip() == "") else str(u) for u in q.df["image_uri"]])
     if check_images:
-        reasons = [None if (u is None or (isinstance(u, float) and np.isnan(u)) or u == "")
-                   else check_image(str(u), catalog_root) for u in q.df["image_uri"]]
+        reasons = [None if u is None else check_image(u, catalog_root) for u in q.df["image_uri"]]
         for r in sorted({r for r in reasons if r}):
             q.repair(np.array([x == r for x in reasons]), "image_uri", r)
-    clean = q.df[[f.name for f in schemas.ITEMS]]
+    if catalog_root is not None:  # relative paths are relative to the catalog root, not to the cwd
+        q.df = q.df.assign(image_uri=[u if u is None or "://" in u or Path(u).is_absolute()
+                                      else str(Path(catalog_root).resolve() / u) for u in q.df["image_uri"]])
+    clean = q.df[known]
     return q.result(clean)
 
 
 def validate_users(df: pd.DataFrame, source: str = "users") -> IngestResult:
     """Validate a ``users`` table (:data:`schemas.USERS`): bad/duplicate ``user_id`` rows are rejected;
-    side features are optional (missing -> null)."""
+    side features are optional (missing -> null); a non-numeric ``age`` is nulled (counted in
+    ``fields_repaired``).
+
+    Raises:
+        SchemaError: ``user_id`` is missing.
+    """
     _require_columns("users", df, ["user_id"], source)
     df = df.copy()
     for c in ("age", "gender", "occupation"):
         if c not in df:
             df[c] = None
-    q = _Quarantine("users", df)
+    q = _Quarantine("users", df, [f.name for f in schemas.USERS], source)
     _to_int64(q, "user_id")
     _dedupe(q, ["user_id"], "duplicate user_id")
+    age = pd.to_numeric(q.df["age"], errors="coerce")
+    q.repair((q.df["age"].notna() & age.isna()).to_numpy(), "age", "age not a number")
     clean = q.df.assign(age=pd.to_numeric(q.df["age"], errors="coerce").astype("Int64"))
     return q.result(clean[[f.name for f in schemas.USERS]])
 
@@ -240,17 +355,19 @@ def validate_interactions(df: pd.DataFrame, known_users: set[int] | None, known_
     """Validate an ``interactions`` (impressions) table (:data:`schemas.INTERACTIONS`).
 
     Rejected rows: bad ids, unknown user/item (when the sets are given), missing/unparseable/future
-    timestamps, labels missing or not in {0, 1}, ``order`` without ``click``, exact duplicate events
-    (same user, item, timestamp). Out-of-order rows are fine: the output is sorted by time.
+    (after ``now``, default: the current time) timestamps, labels missing or not in {0, 1} (``"yes"``,
+    ``2``, ``0.5``), ``order`` without ``click``, duplicate events (same user, item, timestamp: the first
+    is kept, whatever the labels). Out-of-order rows are fine: the output is sorted by time. A missing
+    ``order`` column means no orders (all 0).
 
     Raises:
-        SchemaError: a required column is missing.
+        SchemaError: a required column is missing, or ``event_timestamp`` is boolean.
     """
     _require_columns("interactions", df, ["user_id", "item_id", "event_timestamp", "click"], source)
     df = df.copy()
     if "order" not in df:
         df["order"] = 0
-    q = _Quarantine("interactions", df)
+    q = _Quarantine("interactions", df, [f.name for f in schemas.INTERACTIONS], source)
     _to_int64(q, "user_id")
     _to_int64(q, "item_id")
     if known_users is not None:
@@ -259,8 +376,7 @@ def validate_interactions(df: pd.DataFrame, known_users: set[int] | None, known_
         q.reject(~q.df["item_id"].isin(known_items), "unknown item_id")
     _to_utc(q, "event_timestamp", now if now is not None else pd.Timestamp.now(tz="UTC"))
     for label in ("click", "order"):
-        v = pd.to_numeric(q.df[label], errors="coerce")
-        q.reject(v.isna(), f"{label} label missing")
+        q.reject(q.df[label].isna().to_numpy(), f"{label} label missing")
         v = pd.to_numeric(q.df[label], errors="coerce")
         q.reject(~v.isin([0, 1]), f"{label} label not 0/1")
         q.df = q.df.assign(**{label: pd.to_numeric(q.df[label]).astype("int8")})
@@ -277,7 +393,7 @@ def validate_queries(df: pd.DataFrame, known_items: set[int] | None, source: str
     df = df.copy()
     if "event_timestamp" not in df:
         df["event_timestamp"] = pd.Timestamp("1970-01-01", tz="UTC")
-    q = _Quarantine("queries", df)
+    q = _Quarantine("queries", df, [f.name for f in schemas.QUERIES], source)
     text = q.df["query"].astype("string")
     q.reject(text.isna() | (text.str.strip() == ""), "query empty")
     q.df = q.df.assign(query=q.df["query"].astype(str).str.strip())
@@ -286,3 +402,70 @@ def validate_queries(df: pd.DataFrame, known_items: set[int] | None, source: str
         q.reject(~q.df["item_id"].isin(known_items), "unknown item_id")
     _to_utc(q, "event_timestamp", pd.Timestamp.now(tz="UTC") + dt.timedelta(days=1))
     return q.result(q.df[[f.name for f in schemas.QUERIES]])
+
+
+# ---- data-quality figures of a written table (used by the Dagster asset checks) ----------------------------------
+def table_quality(path: Path, schema, keys: list[str] | None = None, non_null: list[str] | None = None,
+                  vectors: dict[str, bool] | None = None) -> dict:
+    """Quality figures of one parquet table written by the pipeline.
+
+    Args:
+        path: the parquet file.
+        schema: the ``pyarrow.Schema`` contract (``data/schemas.py``) the file must have exactly.
+        keys: columns that must be unique together (e.g. ``["user_id", "event_timestamp"]``).
+        non_null: columns that must have no null value.
+        vectors: list<float> columns to check -> whether every row must be non-zero (``False``: only finite;
+            e.g. ``image_emb`` is all zeros for an item without image).
+
+    Returns:
+        ``{"rows", "schema_ok", "schema_diff", "duplicate_keys", "null_counts": {col: n},
+        "vectors": {col: {"nonfinite_rows", "zero_rows", "min_norm", "max_norm"}}, "ok", "problems"}``;
+        ``ok`` is True when the schema matches, no key is duplicated, no listed column has nulls and every
+        vector row is finite (and non-zero where required). ``problems`` lists what failed, in words.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: table not written")
+    table = pq.read_table(path)
+    problems: list[str] = []
+    schema_ok = table.schema.remove_metadata().equals(schema.remove_metadata())
+    diff = "" if schema_ok else f"expected {schema.to_string(show_schema_metadata=False)!r}, got " \
+                                f"{table.schema.to_string(show_schema_metadata=False)!r}"
+    if not schema_ok:
+        problems.append("schema differs from data/schemas.py")
+    dup = 0
+    if keys and table.num_rows:
+        key_df = table.select(keys).to_pandas()
+        dup = int(key_df.duplicated().sum())
+        if dup:
+            problems.append(f"{dup} duplicate key(s) on {keys}")
+    nulls = {c: int(table.column(c).null_count) for c in (non_null or []) if c in table.column_names}
+    for c, n in nulls.items():
+        if n:
+            problems.append(f"{n} null(s) in {c}")
+    vec_stats = {}
+    for c, must_be_nonzero in (vectors or {}).items():
+        col = table.column(c).combine_chunks()
+        n = len(col)
+        lengths = pc.list_value_length(col).fill_null(0).to_numpy(zero_copy_only=False)
+        flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
+        row_of = np.repeat(np.arange(n), lengths)
+        finite = np.isfinite(flat)
+        nonfinite_rows = int(len(np.unique(row_of[~finite])))
+        sq = np.bincount(row_of, weights=np.where(finite, flat, 0.0) ** 2, minlength=n)
+        norms = np.sqrt(sq)
+        zero_rows = int(((norms == 0) | (lengths == 0)).sum())
+        vec_stats[c] = {"nonfinite_rows": nonfinite_rows, "zero_rows": zero_rows,
+                        "min_norm": float(norms.min()) if n else None, "max_norm": float(norms.max()) if n else None}
+        if nonfinite_rows:
+            problems.append(f"{nonfinite_rows} row(s) of {c} not finite")
+        if must_be_nonzero and zero_rows:
+            problems.append(f"{zero_rows} row(s) of {c} with zero norm")
+    return {"rows": table.num_rows, "schema_ok": schema_ok, "schema_diff": diff, "duplicate_keys": dup,
+            "null_counts": nulls, "vectors": vec_stats, "ok": not problems, "problems": problems}

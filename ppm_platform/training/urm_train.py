@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from ppm_platform.config import Settings
 from ppm_platform.training.batch import FeatureEncoder, labels
@@ -79,8 +80,23 @@ def evaluate_slices(test: pd.DataFrame, probs: np.ndarray, train: pd.DataFrame) 
     return out
 
 
+def id_dropout(inputs: list[torch.Tensor], p: float, gen: torch.Generator) -> list[torch.Tensor]:
+    """ID dropout (Volkovs et al., "DropoutNet", NeurIPS'17): replace each known ``user_idx`` / ``item_idx``
+    (inputs 0 and 1 of :data:`~ppm_platform.models.urm.URM_INPUT_NAMES`, int64 ``[B]``) by the OOV index 1 with
+    probability ``p``, so the OOV embeddings that cold users / items get at serving time are trained. Returns
+    ``inputs`` unchanged when ``p == 0`` (training only; never applied when scoring)."""
+    if p <= 0:
+        return inputs
+    out = list(inputs)
+    for j in (0, 1):
+        t = out[j]
+        drop = (torch.rand(t.shape, generator=gen) < p) & (t > 1)
+        out[j] = torch.where(drop, torch.ones_like(t), t)
+    return out
+
+
 def train_ctr_model(settings: Settings, training_set: pd.DataFrame, use_ppm: bool, ppm=None,
-                    progress=None) -> TrainedCTRModel:
+                    progress=None, recent_train_fraction: float = 1.0) -> TrainedCTRModel:
     """Train the URM (``use_ppm=True``, PPM top warm-started from ``ppm``) or the Base IDRec
     (``use_ppm=False``) end-to-end on click + order with a weighted sum of per-task BCE.
 
@@ -91,13 +107,16 @@ def train_ctr_model(settings: Settings, training_set: pd.DataFrame, use_ppm: boo
         training_set: point-in-time training set (one row per impression, ``urm_training`` features + labels).
         ppm: the pre-trained PPM (required when ``use_ppm``).
         progress: optional callable(str) for one line per epoch.
+        recent_train_fraction: train on only the most recent fraction (by ``event_timestamp``) of the train
+            window (data-efficiency runs, DESIGN.md §5); vocabularies and the cold/new-user slices then
+            follow those rows. Validation and test rows are unchanged.
 
     Returns:
         :class:`TrainedCTRModel` whose ``metrics`` hold per-epoch curves, validation and test metrics by
         slice and task, and row counts per split.
 
     Raises:
-        ValueError: ``use_ppm`` without a ``ppm``, or an empty split.
+        ValueError: ``use_ppm`` without a ``ppm``, an empty split, or ``recent_train_fraction`` outside (0, 1].
     """
     from ppm_platform.models.urm import URM, URMConfig, multitask_bce
 
@@ -112,6 +131,11 @@ def train_ctr_model(settings: Settings, training_set: pd.DataFrame, use_ppm: boo
     for s, r in rows.items():
         if len(r) == 0:
             raise ValueError(f"the {s} split is empty ({len(df)} rows in the training set)")
+    if not 0 < recent_train_fraction <= 1:
+        raise ValueError(f"recent_train_fraction must be in (0, 1], got {recent_train_fraction}")
+    if recent_train_fraction < 1:
+        tr = rows["train"][np.argsort(df["event_timestamp"].to_numpy()[rows["train"]], kind="stable")]
+        rows["train"] = np.sort(tr[len(tr) - max(1, int(round(len(tr) * recent_train_fraction))):])
     # Base ignores the ppm_* inputs (URM with use_ppm=False), so one encoder layout serves both models
     enc = FeatureEncoder.fit(df.iloc[rows["train"]], settings.sequence.max_len, settings.ppm.d_model)
     x = enc.transform(df)
@@ -125,6 +149,7 @@ def train_ctr_model(settings: Settings, training_set: pd.DataFrame, use_ppm: boo
     if use_ppm:
         model.load_ppm_top(ppm)
     opt = torch.optim.AdamW(model.parameters(), lr=u.lr, weight_decay=u.weight_decay)
+    gen = torch.Generator().manual_seed(settings.seed)
     t0 = time.perf_counter()
     history, best = [], (-1.0, None)
     yt = torch.from_numpy(y)
@@ -132,9 +157,11 @@ def train_ctr_model(settings: Settings, training_set: pd.DataFrame, use_ppm: boo
         model.train()
         perm = rng.permutation(rows["train"])
         losses = []
-        for s in range(0, len(perm), u.batch_size):
+        # progress bar with rate and ETA on a TTY; silent when stderr is not a terminal (tqdm disable=None)
+        for s in tqdm(range(0, len(perm), u.batch_size), desc=f"{'URM' if use_ppm else 'Base'} epoch {epoch + 1}/{u.epochs}",
+                      unit="batch", disable=None, leave=False):
             b = perm[s:s + u.batch_size]
-            logits = model(*_to_tensors(x, b))
+            logits = model(*id_dropout(_to_tensors(x, b), u.id_dropout, gen))
             loss = multitask_bce(logits, yt[b, 0], yt[b, 1], (u.click_weight, u.order_weight))
             opt.zero_grad()
             loss.backward()

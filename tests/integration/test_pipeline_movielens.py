@@ -14,28 +14,9 @@ MAX_ITEMS = 250
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    import dagster as dg
-    from ppm_platform.config import Settings
-
-    art = tmp_path_factory.mktemp("artifacts")
-    cfg = art / "config.json"
-    cfg.write_text(json.dumps({"ppm": {"epochs": 1}, "urm": {"epochs": 2}}))
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PPM_ARTIFACTS_DIR", str(art))
-    mp.setenv("PPM_MAX_ITEMS", str(MAX_ITEMS))
-    mp.setenv("PPM_CONFIG", str(cfg))
-    settings = Settings.from_env()
-    try:
-        settings.require_dataset()
-    except FileNotFoundError as e:
-        pytest.fail(f"integration tests need the real dataset: {e}")
-    from dagster_project.definitions import all_assets, all_checks
-    from dagster_project.resources import resources_for
-
-    result = dg.materialize([*all_assets, *all_checks], resources=resources_for("local"), selection="*")
-    yield settings, result
-    mp.undo()
+def run(pipeline_run):
+    """The session-wide pipeline run of tests/integration/conftest.py (shared with test_serving.py)."""
+    return pipeline_run
 
 
 def _md(result, key):
@@ -114,3 +95,45 @@ def test_online_ranking_scores_every_candidate(run):
     assert res.scores[["click", "order"]].apply(np.isfinite).all().all()
     assert ((res.scores[["click", "order"]] > 0) & (res.scores[["click", "order"]] < 1)).all().all()
     assert res.scores["click"].is_monotonic_decreasing
+
+
+def test_evaluation_report_table2(run):
+    """The evaluation_report asset: all 5 Table-2 rows + data efficiency scored on the real test split, the
+    report files written and shown as metadata, its asset check passing."""
+    settings, result = run
+    md = _md(result, "evaluation_report")
+    assert md["n_seeds"] == 1 and "| **URM − Base** |" in md["report"]
+    assert md["plot_auc_by_model_and_slice"].startswith("![")
+    report = json.loads((settings.reports_dir / "report.json").read_text())
+    ts = pd.read_parquet(settings.artifacts_dir / "training_set.parquet")
+    assert sum(report["rows"][s] for s in ("train", "valid", "test")) == len(ts)
+    sizes = report["slice_sizes"]
+    assert sizes["cold_items"]["impressions"] + sizes["warm_items"]["impressions"] == sizes["all"]["impressions"]
+    aucs = {(r["model"], r["train_window"], r["task"]): r["mean"] for r in report["records"]
+            if r["split"] == "test" and r["slice"] == "all" and r["metric"] == "auc"}
+    assert {m for m, _, _ in aucs} == {"Base", "QM&EP", "PPM", "Base+QM&EP", "URM"}
+    assert all(a is not None and 0 < a < 1 for a in aucs.values()), aucs
+    # rows with ME features or PPM pre-training are well above chance after 1 epoch on the subset (0.68-0.71
+    # click); ID-only Base is not asserted: 1 epoch on 31k rows leaves it near chance (0.51 measured)
+    assert all(aucs[(m, "100%", t)] > 0.55 for m in ("PPM", "Base+QM&EP", "URM") for t in ("click", "order")), aucs
+    # the PPM row scores the ppm_model asset's PPM on the Feast point-in-time histories; pre-training scored it on
+    # DuckDB as-of joins of the same sequences: same validation AUC (full data: 0.69172662 vs 0.69172664)
+    ppm_valid = next(r["mean"] for r in report["records"] if (r["model"], r["split"], r["slice"], r["task"],
+                                                              r["metric"]) == ("PPM", "valid", "all", "click", "auc"))
+    assert ppm_valid == pytest.approx(_md(result, "ppm_model")["valid_click_auc"], abs=1e-4)
+    assert (settings.reports_dir / "auc_by_model_slice.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_model_assets_show_png_plots(run):
+    """Issue #6: training curves and AUC by slice as embedded PNGs in the UI, with the files beside."""
+    import base64
+
+    _, result = run
+    for key, kinds in (("ppm_model", ("training_curves",)), ("base_model", ("training_curves", "auc_by_slice")),
+                       ("urm_model", ("training_curves", "auc_by_slice"))):
+        md = _md(result, key)
+        for kind in kinds:
+            text = md[f"plot_{kind}"]
+            png = base64.b64decode(text.split("base64,", 1)[1].split(")", 1)[0])
+            path = md[f"plot_{kind}_path"]
+            assert png[:8] == b"\x89PNG\r\n\x1a\n" and open(path, "rb").read() == png, (key, kind)

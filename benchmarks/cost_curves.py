@@ -1,0 +1,303 @@
+"""Cost curves (issue #8): end-to-end time and peak RSS of the pipeline at growing synthetic scale, broken
+down by asset; point-in-time retrieval rows/s of Feast's DuckDB offline store vs its file (dask) offline
+store on the same definitions and entity rows in the same run; materialization rows/s.
+
+For every scale (impressions) it
+
+1. generates a synthetic canonical dataset (:mod:`ppm_platform.data.synthetic`; catalog and users per
+   scale below, printed in the JSON),
+2. materializes the asset graph up to ``ranking_demo`` with ``ppm run`` (``dagster asset materialize``,
+   in a child process, the way a user runs it; the evaluation report with its 3-seed model grid is left
+   out) under a psutil sampler that sums the RSS of the whole process tree (Dagster, the Spark JVM, Python
+   workers) every 0.5 s and attributes it to the step Dagster is running (in-process executor: one step
+   at a time),
+3. reads each asset's figures from ``artifacts/runs/<stage>.json`` and its duration from Dagster's log,
+4. times ``get_historical_features`` for the same ``--pit-rows`` entity rows (a random sample of the
+   impressions) against the ``urm_training`` feature service on the DuckDB store and on the file (dask)
+   store (same registry, same parquet), counting entity rows dropped (returned row ids vs sent).
+
+Prints one JSON document (also written to ``<out>/cost_curves.json``) and a PNG plot
+(``<out>/cost_curves.png``). Figures are ratios/rates measured in this run; nothing here asserts a time.
+
+Run::
+
+    .venv/bin/python benchmarks/cost_curves.py --scales 1e5,1e6 --out /tmp/cost-curves
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+#: assets whose cost depends on the catalog, not on impressions (fixed here: same catalog at every scale)
+CATALOG_ASSETS = {"text_encoder", "image_encoder", "item_multimodal", "ppm_item_cache"}
+STEP_START = re.compile(r' - ([a-z0-9_]+) - STEP_START - ')
+STEP_DONE = re.compile(r'Finished execution of step "([a-z0-9_]+)" in ([0-9.hms]+)\.')
+
+
+def _dur(s: str) -> float:
+    """Dagster's ``1m29s`` / ``38.34s`` / ``187ms`` -> seconds."""
+    if s.endswith("ms") and "m" not in s[:-2]:
+        return float(s[:-2]) / 1e3
+    total = 0.0
+    for num, unit in re.findall(r"([0-9.]+)([hms])", s):
+        total += float(num) * {"h": 3600, "m": 60, "s": 1}[unit]
+    return total
+
+
+def tree_rss(proc: psutil.Process) -> int:
+    """RSS (bytes) of ``proc`` plus all its descendants (processes that exit mid-read are skipped)."""
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
+
+
+def run_pipeline(env: dict[str, str], select: str, log_path: Path) -> dict:
+    """``ppm run --select select`` with RSS sampling. Returns wall seconds, peak RSS (GiB), per-step
+    seconds (Dagster's) and per-step peak RSS (GiB).
+
+    Raises:
+        RuntimeError: the run failed (names the log file).
+    """
+    cmd = [sys.executable, "-m", "ppm_platform.cli", "run", "--select", select]
+    t0 = time.perf_counter()
+    with log_path.open("w", buffering=1) as log:
+        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, bufsize=1)
+        ps = psutil.Process(proc.pid)
+        state = {"step": "startup", "peak": 0, "step_peak": {}, "step_s": {}}
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                rss = tree_rss(ps)
+                state["peak"] = max(state["peak"], rss)
+                sp = state["step_peak"]
+                sp[state["step"]] = max(sp.get(state["step"], 0), rss)
+                stop.wait(0.5)
+
+        th = threading.Thread(target=sample, daemon=True)
+        th.start()
+        for line in proc.stdout:
+            log.write(line)
+            if m := STEP_START.search(line):
+                state["step"] = m.group(1)
+            elif m := STEP_DONE.search(line):
+                state["step_s"][m.group(1)] = round(_dur(m.group(2)), 2)
+        rc = proc.wait()
+        stop.set()
+        th.join()
+    if rc != 0:
+        raise RuntimeError(f"pipeline run failed (exit {rc}); log {log_path}")
+    gib = 1024 ** 3
+    return {"wall_s": round(time.perf_counter() - t0, 1), "peak_rss_gib": round(state["peak"] / gib, 3),
+            "step_seconds": state["step_s"],
+            "step_peak_rss_gib": {k: round(v / gib, 3) for k, v in state["step_peak"].items()}}
+
+
+def pit_compare(settings, rows: int, seed: int = 0) -> dict:
+    """Point-in-time retrieval of the same ``rows`` entity rows (a random sample of the impressions)
+    through feature service ``urm_training`` on the DuckDB and the file (dask) offline store.
+
+    Returns per store: ``seconds``, ``rows_per_s``, ``rows_per_min``, ``returned_rows`` and ``dropped``
+    (entity rows sent minus distinct row ids returned), or ``error`` if the store raised.
+    """
+    import pandas as pd
+    from feast import FeatureStore, RepoConfig
+
+    from ppm_platform.feature_store import repo_config_dict
+
+    inter = pd.read_parquet(settings.tables_dir / "interactions.parquet",
+                            columns=["user_id", "item_id", "event_timestamp"])
+    ent = inter.sample(min(rows, len(inter)), random_state=seed).reset_index(drop=True)
+    ent["event_timestamp"] = ent["event_timestamp"].dt.floor("us")
+    ent["_row"] = range(len(ent))
+    out = {"entity_rows": len(ent)}
+    for name in ("duckdb", "dask"):
+        cfg = repo_config_dict(settings)
+        cfg["offline_store"] = {"type": name}
+        config = RepoConfig(**cfg)
+        config.repo_path = settings.feature_repo_dir
+        store = FeatureStore(repo_path=str(settings.feature_repo_dir), config=config)
+        fs = store.get_feature_service("urm_training")
+        t0 = time.perf_counter()
+        try:
+            res = store.get_historical_features(entity_df=ent.copy(), features=fs).to_df()
+        except Exception as e:  # report, do not hide: a store that fails is a data point
+            out[name] = {"error": f"{type(e).__name__}: {e}"[:500]}
+            continue
+        secs = time.perf_counter() - t0
+        out[name] = {"seconds": round(secs, 2), "rows_per_s": round(len(ent) / secs, 1),
+                     "rows_per_min": round(60 * len(ent) / secs), "returned_rows": int(len(res)),
+                     "dropped": int(len(ent) - res["_row"].nunique())}
+    return out
+
+
+def _online_rows(settings) -> int:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from ppm_platform.feature_store import load_definitions
+
+    total = 0
+    for fv in load_definitions(settings)["feature_views"]:
+        key = fv.entity_columns[0].name
+        col = pq.read_table(fv.batch_source.path, columns=[key]).column(0)
+        total += len(pc.unique(col))
+    return total
+
+
+def scale_shape(n: int, items: int) -> dict:
+    """Users / items of a scale: users grow with impressions (about 50 impressions per user, capped at
+    100k); the catalog is fixed (``--items``, default 500) at every scale: encoding and encoder fine-tuning
+    are per-catalog costs (benchmarks/encode_throughput.py measures them; EfficientNet runs ~1-12 items/s
+    on these shared 2 cores), so a catalog growing with impressions would measure the encoders, not the
+    platform's impression-driven stages."""
+    return {"n_users": int(min(max(n // 50, 500), 100_000)), "n_items": items}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--scales", default="1e5,1e6", help="comma-separated impression counts")
+    ap.add_argument("--out", default="/tmp/ppm-cost-curves", type=Path)
+    ap.add_argument("--pit-rows", default=20_000, type=int, help="entity rows of the DuckDB vs dask PIT comparison")
+    ap.add_argument("--select", default="*ranking_demo")
+    ap.add_argument("--epochs", default=1, type=int, help="PPM and URM epochs (1: cost per pass over the data)")
+    ap.add_argument("--seed", default=0, type=int)
+    ap.add_argument("--items", default=500, type=int, help="catalog size at every scale")
+    ap.add_argument("--combine", nargs="+", type=Path, default=None, metavar="JSON",
+                    help="only merge the scales of earlier cost_curves.json files into --out (no runs)")
+    ap.add_argument("--finetune-epochs", default=1, type=int,
+                    help="encoder fine-tune epochs (a per-catalog cost, not an impression-driven one)")
+    ap.add_argument("--text-steps", default=2, type=int, help="text fine-tune optimizer steps (per-catalog cost)")
+    ap.add_argument("--image-items", default=100, type=int, help="items the image fine-tune uses (per-catalog cost)")
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import typeguard  # feast import 12 s -> 6 s (tests/conftest.py does the same)
+
+    typeguard.typechecked = lambda target=None, **_k: (lambda t: t) if target is None else target
+    from ppm_platform.config import Settings
+    from ppm_platform.data.synthetic import SyntheticConfig, generate
+    from ppm_platform.io import read_json
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.combine:
+        docs = [json.loads(p.read_text()) for p in args.combine]
+        merged = {**docs[0], "scales": sorted((s for d in docs for s in d["scales"]), key=lambda s: s["impressions"]),
+                  "combined_from": [str(p) for p in args.combine],
+                  "machine": [d["machine"] for d in docs]}
+        finish(merged, args.out)
+        return
+    results = {"machine": {"cpus": psutil.cpu_count(), "ram_gib": round(psutil.virtual_memory().total / 1024 ** 3, 1),
+                           "load_avg_1m_at_start": round(os.getloadavg()[0], 1)},
+               "select": args.select, "epochs": args.epochs, "finetune_epochs": args.finetune_epochs,
+               "finetune_text_steps": args.text_steps, "finetune_image_items": args.image_items,
+               "catalog_items": args.items, "scales": []}
+    for tok in args.scales.split(","):
+        n = int(float(tok))
+        shape = scale_shape(n, args.items)
+        root = args.out / f"n{n:.0e}".replace("+", "")
+        data, art = root / "data", root / "artifacts"
+        art.mkdir(parents=True, exist_ok=True)
+        syn = generate(SyntheticConfig(n_impressions=n, seed=args.seed, **shape), data)
+        cfg = art / "config.json"
+        cfg.write_text(json.dumps({"ppm": {"epochs": args.epochs}, "urm": {"epochs": args.epochs},
+                                   "finetune": {"text": {"epochs": args.finetune_epochs, "max_steps": args.text_steps},
+                                                "image": {"epochs": args.finetune_epochs,
+                                                          "max_items": args.image_items}}}))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PPM_")}
+        env.update(PPM_ARTIFACTS_DIR=str(art), PPM_DATASET="canonical", PPM_DATA_DIR=str(data),
+                   PPM_CONFIG=str(cfg), PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
+        print(f"[cost_curves] {n} impressions: {shape} -> {root}", file=sys.stderr, flush=True)
+        run = run_pipeline(env, args.select, root / "dagster.log")
+        settings = Settings.from_env(env=env)
+        stages = {p.stem: read_json(p) for p in sorted((art / "runs").glob("*.json"))}
+        online_rows = _online_rows(settings)
+        online_s = run["step_seconds"].get("online_store") or stages.get("online_store", {}).get("seconds")
+        ts = stages.get("training_set", {})
+        entry = {
+            "impressions": n, **shape, "clicks": syn["clicks"], "synth_seconds": syn["seconds"],
+            "end_to_end_s": run["wall_s"], "peak_rss_gib": run["peak_rss_gib"],
+            "asset_seconds": run["step_seconds"], "asset_peak_rss_gib": run["step_peak_rss_gib"],
+            "training_set": {k: ts.get(k) for k in ("rows", "seconds", "rows_per_s", "chunks")},
+            "materialize": {"online_rows": online_rows, "seconds": online_s,
+                            "rows_per_s": round(online_rows / online_s, 1) if online_s else None},
+            "stage_figures": {k: {kk: vv for kk, vv in v.items() if isinstance(vv, (int, float, str))}
+                              for k, v in stages.items()},
+        }
+        print(f"[cost_curves] {n}: {run['wall_s']} s, peak {run['peak_rss_gib']} GiB; PIT comparison ...",
+              file=sys.stderr, flush=True)
+        entry["pit_duckdb_vs_dask"] = pit_compare(settings, args.pit_rows, args.seed)
+        results["scales"].append(entry)
+        (args.out / "cost_curves.json").write_text(json.dumps(results, indent=2))
+    finish(results, args.out)
+
+
+def finish(results: dict, out: Path) -> None:
+    """Add the growth exponents, write ``cost_curves.json`` + ``cost_curves.png`` into ``out``, print JSON."""
+    import math
+
+    sc = results["scales"]
+    for s in sc:  # the impression-driven part: all assets but the per-catalog encoder ones
+        s["impression_driven_s"] = round(sum(v for k, v in s["asset_seconds"].items() if k not in CATALOG_ASSETS), 1)
+    if len(sc) >= 2:  # growth exponent between consecutive scales: time ~ n^k (k <= 1 = linear or better)
+        for key in ("end_to_end_s", "impression_driven_s"):
+            results[f"growth_exponent_{key}"] = [
+                round(math.log(b[key] / a[key]) / math.log(b["impressions"] / a["impressions"]), 3)
+                for a, b in zip(sc, sc[1:])]
+    (out / "cost_curves.json").write_text(json.dumps(results, indent=2))
+    plot(results, out / "cost_curves.png")
+    print(json.dumps(results, indent=2))
+
+
+def plot(results: dict, path: Path) -> None:
+    """Three panels: end-to-end seconds and peak RSS vs impressions (log-log), and per-asset seconds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sc = results["scales"]
+    n = [s["impressions"] for s in sc]
+    fig, ax = plt.subplots(1, 3, figsize=(16, 4.5))
+    ax[0].loglog(n, [s["end_to_end_s"] for s in sc], "o-", label="end to end")
+    assets = sorted({a for s in sc for a in s["asset_seconds"]},
+                    key=lambda a: -max(s["asset_seconds"].get(a, 0) for s in sc))[:6]
+    for a in assets:
+        ax[0].loglog(n, [max(s["asset_seconds"].get(a, 0), 1e-2) for s in sc], ".--", label=a)
+    ax[0].set(xlabel="impressions", ylabel="seconds", title="time by asset")
+    ax[0].legend(fontsize=7)
+    ax[1].semilogx(n, [s["peak_rss_gib"] for s in sc], "o-", label="peak RSS (process tree)")
+    ax[1].axhline(4, color="r", ls=":", label="4 GiB goal")
+    ax[1].set(xlabel="impressions", ylabel="GiB", title="peak RSS", ylim=(0, None))
+    ax[1].legend(fontsize=7)
+    w = 0.35
+    for k, store in enumerate(("duckdb", "dask")):
+        vals = [s["pit_duckdb_vs_dask"].get(store, {}).get("rows_per_min", 0) for s in sc]
+        ax[2].bar([i + k * w for i in range(len(sc))], vals, w, label=store)
+    ax[2].set_xticks([i + w / 2 for i in range(len(sc))], [f"{x:.0e}" for x in n])
+    ax[2].set(xlabel="impressions", ylabel="entity rows / min", title="point-in-time retrieval")
+    ax[2].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""HTTP ranking service: ``POST /rank`` and ``GET /health`` over :class:`~ppm_platform.serving.ranker.Ranker`.
+
+Built with FastAPI (https://fastapi.tiangolo.com) and served by uvicorn (``ppm serve``). Contract:
+
+``POST /rank`` body ``{"user_id": int, "item_ids": [int, ...]}`` (1 to ``settings.serving.max_candidates``
+ids, each ``0 <= id < 2**63``; JSON integers only, ``"7"`` or ``7.5`` are rejected; no other keys) ->
+``200 {"user_id", "model", "ppm_version", "user_known", "unknown_item_ids", "lookup_ms", "model_ms",
+"scores": [{"item_id", "click", "order", "known"}, ...]}`` with ``scores`` in descending click probability.
+
+Errors are JSON ``{"detail": message}``: ``413`` body larger than ``settings.serving.max_body_bytes``;
+``422`` malformed JSON, missing/extra keys, non-integer or out-of-range ids, empty or too many candidates;
+``503`` the Ranker refuses (``VersionMismatchError``: the online PPM caches were produced by another PPM
+than the URM's) or the model is not loaded. A client error is never a 500.
+
+Cold start (defined behaviour, see :class:`~ppm_platform.serving.ranker.Ranker`): unknown users and items
+are scored (OOV id + zero PPM vectors) and flagged: ``user_known=false``, ``unknown_item_ids``,
+``known=false`` per score row.
+
+``GET /health`` -> ``200 {"status": "ok", "model", "ppm_version", "user_feature_service",
+"item_feature_service", "cache_versions_seen", "error": null}``; ``503`` with ``status="version_mismatch"``
+(and the error) when the online caches hold another ``ppm_version``, ``status="unavailable"`` when the model
+could not be loaded. Each call probes the online store (1 user + 5 items the model was trained on).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from ppm_platform.config import Settings
+from ppm_platform.serving.ranker import Ranker, VersionMismatchError
+
+#: an entity id as Feast stores it: a non-negative int64, JSON integer only (strict: no "7", no 7.0)
+EntityId = Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)]
+
+
+class RankRequest(BaseModel):
+    """``POST /rank`` body."""
+
+    model_config = ConfigDict(extra="forbid")
+    user_id: EntityId
+    item_ids: list[EntityId] = Field(min_length=1)
+
+
+class ScoreRow(BaseModel):
+    item_id: int
+    click: float
+    order: float
+    known: bool
+
+
+class RankResponse(BaseModel):
+    """``POST /rank`` response; ``scores`` sorted by ``click`` descending."""
+
+    user_id: int
+    model: str
+    ppm_version: str | None
+    user_known: bool
+    unknown_item_ids: list[int]
+    lookup_ms: float
+    model_ms: float
+    scores: list[ScoreRow]
+
+
+class BodyTooLarge(HTTPException):
+    """413: the request body is larger than ``settings.serving.max_body_bytes``."""
+
+    def __init__(self, limit: int, size: int | None = None):
+        what = f"request body of {size} bytes" if size is not None else "request body"
+        super().__init__(status_code=413, detail=f"{what} exceeds the limit of {limit} bytes")
+
+
+class BodyLimitMiddleware:
+    """Pure ASGI middleware bounding the request body *before* it is parsed: a declared ``Content-Length``
+    is checked up front; a streamed (chunked) body is counted as it is received and the request fails with
+    413 as soon as it passes the limit (the exception is an ``HTTPException``, so FastAPI's body parsing
+    re-raises it unchanged)."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                return await JSONResponse({"detail": "invalid Content-Length header"}, 400)(scope, receive, send)
+            if int(declared) > self.max_bytes:
+                exc = BodyTooLarge(self.max_bytes, int(declared))
+                return await JSONResponse({"detail": exc.detail}, 413)(scope, receive, send)
+        received = 0
+
+        async def bounded_receive():
+            nonlocal received
+            msg = await receive()
+            if msg["type"] == "http.request":
+                received += len(msg.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return msg
+
+        return await self.app(scope, bounded_receive, send)
+
+
+def _error_message(err: dict[str, Any]) -> str:
+    if err.get("type") == "json_invalid":
+        pos = [p for p in err.get("loc", ()) if isinstance(p, int)]
+        return f"body: invalid JSON{f' at character {pos[0]}' if pos else ''} ({err.get('msg', 'JSON decode error')})"
+    loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+    return f"{loc or 'body'}: {err.get('msg', 'invalid')}"
+
+
+def create_app(settings: Settings, model_name: str | None = None, ranker: Ranker | None = None) -> FastAPI:
+    """Build the ranking service.
+
+    Args:
+        settings: platform settings (``settings.serving`` holds the limits).
+        model_name: ``urm`` or ``base`` (default ``settings.serving.model``).
+        ranker: an existing Ranker (tests); default: built from ``settings`` at start-up. If building it
+            fails (no model exported yet), ``/health`` answers 503 ``unavailable`` with the reason.
+
+    Returns:
+        a FastAPI app; requests are scored one at a time (a lock around the Ranker: the SQLite
+        connection and the 1-thread onnxruntime session are shared; run more processes to scale).
+    """
+    cfg = settings.serving
+    name = model_name or cfg.model
+    state: dict[str, Any] = {"ranker": ranker, "load_error": None}
+    lock = threading.Lock()
+    if ranker is None:
+        try:
+            state["ranker"] = Ranker(settings, name)
+        except Exception as e:  # reported by /health, refused by /rank
+            state["load_error"] = f"{type(e).__name__}: {e}"
+
+    app = FastAPI(title="ppm-platform ranking", version="1",
+                  description="URM / IDRec ranking from the Feast online store with onnxruntime.")
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        return JSONResponse({"detail": "; ".join(_error_message(e) for e in errors[:5])
+                             + (f" (+{len(errors) - 5} more)" if len(errors) > 5 else "")}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def internal_error(_request: Request, exc: Exception):  # a bug, not a client error: no stack leak
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+    @app.get("/health")
+    def health():
+        r: Ranker | None = state["ranker"]
+        if r is None:
+            return JSONResponse({"status": "unavailable", "model": name, "error": state["load_error"]},
+                                status_code=503)
+        with lock:
+            probe = r.probe()
+        body = {"status": probe["status"], "model": r.model_name, "ppm_version": r.ppm_version,
+                "user_feature_service": r.user_service, "item_feature_service": r.item_service,
+                "cache_versions_seen": probe["cache_versions_seen"], "error": probe["error"]}
+        return JSONResponse(body, status_code=200 if probe["status"] == "ok" else 503)
+
+    @app.post("/rank", response_model=RankResponse)
+    def rank(req: RankRequest):
+        r: Ranker | None = state["ranker"]
+        if r is None:
+            return JSONResponse({"detail": f"model not loaded: {state['load_error']}"}, status_code=503)
+        if len(req.item_ids) > cfg.max_candidates:
+            return JSONResponse({"detail": f"item_ids: {len(req.item_ids)} candidates, at most "
+                                           f"{cfg.max_candidates} allowed (serving.max_candidates)"},
+                                status_code=422)
+        try:
+            with lock:
+                res = r.rank(req.user_id, list(req.item_ids))
+        except VersionMismatchError as e:
+            return JSONResponse({"detail": str(e), "status": "version_mismatch"}, status_code=503)
+        s = res.scores
+        return RankResponse(
+            user_id=res.user_id, model=r.model_name, ppm_version=r.ppm_version, user_known=res.user_known,
+            unknown_item_ids=res.unknown_item_ids, lookup_ms=round(res.lookup_ms, 3),
+            model_ms=round(res.model_ms, 3),
+            scores=[ScoreRow(item_id=int(i), click=float(c), order=float(o), known=bool(k))
+                    for i, c, o, k in zip(s["item_id"], s["click"], s["order"], s["known"])])
+
+    app.state.ppm = state
+    return app
+
+
+def serve(settings: Settings, host: str | None = None, port: int | None = None, model_name: str | None = None,
+          log_level: str = "warning") -> None:
+    """Run the service with uvicorn (blocking) on ``host:port`` (defaults ``settings.serving``)."""
+    import uvicorn
+
+    app = create_app(settings, model_name)
+    uvicorn.run(app, host=host or settings.serving.host, port=port or settings.serving.port,
+                log_level=log_level, access_log=False)

@@ -1,0 +1,129 @@
+"""New-item path: make a just-created item rankable with its content features right away.
+
+For a new catalog item (title, categories, optional image), :func:`add_new_item`
+
+1. computes its ME feature with the same frozen (fine-tuned, when the pipeline has them) encoders and the
+   same code as the Spark job
+   (:func:`ppm_platform.features.item_multimodal.encode_items_frame`: MiniLM text of
+   ``item_text(title, categories)`` + EfficientNet-Lite0 image, ``has_image``);
+2. computes its PPM item-cache vector with the frozen PPM item tower of the serving URM's ``ppm_version``
+   (:func:`ppm_platform.features.ppm_caches.encode_item_frame`, the Spark job's function);
+3. pushes the ``item_multimodal``, ``item_profile`` and ``ppm_item_cache`` rows to the online store through
+   the Feast push sources ``<view>_push`` (``feature_repo/features.py::PUSH_VIEWS``; Feast docs "Push
+   source": https://docs.feast.dev/reference/data-sources/push).
+
+The item is then served like any other: ``Ranker.rank`` reads its genres and PPM vector from Feast. The URM
+has no ID embedding for it (OOV id, like every item first seen after training), so its score comes from the
+content side: exactly the cold-start case PPM's ID-free features exist for. The rows are pushed to the
+online store only (``PushMode.ONLINE``); the next batch run of the feature tables (which reads the items
+table) adds them offline.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from ppm_platform.config import Settings
+
+
+def _encoder_settings(settings: Settings) -> Settings:
+    """The encoder configuration the ``item_multimodal`` job used: the fine-tuned encoders when the pipeline
+    has them (``pipeline.encoder_settings``), else ``settings``."""
+    from ppm_platform import pipeline
+
+    pick = getattr(pipeline, "encoder_settings", None)
+    return pick(settings) if pick is not None else settings
+
+
+def build_new_item_rows(settings: Settings, item_id: int, title: str, categories: Sequence[str],
+                        image_path: str | Path | None = None, release_year: int | None = None,
+                        created_at: datetime | None = None) -> dict[str, pd.DataFrame]:
+    """The three feature rows of a new item (no I/O to the feature store).
+
+    Returns:
+        ``{"item_multimodal": 1 row (text_emb f32[384], image_emb f32[1280], has_image, encoder_version),
+        "ppm_item_cache": 1 row (ppm_item_vec f32[d], ppm_item_version), "item_profile": 1 row
+        (categories, release_year)}``, each with ``item_id`` and ``event_timestamp`` (= ``created_at``,
+        default now, UTC).
+
+    Raises:
+        FileNotFoundError: ``image_path`` does not exist, or no PPM model has been trained.
+        ValueError: the encoders' version differs from the one the PPM was pre-trained on (the item vector
+            would not mean the same thing), or the ME width differs from the PPM's ``me_dim``.
+    """
+    from ppm_platform.features.item_multimodal import encode_items_frame
+    from ppm_platform.features.ppm_caches import encode_item_frame, get_ppm, ppm_version_of
+    from ppm_platform.training.artifacts import read_model_json
+
+    if image_path is not None and not Path(image_path).is_file():
+        raise FileNotFoundError(f"new item {item_id}: image {image_path} does not exist")
+    ppm_dir = settings.models_dir / "ppm"
+    if not (ppm_dir / "model.json").exists():
+        raise FileNotFoundError(f"{ppm_dir} has no PPM: materialize the 'ppm_model' asset first")
+    ts = pd.Timestamp(created_at or datetime.now(timezone.utc))
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    items = pd.DataFrame({"item_id": [int(item_id)], "title": [title], "categories": [list(categories)],
+                          "image_uri": [str(image_path) if image_path is not None else None],
+                          "created_at": [ts]})
+    mm = encode_items_frame(items, _encoder_settings(settings))
+    trained_on = (read_model_json(ppm_dir).get("metadata") or {}).get("encoder_version")
+    if trained_on and mm["encoder_version"].iloc[0] != trained_on:
+        raise ValueError(f"new item {item_id}: encoders are {mm['encoder_version'].iloc[0]} but the PPM was "
+                         f"pre-trained on ME features of {trained_on}; configure the same encoders")
+    version = ppm_version_of(ppm_dir)
+    cache = encode_item_frame(mm, get_ppm(ppm_dir, version), version)
+    profile = pd.DataFrame({"item_id": [int(item_id)], "event_timestamp": [ts],
+                            "categories": [list(categories)],
+                            "release_year": pd.array([release_year], dtype="Int64")})
+    mm["event_timestamp"] = ts
+    cache["event_timestamp"] = ts
+    return {"item_multimodal": mm, "ppm_item_cache": cache, "item_profile": profile}
+
+
+def push_item_rows(store, rows: dict[str, pd.DataFrame]) -> None:
+    """Push feature rows to the online store through the ``<view>_push`` push sources (``PushMode.ONLINE``).
+
+    Raises:
+        KeyError: a view has no push source (see ``feature_repo/features.py::PUSH_VIEWS``).
+    """
+    from feast.data_source import PushMode
+
+    for view, df in rows.items():
+        store.push(f"{view}_push", df, to=PushMode.ONLINE)
+
+
+def add_new_item(settings: Settings, item_id: int, title: str, categories: Sequence[str],
+                 image_path: str | Path | None = None, release_year: int | None = None,
+                 store=None, created_at: datetime | None = None) -> dict[str, Any]:
+    """Encode a new item and push its content features online so the Ranker can score it right away.
+
+    Args:
+        item_id: the new item's id (an existing id is overwritten online with the new rows).
+        title / categories / image_path / release_year: the canonical ``items`` fields (image optional:
+            ``has_image = 0`` and a zero image embedding without one, as in the batch job).
+        store: a ``feast.FeatureStore`` (default :func:`ppm_platform.feature_store.get_store`).
+
+    Returns:
+        ``{"item_id", "ppm_version", "encoder_version", "has_image", "encode_ms", "push_ms", "total_ms"}``
+        (wall times in ms; the first call in a process also loads the encoders and the PPM).
+
+    Raises:
+        see :func:`build_new_item_rows` and :func:`push_item_rows`.
+    """
+    from ppm_platform.feature_store import get_store
+
+    t0 = time.perf_counter()
+    rows = build_new_item_rows(settings, item_id, title, categories, image_path, release_year, created_at)
+    t1 = time.perf_counter()
+    push_item_rows(store if store is not None else get_store(settings), rows)
+    t2 = time.perf_counter()
+    return {"item_id": int(item_id), "ppm_version": str(rows["ppm_item_cache"]["ppm_item_version"].iloc[0]),
+            "encoder_version": str(rows["item_multimodal"]["encoder_version"].iloc[0]),
+            "has_image": int(rows["item_multimodal"]["has_image"].iloc[0]),
+            "encode_ms": round((t1 - t0) * 1e3, 2), "push_ms": round((t2 - t1) * 1e3, 2),
+            "total_ms": round((t2 - t0) * 1e3, 2)}

@@ -1,0 +1,181 @@
+"""The Dagster UI's server, as a user runs it: `dagster-webserver` on loopback, its GraphQL API for the asset
+graph (keys, dependencies, description/owners/group on every asset), and a materialization of the ingest
+assets launched through GraphQL on the real MovieLens-100K subset, polled until the run succeeds.
+
+Start/stop follows ../shared/notes/stack.md §6: own session (start_new_session=True), SIGINT, then SIGKILL of
+any leftover process of that session.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+MAX_ITEMS = 250
+LOCATION = "dagster_project.definitions"
+INGEST = ("items", "users", "interactions", "queries")
+#: the asset graph of DESIGN.md §3: these assets with at least these parents (stages added later, e.g. the
+#: fine-tuned encoders feeding item_multimodal, may add assets and edges)
+EXPECTED_PARENTS = {
+    "item_multimodal": {"items"},
+    "behavior_sequences": {"interactions"},
+    "ppm_model": {"item_multimodal", "behavior_sequences", "interactions"},
+    "ppm_item_cache": {"ppm_model", "item_multimodal"},
+    "ppm_user_cache": {"ppm_model", "behavior_sequences", "ppm_item_cache"},
+    "training_set": {"feast_definitions", "interactions"},
+    "online_store": {"feast_definitions"},
+    "base_model": {"training_set"},
+    "urm_model": {"training_set", "ppm_model"},
+    "urm_onnx": {"urm_model"},
+    "base_onnx": {"base_model"},
+    "ranking_demo": {"urm_onnx", "online_store"},
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _gql(port: int, query: str, variables: dict | None = None) -> dict:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql",
+                                 data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        body = json.loads(r.read())
+    assert "errors" not in body, body["errors"]
+    return body["data"]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+    try:  # leftovers of the session (code server, run workers): by process group id = the server's pid
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from ppm_platform.config import Settings
+
+    tmp = tmp_path_factory.mktemp("webserver")
+    port = _free_port()
+    env = dict(os.environ, PPM_MAX_ITEMS=str(MAX_ITEMS), PPM_ARTIFACTS_DIR=str(tmp / "artifacts"),
+               DAGSTER_HOME=str(tmp / "dagster_home"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable)
+    env.pop("PPM_CONFIG", None)
+    (tmp / "dagster_home").mkdir()
+    # the webserver alone has no daemon to dequeue runs (Dagster's default QueuedRunCoordinator): launch them
+    # directly, as `dagster dev` + daemon would; no telemetry from tests
+    (tmp / "dagster_home" / "dagster.yaml").write_text(
+        "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n"
+        "telemetry:\n  enabled: false\n")
+    settings = Settings.from_env(env)
+    try:
+        settings.require_dataset()
+    except FileNotFoundError as e:
+        pytest.fail(f"integration tests need the real dataset: {e}")
+    log = open(tmp / "webserver.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "dagster_webserver", "-m", LOCATION, "-h", "127.0.0.1",
+                             "-p", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, f"dagster-webserver exited: {(tmp / 'webserver.log').read_text()[-3000:]}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            assert time.monotonic() < deadline, "dagster-webserver did not answer /server_info within 180 s"
+            time.sleep(1)
+        yield port, settings, tmp
+    finally:
+        _stop(proc)
+        log.close()
+
+
+ASSET_NODES = """{ assetNodes { assetKey { path } groupName description
+  owners { ... on TeamAssetOwner { team } ... on UserAssetOwner { email } }
+  dependencyKeys { path } } }"""
+
+
+def test_asset_graph_over_graphql(server):
+    port, _, _ = server
+    nodes = {"/".join(n["assetKey"]["path"]): n for n in _gql(port, ASSET_NODES)["assetNodes"]}
+    assert set(EXPECTED_PARENTS) <= set(nodes), set(EXPECTED_PARENTS) - set(nodes)
+    for key, parents in EXPECTED_PARENTS.items():
+        assert parents <= {"/".join(d["path"]) for d in nodes[key]["dependencyKeys"]}, key
+    # every asset (including ones added later) is documented, owned and grouped by pipeline stage
+    for key, n in nodes.items():
+        assert n["description"] and len(n["description"]) > 20, key
+        assert n["owners"], key
+        assert n["groupName"] and n["groupName"] != "default", key
+    assert {nodes[k]["groupName"] for k in INGEST} == {"ingest"}
+    assert all(not nodes[k]["dependencyKeys"] for k in INGEST)  # the roots of the graph
+    assert nodes["urm_model"]["groupName"] == "training" and nodes["ppm_user_cache"]["groupName"] == "ppm"
+
+
+LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
+  __typename ... on LaunchRunSuccess { run { runId } }
+  ... on PythonError { message stack } ... on InvalidSubsetError { message }
+  ... on RunConfigValidationInvalid { errors { message } } } }"""
+RUN = """query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } } }"""
+MATS = """query($key: AssetKeyInput!) { assetOrError(assetKey: $key) { ... on Asset {
+  assetMaterializations(limit: 1) { runId metadataEntries { label __typename
+    ... on IntMetadataEntry { intValue } ... on JsonMetadataEntry { jsonString } } } } } }"""
+
+
+def test_launch_ingest_through_graphql_and_wait_for_success(server):
+    port, settings, tmp = server
+    params = {"selector": {"repositoryLocationName": LOCATION, "repositoryName": "__repository__",
+                           "jobName": "__ASSET_JOB", "assetSelection": [{"path": [k]} for k in INGEST]},
+              "mode": "default", "runConfigData": "{}"}
+    launched = _gql(port, LAUNCH, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    deadline, status = time.monotonic() + 420, None
+    while time.monotonic() < deadline:
+        status = _gql(port, RUN, {"id": run_id})["runOrError"]["status"]
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            break
+        assert not (status == "QUEUED" and time.monotonic() > deadline - 360), "run still QUEUED after 60 s"
+        time.sleep(2)
+    assert status == "SUCCESS", f"run {run_id} ended {status}: {(tmp / 'webserver.log').read_text()[-4000:]}"
+
+    md = {}
+    for key in INGEST:
+        mats = _gql(port, MATS, {"key": {"path": [key]}})["assetOrError"]["assetMaterializations"]
+        assert mats and mats[0]["runId"] == run_id, key
+        md[key] = {e["label"]: e.get("intValue", e.get("jsonString")) for e in mats[0]["metadataEntries"]}
+    # row accounting against the real files: items 1..250 of u.item, their ratings in u.data
+    assert md["items"]["rows_in"] == MAX_ITEMS
+    assert md["items"]["rows_out"] + md["items"]["rows_quarantined"] == MAX_ITEMS
+    raw = pd.read_csv(settings.data_dir / "u.data", sep="\t", header=None)
+    inter = md["interactions"]
+    assert inter["rows_in"] == int((raw[1] <= MAX_ITEMS).sum())
+    assert inter["rows_in"] == inter["rows_out"] + inter["rows_quarantined"]
+    # the run wrote the canonical tables where the settings say
+    assert len(pd.read_parquet(settings.tables_dir / "interactions.parquet")) == inter["rows_out"]

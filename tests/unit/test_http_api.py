@@ -1,0 +1,185 @@
+"""HTTP contract of the ranking service (ppm_platform.serving.app) on a tiny real Feast store (SQLite online
+store, 3 users x 3 items written by the test) and a small URM exported to ONNX by the test: good requests,
+cold-start flags, every kind of bad request (4xx with a message, never 500), /health, version refusal, and
+FeatureEncoder.transform_request == transform on the broadcast frame."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from ppm_platform import feature_store as fsmod
+from ppm_platform.config import Settings
+from ppm_platform.data import schemas
+from ppm_platform.io import write_parquet_atomic
+from ppm_platform.models import URM, URMConfig
+from ppm_platform.models.ppm import PPMConfig
+from ppm_platform.serving.app import create_app
+from ppm_platform.serving.onnx_export import export_urm_onnx
+from ppm_platform.serving.ranker import Ranker
+from ppm_platform.training.artifacts import save_model
+from ppm_platform.training.batch import FeatureEncoder
+
+try:  # pytest's default (prepend) import mode puts tests/unit on sys.path
+    from test_feature_store import DM, ITEMS, L, USERS, _write_tables
+except ImportError:  # tests/ made a package
+    from tests.unit.test_feature_store import DM, ITEMS, L, USERS, _write_tables
+
+VERSION = "p1"
+AS_OF = datetime(2024, 2, 1, tzinfo=timezone.utc)
+
+
+def _user_cache_one_version(settings: Settings) -> None:
+    """_write_tables stamps each user-cache row with its own version; serving needs one PPM version."""
+    p = settings.features_dir / "ppm_user_cache.parquet"
+    write_parquet_atomic(pd.read_parquet(p).assign(ppm_user_version=VERSION), p, schemas.PPM_USER_CACHE)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """Feature tables -> apply -> materialize; a URM with the right vocabularies exported to ONNX and saved
+    with its model.json as the pipeline does; an app over it (max 5 candidates, 400-byte bodies)."""
+    root = tmp_path_factory.mktemp("http")
+    settings = Settings.from_env(env={}, artifacts_dir=root / "artifacts", sequence={"max_len": L},
+                                 ppm={"d_model": DM},
+                                 serving={"max_candidates": 5, "max_body_bytes": 400}).ensure_dirs()
+    _write_tables(settings)
+    _user_cache_one_version(settings)
+    fsmod.apply_definitions(settings)
+    fsmod.materialize(settings, end=AS_OF)
+    entity = pd.DataFrame([(u, i) for u in USERS for i in ITEMS], columns=["user_id", "item_id"])
+    frame = fsmod.get_training_frame(settings, entity.assign(event_timestamp=AS_OF))
+    enc = FeatureEncoder.fit(frame[frame["item_id"] != ITEMS[-1]], max_len=L, ppm_dim=DM)  # item 12 -> OOV
+    torch.manual_seed(0)
+    cfg = URMConfig(n_users=enc.n_users, n_items=enc.n_items, user_side_cardinalities=enc.user_side_cardinalities,
+                    n_genres=enc.n_genres, max_len=L, emb_dim=4, cross_layers=1, dnn_hidden=(8,), n_experts=2,
+                    expert_hidden=8, tower_hidden=4, dropout=0.0, use_ppm=True,
+                    ppm=PPMConfig(me_dim=6, d_model=DM, n_layers=1, n_heads=1, ff_dim=4, max_len=L,
+                                  n_time_buckets=4, readout_hidden=4, dropout=0.0))
+    model = URM(cfg).eval()
+    mdir = settings.models_dir / "urm"
+    save_model(model, cfg, mdir, "urm", {"feature_encoder": enc.to_dict(), "ppm_version": VERSION,
+                                         "user_feature_service": "urm_user", "item_feature_service": "urm_item",
+                                         "training_feature_service": "urm_training"})
+    export_urm_onnx(model, enc.transform(frame), mdir / "model.onnx")
+    ranker = Ranker(settings)
+    client = TestClient(create_app(settings, ranker=ranker))
+    return settings, ranker, client, model, enc, frame
+
+
+def test_rank_scores_every_candidate_like_torch(served):
+    settings, _, client, model, enc, frame = served
+    r = client.post("/rank", json={"user_id": 1, "item_ids": [11, 10, 12]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["user_id"] == 1 and body["model"] == "urm" and body["ppm_version"] == VERSION
+    assert body["user_known"] is True and body["unknown_item_ids"] == []
+    got = {s["item_id"]: (s["click"], s["order"]) for s in body["scores"]}
+    assert set(got) == {10, 11, 12}
+    clicks = [s["click"] for s in body["scores"]]
+    assert clicks == sorted(clicks, reverse=True)
+    # the same pairs scored by torch from the offline point-in-time frame (as of the materialization time)
+    rows = frame[frame["user_id"] == 1].reset_index(drop=True)
+    with torch.no_grad():
+        ref = torch.sigmoid(model.forward_dict({k: torch.from_numpy(np.ascontiguousarray(v))
+                                                for k, v in enc.transform(rows).items()})).numpy()
+    for i, item in enumerate(rows["item_id"]):
+        assert got[int(item)] == pytest.approx(tuple(ref[i]), abs=1e-5)
+
+
+def test_unknown_user_and_item_are_scored_and_flagged(served):
+    _, _, client, *_ = served
+    r = client.post("/rank", json={"user_id": 999, "item_ids": [10, 777, 10]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["user_known"] is False and body["unknown_item_ids"] == [777]
+    assert len(body["scores"]) == 3  # duplicates kept, one row per requested id
+    known = {s["item_id"]: s["known"] for s in body["scores"]}
+    assert known == {10: True, 777: False}
+    assert all(0.0 < s["click"] < 1.0 and 0.0 < s["order"] < 1.0 for s in body["scores"])
+
+
+@pytest.mark.parametrize("body, status, fragment", [
+    ({"user_id": 1, "item_ids": list(range(6))}, 422, "6 candidates, at most 5"),
+    ({"user_id": 1, "item_ids": []}, 422, "item_ids"),
+    ({"user_id": "1", "item_ids": [10]}, 422, "user_id"),
+    ({"user_id": 1, "item_ids": [10, "11"]}, 422, "item_ids.1"),
+    ({"user_id": 1, "item_ids": [10.5]}, 422, "item_ids.0"),
+    ({"user_id": 1, "item_ids": [True]}, 422, "item_ids.0"),
+    ({"user_id": -3, "item_ids": [10]}, 422, "greater than or equal to 0"),
+    ({"user_id": 1, "item_ids": [2**63]}, 422, "less than or equal to"),
+    ({"item_ids": [10]}, 422, "user_id: Field required"),
+    ({"user_id": 1, "item_ids": [10], "extra": 1}, 422, "extra"),
+    ({"user_id": 1, "item_ids": 10}, 422, "item_ids"),
+])
+def test_bad_bodies_get_4xx_with_a_message(served, body, status, fragment):
+    _, _, client, *_ = served
+    r = client.post("/rank", json=body)
+    assert r.status_code == status, r.text
+    assert fragment in r.json()["detail"]
+
+
+def test_malformed_and_oversized_bodies(served):
+    _, _, client, *_ = served
+    r = client.post("/rank", content=b'{"user_id": 1, "item_ids": [10', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "JSON" in r.json()["detail"]
+    r = client.post("/rank", content=b"[1, 2]", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    big = b'{"user_id": 1, "item_ids": [' + b"10, " * 200 + b"10]}"
+    r = client.post("/rank", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "exceeds the limit of 400 bytes" in r.json()["detail"]
+
+    def chunks():  # no Content-Length: counted while streaming
+        for _ in range(10):
+            yield b" " * 100
+    r = client.post("/rank", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert client.get("/rank").status_code == 405
+
+
+def test_health_ok(served):
+    _, _, client, *_ = served
+    r = client.get("/health")
+    assert r.status_code == 200
+    h = r.json()
+    assert h["status"] == "ok" and h["ppm_version"] == VERSION and h["cache_versions_seen"] == [VERSION]
+    assert (h["user_feature_service"], h["item_feature_service"]) == ("urm_user", "urm_item")
+
+
+def test_version_mismatch_is_refused_and_reported(served):
+    """A URM that records another ppm_version than the online caches (PPM retrained, caches not recomputed)."""
+    settings, ranker, _, *_ = served
+    other = Ranker(settings, store=ranker.store)
+    other.ppm_version = "retrained"
+    client = TestClient(create_app(settings, ranker=other))
+    r = client.post("/rank", json={"user_id": 1, "item_ids": [10]})
+    assert r.status_code == 503 and "ppm_version retrained" in r.json()["detail"]
+    h = client.get("/health")
+    assert h.status_code == 503 and h.json()["status"] == "version_mismatch" and VERSION in h.json()["error"]
+
+
+def test_health_without_model_is_unavailable(tmp_path):
+    settings = Settings.from_env(env={}, artifacts_dir=tmp_path / "a")
+    client = TestClient(create_app(settings))
+    h = client.get("/health")
+    assert h.status_code == 503 and h.json()["status"] == "unavailable" and "model.json" in h.json()["error"]
+    assert client.post("/rank", json={"user_id": 1, "item_ids": [1]}).status_code == 503
+
+
+def test_transform_request_equals_transform_on_broadcast_rows(served):
+    *_, enc, frame = served
+    user_cols = [c for c in frame.columns if c not in ("item_id", "categories", "release_year", "ppm_item_vec",
+                                                       "ppm_item_version", "event_timestamp")]
+    items = frame[frame["user_id"] == 2][["item_id", "categories", "ppm_item_vec"]].reset_index(drop=True)
+    for u in (1, 2, 3):
+        urow = frame[frame["user_id"] == u].iloc[0]
+        wide = items.assign(**{c: [urow[c]] * len(items) for c in user_cols})
+        a, b = enc.transform_request({c: urow[c] for c in user_cols}, items), enc.transform(wide)
+        assert list(a) == list(b)
+        for k in b:
+            assert a[k].shape == b[k].shape and a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
