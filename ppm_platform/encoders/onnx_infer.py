@@ -19,16 +19,15 @@ atomically (temp file + rename) only after it passes.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
 import uuid
-import warnings
 from pathlib import Path
 
 import numpy as np
 
+from ppm_platform.onnx_common import cpu_session, quiet_onnx_export
 from ppm_platform.encoders.image import FEATURE_DIM, ImageEncoder, image_encoder_version
 from ppm_platform.encoders.text import text_encoder_version
 
@@ -62,28 +61,10 @@ def image_onnx_path(weights_path: Path | None) -> Path | None:
 
 
 def _session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    if threads and threads > 0:
-        so.intra_op_num_threads = int(threads)
-        so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    return cpu_session(path, threads)
 
 
-@contextlib.contextmanager
-def _quiet():
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-                yield
-    finally:
-        logger.setLevel(level)
+_quiet = quiet_onnx_export
 
 
 def _atomic_export(module, args: tuple, out: Path, input_names: list[str], output_names: list[str],

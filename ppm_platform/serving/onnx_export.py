@@ -12,12 +12,9 @@ deprecated by torch); both pass the same parity check.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import time
 import uuid
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ppm_platform.onnx_common import cpu_session, quiet_onnx_export
 from ppm_platform.models.urm import URM, URM_INPUT_NAMES
 
 BASE_INPUT_NAMES: tuple[str, ...] = URM_INPUT_NAMES[:6]
@@ -67,20 +65,7 @@ def graph_input_names(model: URM) -> tuple[str, ...]:
     return URM_INPUT_NAMES if model.ppm_top is not None else BASE_INPUT_NAMES
 
 
-@contextlib.contextmanager
-def _quiet_exporter():
-    # the dynamo exporter logs "torchvision is not installed" warnings and prints progress lines;
-    # they are noise for a pipeline step, so silence them for the duration of the export only
-    log = logging.getLogger("torch.onnx")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-                yield
-    finally:
-        log.setLevel(level)
+_quiet_exporter = quiet_onnx_export
 
 
 def _to_torch(example: Mapping[str, np.ndarray], names: tuple[str, ...]) -> tuple[Tensor, ...]:
@@ -195,15 +180,8 @@ class OnnxScorer:
     """
 
     def __init__(self, path: Path, intra_op_threads: int = 1):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = intra_op_threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.path = Path(path)
-        self._session = ort.InferenceSession(str(self.path), sess_options=opts,
-                                             providers=["CPUExecutionProvider"])
+        self._session = cpu_session(self.path, intra_op_threads)
         self._inputs = [(i.name, _NP_DTYPES.get(i.type, np.float32)) for i in self._session.get_inputs()]
         self._output = self._session.get_outputs()[0].name
 
