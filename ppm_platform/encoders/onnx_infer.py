@@ -29,7 +29,7 @@ import numpy as np
 
 from ppm_platform.onnx_common import cpu_session, quiet_onnx_export
 from ppm_platform.encoders.image import FEATURE_DIM, ImageEncoder, image_encoder_version
-from ppm_platform.encoders.text import text_encoder_version
+from ppm_platform.encoders.text import check_texts, text_encoder_version
 
 log = logging.getLogger("ppm_platform.encoders")
 ONNX_FILE = "model.onnx"
@@ -176,10 +176,7 @@ class OnnxTextEncoder:
         Raises:
             TypeError: an element of ``texts`` is not a string.
         """
-        texts = list(texts)
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
+        texts = check_texts(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
             batch = texts[start:start + batch_size]

@@ -95,6 +95,15 @@ def mean_pool(hidden, attention_mask):
     return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
 
+def check_texts(texts) -> list[str]:
+    """Materialize ``texts`` as a list, raising TypeError naming the first element that is not a str."""
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
+    return texts
+
+
 class TextEncoder:
     """Sentence embeddings from a local transformers encoder (mean pooling + L2 norm).
 
@@ -140,10 +149,7 @@ class TextEncoder:
         """
         import torch
 
-        texts = list(texts)
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
+        texts = check_texts(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):

@@ -46,7 +46,7 @@ from ppm_platform.config import Settings
 from ppm_platform.training.batch import FeatureEncoder, labels
 from ppm_platform.training.metrics import auc
 from ppm_platform.training.split import assign_split
-from ppm_platform.training.urm_train import TASKS, evaluate_slices, id_dropout
+from ppm_platform.training.urm_train import TASKS, evaluate_slices, fit_multitask, id_dropout, predict_rows
 
 log = logging.getLogger("ppm_platform.evaluation")
 
@@ -110,55 +110,6 @@ def me_inputs(training_set: pd.DataFrame, item_multimodal: pd.DataFrame, max_len
                        f"({len(bad)} history entries affected)")
     hist_row = np.where(mask > 0, hist + 1, 0).astype(np.int64)
     return MEInputs(me_table, (target + 1).astype(np.int64), hist_row, age, mask)
-
-
-# ---- generic training loop for the ME rows ------------------------------------------------------------
-def _fit_select(model: torch.nn.Module, logits_of: Callable[[np.ndarray], torch.Tensor], y: np.ndarray,
-                rows: dict[str, np.ndarray], settings: Settings, epochs: int, name: str,
-                progress: Progress) -> list[dict]:
-    """Train ``model`` on ``rows['train']`` with the URM optimiser and loss; keep the epoch with the best
-    validation click AUC (loaded into ``model``). Returns the per-epoch history."""
-    from ppm_platform.models.urm import multitask_bce
-
-    u = settings.urm
-    rng = np.random.default_rng(settings.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=u.lr, weight_decay=u.weight_decay)
-    yt = torch.from_numpy(y)
-    history, best = [], (-1.0, None)
-    for epoch in range(epochs):
-        model.train()
-        perm = rng.permutation(rows["train"])
-        losses = []
-        for s in range(0, len(perm), u.batch_size):
-            b = perm[s:s + u.batch_size]
-            loss = multitask_bce(logits_of(b), yt[b, 0], yt[b, 1], (u.click_weight, u.order_weight))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        pv = _predict(model, logits_of, rows["valid"])
-        v_auc = [auc(y[rows["valid"], k], pv[:, k]) for k in range(2)]
-        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
-                        "valid_click_auc": v_auc[0], "valid_order_auc": v_auc[1]})
-        if progress:
-            progress(f"{name} epoch {epoch + 1}/{epochs}: loss {np.mean(losses):.4f}, "
-                     f"valid AUC click {v_auc[0]:.4f} order {v_auc[1]:.4f}")
-        if not math.isnan(v_auc[0]) and v_auc[0] > best[0] or best[1] is None:
-            best = (v_auc[0], {k: v.detach().clone() for k, v in model.state_dict().items()})
-    model.load_state_dict(best[1])
-    model.eval()
-    return history
-
-
-def _predict(model: torch.nn.Module, logits_of: Callable[[np.ndarray], torch.Tensor], rows: np.ndarray,
-             batch_size: int = 4096) -> np.ndarray:
-    """Click/order probabilities float64 ``[len(rows), 2]``."""
-    model.eval()
-    out = []
-    with torch.inference_mode():
-        for s in range(0, len(rows), batch_size):
-            out.append(torch.sigmoid(logits_of(rows[s:s + batch_size])))
-    return torch.cat(out).double().numpy() if out else np.zeros((0, 2))
 
 
 def _split_rows(df: pd.DataFrame, settings: Settings) -> dict[str, np.ndarray]:
@@ -233,8 +184,8 @@ def train_me_model(settings: Settings, df: pd.DataFrame, me: MEInputs, kind: str
             return model.forward_catalog(uid, iid, x["user_side"][bt],
                                          x["item_genres"][bt], x["hist_item_idx"][bt], x["hist_mask"][bt],
                                          me_t, tgt[bt], hist[bt], mask[bt])
-    history = _fit_select(model, logits_of, y, rows, settings, epochs, kind, progress)
-    probs = {s: _predict(model, logits_of, rows[s]) for s in ("valid", "test")}
+    history = fit_multitask(model, logits_of, y, rows, settings, epochs, kind, progress)
+    probs = {s: predict_rows(model, logits_of, rows[s]) for s in ("valid", "test")}
     return {**_scored(df, rows, probs), "epochs": history, "train_seconds": round(time.perf_counter() - t0, 1)}
 
 

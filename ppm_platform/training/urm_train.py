@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,7 @@ from ppm_platform.training.split import assign_split
 
 log = logging.getLogger("ppm_platform.training")
 
+Progress = Callable[[str], None] | None
 TASKS = ("click", "order")
 #: Cold-item threshold of the evaluation protocol (DESIGN.md §5): <= this many training impressions.
 COLD_ITEM_MAX_TRAIN_IMPRESSIONS = 10
@@ -54,6 +56,60 @@ def predict(model: torch.nn.Module, x: dict[str, np.ndarray], batch_size: int = 
     with torch.inference_mode():
         for s in range(0, n, batch_size):
             out.append(torch.sigmoid(model(*_to_tensors(x, slice(s, s + batch_size)))))
+    return torch.cat(out).double().numpy() if out else np.zeros((0, 2))
+
+
+def fit_multitask(model: torch.nn.Module, logits_of: Callable[[np.ndarray], torch.Tensor], y: np.ndarray,
+                  rows: dict[str, np.ndarray], settings: Settings, epochs: int, name: str,
+                  progress: Progress) -> list[dict]:
+    """THE multi-task training loop (Base, URM and the evaluation harness's other rows): AdamW, weighted
+    per-task BCE (:func:`ppm_platform.models.urm.multitask_bce`), shuffled batches of ``rows['train']``;
+    after each epoch the validation AUC per task; the epoch with the best validation click AUC is loaded
+    into ``model`` (the test split is never looked at). ``logits_of(row_ids) -> [B, 2]`` runs the model on
+    those rows (it may behave differently in ``model.training``, e.g. ID dropout). Returns the per-epoch
+    history."""
+    from ppm_platform.models.urm import multitask_bce
+
+    u = settings.urm
+    rng = np.random.default_rng(settings.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=u.lr, weight_decay=u.weight_decay)
+    yt = torch.from_numpy(y)
+    history, best = [], (-1.0, None)
+    for epoch in range(epochs):
+        model.train()
+        perm = rng.permutation(rows["train"])
+        losses = []
+        # progress bar with rate and ETA on a TTY; silent when stderr is not a terminal (tqdm disable=None)
+        for s in tqdm(range(0, len(perm), u.batch_size), desc=f"{name} epoch {epoch + 1}/{epochs}",
+                      unit="batch", disable=None, leave=False):
+            b = perm[s:s + u.batch_size]
+            loss = multitask_bce(logits_of(b), yt[b, 0], yt[b, 1], (u.click_weight, u.order_weight))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        pv = predict_rows(model, logits_of, rows["valid"])
+        v_auc = [auc(y[rows["valid"], k], pv[:, k]) for k in range(2)]
+        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
+                        "valid_click_auc": v_auc[0], "valid_order_auc": v_auc[1]})
+        if progress:
+            progress(f"{name} epoch {epoch + 1}/{epochs}: loss {np.mean(losses):.4f}, "
+                     f"valid AUC click {v_auc[0]:.4f} order {v_auc[1]:.4f}")
+        if not np.isnan(v_auc[0]) and v_auc[0] > best[0] or best[1] is None:
+            best = (v_auc[0], {k: v.detach().clone() for k, v in model.state_dict().items()})
+    model.load_state_dict(best[1])
+    model.eval()
+    return history
+
+
+def predict_rows(model: torch.nn.Module, logits_of: Callable[[np.ndarray], torch.Tensor], rows: np.ndarray,
+                 batch_size: int = 4096) -> np.ndarray:
+    """Click/order probabilities float64 ``[len(rows), 2]``."""
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for s in range(0, len(rows), batch_size):
+            out.append(torch.sigmoid(logits_of(rows[s:s + batch_size])))
     return torch.cat(out).double().numpy() if out else np.zeros((0, 2))
 
 
@@ -118,12 +174,11 @@ def train_ctr_model(settings: Settings, training_set: pd.DataFrame, use_ppm: boo
     Raises:
         ValueError: ``use_ppm`` without a ``ppm``, an empty split, or ``recent_train_fraction`` outside (0, 1].
     """
-    from ppm_platform.models.urm import URM, URMConfig, multitask_bce
+    from ppm_platform.models.urm import URM, URMConfig
 
     if use_ppm and ppm is None:
         raise ValueError("use_ppm=True needs the pre-trained PPM")
     torch.manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed)
     u = settings.urm
     df = training_set.reset_index(drop=True)
     split = assign_split(df["event_timestamp"], settings.split.train_frac, settings.split.valid_frac).to_numpy()
@@ -148,36 +203,14 @@ def train_ctr_model(settings: Settings, training_set: pd.DataFrame, use_ppm: boo
     model = URM(cfg)
     if use_ppm:
         model.load_ppm_top(ppm)
-    opt = torch.optim.AdamW(model.parameters(), lr=u.lr, weight_decay=u.weight_decay)
     gen = torch.Generator().manual_seed(settings.seed)
+
+    def logits_of(b: np.ndarray) -> torch.Tensor:
+        t = _to_tensors(x, b)
+        return model(*(id_dropout(t, u.id_dropout, gen) if model.training else t))
+
     t0 = time.perf_counter()
-    history, best = [], (-1.0, None)
-    yt = torch.from_numpy(y)
-    for epoch in range(u.epochs):
-        model.train()
-        perm = rng.permutation(rows["train"])
-        losses = []
-        # progress bar with rate and ETA on a TTY; silent when stderr is not a terminal (tqdm disable=None)
-        for s in tqdm(range(0, len(perm), u.batch_size), desc=f"{'URM' if use_ppm else 'Base'} epoch {epoch + 1}/{u.epochs}",
-                      unit="batch", disable=None, leave=False):
-            b = perm[s:s + u.batch_size]
-            logits = model(*id_dropout(_to_tensors(x, b), u.id_dropout, gen))
-            loss = multitask_bce(logits, yt[b, 0], yt[b, 1], (u.click_weight, u.order_weight))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        pv = predict(model, {k: v[rows["valid"]] for k, v in x.items()})
-        v_auc = [auc(y[rows["valid"], k], pv[:, k]) for k in range(2)]
-        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
-                        "valid_click_auc": v_auc[0], "valid_order_auc": v_auc[1]})
-        if progress:
-            progress(f"{'URM' if use_ppm else 'Base'} epoch {epoch + 1}/{u.epochs}: loss {np.mean(losses):.4f}, "
-                     f"valid AUC click {v_auc[0]:.4f} order {v_auc[1]:.4f}")
-        if v_auc[0] > best[0]:
-            best = (v_auc[0], {k: v.detach().clone() for k, v in model.state_dict().items()})
-    model.load_state_dict(best[1])
-    model.eval()
+    history = fit_multitask(model, logits_of, y, rows, settings, u.epochs, "URM" if use_ppm else "Base", progress)
     train_df = df.iloc[rows["train"]]
     metrics = {"rows": {s: int(len(r)) for s, r in rows.items()}, "epochs": history,
                "train_seconds": round(time.perf_counter() - t0, 1)}
