@@ -18,8 +18,10 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 demo: install
 	$(VENV)/bin/ppm demo
 
-test: install
-	$(PY) -m pytest -q -rs -m "not cluster"
+# Everything, including the cluster-profile test (real Spark standalone + redis-server on loopback, ~2 min;
+# docs/scale.md §2): `redis` installs the OS package first when it is missing.
+test: install redis
+	$(PY) -m pytest -q -rs
 
 test-unit: install
 	$(PY) -m pytest -q -m "not integration"
@@ -35,9 +37,16 @@ clean:
 
 # ---- scale (issue #8): real Spark standalone + Redis on loopback, cost curves (docs/scale.md) ----
 .PHONY: redis test-cluster bench-scale
-redis:                 # the OS package the cluster-profile test needs (no-op when installed)
-	command -v redis-server >/dev/null || { [ "$$(id -u)" -eq 0 ] && apt-get install -y -qq redis-server || sudo apt-get install -y -qq redis-server; }
+# the OS package the cluster-profile test needs (no-op when installed; as root, or through sudo when there is one)
+redis:
+	@command -v redis-server >/dev/null || { \
+	  echo "redis-server missing: installing the OS package (apt-get install redis-server)"; \
+	  if [ "$$(id -u)" -eq 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; else \
+	    echo "error: redis-server is not installed and this user cannot install it; as root run:" \
+	         "apt-get update && apt-get install -y redis-server" >&2; exit 1; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server && command -v redis-server >/dev/null; }
 
+# the cluster-profile test alone (it is also part of `make test`)
 test-cluster: install redis
 	$(PY) -m pytest -q -rs tests/integration/test_cluster_profile.py
 

@@ -260,6 +260,35 @@ def linear_probe(f_train: np.ndarray, y_train: np.ndarray, f_valid: np.ndarray, 
     return best[2].predict_proba(f_test), {"C": best[1], "valid_map": scores}
 
 
+# ---- reproducible weights file ----------------------------------------------------------------------------------
+def canonical_safetensors(data: bytes) -> bytes:
+    """``data`` (a safetensors file) with its JSON header's ``__metadata__`` keys in sorted order.
+
+    safetensors keeps the metadata in a Rust ``HashMap``, whose iteration order is randomized per process, so
+    the same tensors and metadata give different file bytes (hence a different weight hash / ``encoder_version``)
+    from one process to the next whenever there are >= 2 metadata keys. Only the key order changes, so the
+    header keeps its length and the tensor offsets stay valid."""
+    import json
+    import struct
+
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    if "__metadata__" in header:
+        header = {"__metadata__": dict(sorted(header["__metadata__"].items())),
+                  **{k: v for k, v in header.items() if k != "__metadata__"}}
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if len(raw) > n:  # pragma: no cover - only if safetensors ever changes its JSON layout
+        raise ValueError(f"canonical safetensors header is longer than the original ({len(raw)} > {n})")
+    return data[:8] + raw + b" " * (n - len(raw)) + data[8 + n:]
+
+
+def save_canonical(state: dict, path: Path, metadata: dict[str, str]) -> None:
+    """``safetensors.torch.save_file`` with byte-identical output for identical inputs (:func:`canonical_safetensors`)."""
+    from safetensors.torch import save
+
+    Path(path).write_bytes(canonical_safetensors(save(state, metadata=metadata)))
+
+
 # ---- the stage -----------------------------------------------------------------------------------------------
 def finetune_image_encoder(settings: "Settings", items: pd.DataFrame, progress: Progress = None) -> dict:
     """Entity-prediction fine-tune of ``settings.encoders.image_weights_path`` (``None`` = ImageNet
@@ -288,7 +317,6 @@ def finetune_image_encoder(settings: "Settings", items: pd.DataFrame, progress: 
 
 def _finetune_image(settings: "Settings", items: pd.DataFrame, progress: Progress) -> dict:
     import torch
-    from safetensors.torch import save_file
 
     from ppm_platform.encoders.finetune_text import plot_curve, replace_dir, skipped
     from ppm_platform.encoders.image import ImageEncoder, image_encoder_version
@@ -380,7 +408,7 @@ def _finetune_image(settings: "Settings", items: pd.DataFrame, progress: Progres
     tmp.mkdir()
     trained_params = int(sum(p.numel() for p in tail.parameters()))
     try:
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "categories": ",".join(vocab)})
+        save_canonical(state, tmp / WEIGHTS_FILE, {"format": "pt", "categories": ",".join(vocab)})
         onnx = None
         if settings.finetune.export_onnx:
             from ppm_platform.encoders.image import load_image

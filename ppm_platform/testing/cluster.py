@@ -131,12 +131,13 @@ def start_redis(workdir: Path, port: int | None = None, timeout_s: float = 20) -
     """Start ``redis-server`` on 127.0.0.1 (no persistence). Returns ``(process, "127.0.0.1:port")``.
 
     Raises:
-        FileNotFoundError: ``redis-server`` is not installed (``apt-get install -y redis-server``).
+        FileNotFoundError: ``redis-server`` is not installed (``make redis``: ``apt-get install -y redis-server``).
     """
     exe = shutil.which("redis-server")
     if exe is None:
-        raise FileNotFoundError("redis-server not found on PATH: install it (Debian: apt-get install -y "
-                                "redis-server; .ci/run does this)")
+        raise FileNotFoundError("redis-server not found on PATH: install the OS package (`make redis`, or as "
+                                "root: apt-get update && apt-get install -y redis-server; .ci/run and "
+                                "`make test` do this)")
     port = port or free_port()
     log = workdir / "redis.log"
     proc = subprocess.Popen([exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly",
