@@ -131,6 +131,13 @@ class PPMSettings(BaseModel):
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-5
+    #: torch intra-op threads while pre-training (None = torch's default, one per core). The steps are small
+    #: ([B*L, d] matrices): 1 thread measured 17x faster than 2 on the shared 2-core machine (docs/scale.md §3)
+    threads: int | None = 1
+    #: examples read (and shuffled) at a time from the on-disk as-of join (bounded memory; issue #8 §4)
+    chunk_rows: int = 262_144
+    #: DuckDB memory limit of the as-of join that writes the examples (it spills to disk beyond it)
+    join_memory_limit: str = "1GB"
 
 
 class URMSettings(BaseModel):
@@ -153,6 +160,17 @@ class URMSettings(BaseModel):
     #: Volkovs et al., "DropoutNet", NeurIPS'17): trains the OOV embedding that cold users / items get at test
     #: time, so the model learns to fall back on side and PPM features. 0 = off.
     id_dropout: float = 0.0
+    #: torch intra-op threads while training Base / URM (None = torch's default); see ``PPMSettings.threads``
+    threads: int | None = 1
+    #: training-set rows read, encoded (``FeatureEncoder.transform``) and shuffled at a time (bounded memory)
+    chunk_rows: int = 131_072
+    #: entity rows (a time window of the time-sorted impressions) per Feast ``get_historical_features`` call of the
+    #: ``training_set`` stage; None = ``feature_store.DEFAULT_CHUNK_ROWS`` (10k: the fastest per row under the
+    #: 1 GB cap on synthetic 1e6, docs/scale.md §3)
+    training_set_chunk_rows: int | None = None
+    #: DuckDB memory limit of the ``training_set`` join (it spills to disk beyond it; None =
+    #: DuckDB's default, 80 % of RAM). ``local`` profile only.
+    training_set_memory_limit: str | None = "1GB"
 
 
 class SplitSettings(BaseModel):

@@ -21,13 +21,16 @@ feature timestamps are µs; the returned ``event_timestamp`` is the floored valu
 join earlier, never leak.
 
 Training-set memory is bounded by chunking: entity rows are sorted by ``(event_timestamp, input
-position)`` and sent to Feast ``chunk_rows`` (default 10,000) at a time; only the join keys, timestamp
-and a row id go to Feast, labels and other columns are re-attached from the input by row id.
+position)`` and joined ``chunk_rows`` at a time (time windows) through Feast's ``get_historical_features``,
+each chunk streamed to the parquet file under a DuckDB memory limit; only the join keys, timestamp and a row
+id go to Feast, labels and other columns are re-attached from the input by row id.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import logging
 import os
 import sys
 import tempfile
@@ -45,6 +48,8 @@ import yaml
 from ppm_platform.config import Settings
 from ppm_platform.io import to_arrow
 
+log = logging.getLogger("ppm_platform.feature_store")
+
 if TYPE_CHECKING:  # feast import is slow (6-12 s): keep it out of module import
     from feast import FeatureService, FeatureStore
 
@@ -55,6 +60,9 @@ TIMESTAMP = "event_timestamp"
 #: lists included, before keeping the latest), so smaller chunks cost nothing.
 DEFAULT_CHUNK_ROWS = 10_000
 ROW_ID = "_ppm_row_id"
+#: rows per parquet row group of the written training set (~45 MB with L=20, d=32): readers that stream it
+#: (``urm_train``) read about what they need, not a whole 250k-row join chunk
+ROW_GROUP_ROWS = 16_384
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -291,20 +299,62 @@ def get_training_frame(settings: Settings, entity_df: pd.DataFrame, service: str
     return _restore_ts(out.drop(columns=[ROW_ID]).reset_index(drop=True))
 
 
+@contextlib.contextmanager
+def limit_duckdb_memory(settings: Settings, limit: str | None):
+    """Within the block, cap the memory of the DuckDB connection Feast's DuckDB offline store runs on (ibis'
+    default backend, process-wide) at ``limit`` (e.g. ``"1GB"``; DuckDB spills joins and windows beyond it to
+    ``<artifacts>/.duckdb_spill``); the previous limit is restored after. The spill folder is set once per
+    process and kept (DuckDB cannot switch it once used). No-op for ``limit`` None or outside the ``local``
+    profile. Measured on synthetic 1e5: a 40k-row chunk stays at 1.4 GiB process RSS with ``"1GB"``
+    (docs/scale.md §4)."""
+    if not limit or settings.profile != "local":
+        yield
+        return
+    import ibis
+
+    con = ibis.get_backend()
+    old = con.raw_sql("SELECT current_setting('memory_limit')").fetchone()[0]
+    spill = settings.artifacts_dir / ".duckdb_spill"
+    if con.raw_sql("SELECT current_setting('temp_directory')").fetchone()[0] != str(spill):
+        try:
+            con.raw_sql(f"SET temp_directory = '{spill}'")
+        except Exception as e:  # already used by an earlier query of this process: keep that folder
+            log.info("DuckDB temp_directory kept (%s)", e)
+    con.raw_sql(f"SET memory_limit = '{limit}'")
+    try:
+        yield
+    finally:
+        con.raw_sql(f"SET memory_limit = '{old}'")  # DuckDB removes its own spill files when a query ends
+
+
 def write_training_set(settings: Settings, entity_df: pd.DataFrame, out_path: Path,
-                       service: str = "urm_training", chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                       store: "FeatureStore | None" = None) -> dict[str, Any]:
+                       service: str = "urm_training", chunk_rows: int | None = DEFAULT_CHUNK_ROWS,
+                       store: "FeatureStore | None" = None, memory_limit: str | None = None) -> dict[str, Any]:
     """Stream the point-in-time training set of ``entity_df`` into one parquet file, atomically.
 
     Chunks (see :func:`get_training_frame`) are joined and appended one at a time to a temp file in the
     target folder, which is renamed onto ``out_path`` at the end (a crash leaves no partial file).
-    Rows are written in ``(event_timestamp, input position)`` order, i.e. ``entity_df``'s order when it
-    is time-sorted (as interactions are). The schema is fixed up front from the feature views' types, so
-    a chunk whose features are all NULL still writes typed columns.
+    Chunks are time partitions: consecutive ``chunk_rows`` rows of the entity rows sorted by
+    ``(event_timestamp, input position)``, so each Feast call covers one time window and rows are written
+    in that order, i.e. ``entity_df``'s order when it is time-sorted (as interactions are). The schema is
+    fixed up front from the feature views' types, so a chunk whose features are all NULL still writes typed
+    columns. Memory: one chunk's join (``memory_limit`` caps DuckDB's part, see :func:`limit_duckdb_memory`)
+    plus the entity keys, timestamps and labels (~40 B per row).
+
+    ``chunk_rows`` None = :data:`DEFAULT_CHUNK_ROWS`. Every chunk is one ``store.get_historical_features``
+    call of the configured offline store (DuckDB locally, Spark in ``cluster``); the output's row count is
+    checked against the input (the dask store drops rows silently, docs/scale.md §3).
 
     Returns:
-        ``{"rows", "seconds", "rows_per_s", "chunks", "path"}``.
+        ``{"rows", "seconds", "rows_per_s", "rows_per_min", "chunks", "chunk_rows", "path"}``.
     """
+    chunk_rows = chunk_rows or DEFAULT_CHUNK_ROWS
+    with limit_duckdb_memory(settings, memory_limit):
+        return _write_training_set(settings, entity_df, out_path, service, chunk_rows, store)
+
+
+def _write_training_set(settings: Settings, entity_df: pd.DataFrame, out_path: Path, service: str,
+                        chunk_rows: int, store: "FeatureStore | None") -> dict[str, Any]:
     t0 = time.perf_counter()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -325,8 +375,8 @@ def write_training_set(settings: Settings, entity_df: pd.DataFrame, out_path: Pa
         with pq.ParquetWriter(tmp, schema, coerce_timestamps="us", allow_truncated_timestamps=True) as writer:
             for chunk in _iter_chunks(df, chunk_rows):
                 part = _join_chunk(store, fs, chunk, keys, fields).sort_values(ROW_ID, kind="stable")
-                writer.write_table(to_arrow(part.drop(columns=[ROW_ID]), schema))
-                rows += len(part)
+                writer.write_table(to_arrow(part.drop(columns=[ROW_ID]), schema), row_group_size=ROW_GROUP_ROWS)
+                rows += len(chunk)
                 chunks += 1
             if rows == 0:
                 writer.write_table(schema.empty_table())
@@ -338,7 +388,8 @@ def write_training_set(settings: Settings, entity_df: pd.DataFrame, out_path: Pa
             os.unlink(tmp)
     secs = time.perf_counter() - t0
     return {"rows": rows, "seconds": round(secs, 3), "rows_per_s": round(rows / secs, 1) if secs else None,
-            "chunks": chunks, "path": str(out_path)}
+            "rows_per_min": round(60 * rows / secs) if secs else None, "chunks": chunks, "chunk_rows": chunk_rows,
+            "path": str(out_path)}
 
 
 # ---- online ----------------------------------------------------------------------------------------

@@ -117,13 +117,22 @@ def behavior_sequences(settings: Settings, spark) -> dict:
 # ---- PPM ----------------------------------------------------------------------------------------------
 def ppm_model(settings: Settings, progress: Progress = None) -> dict:
     """Pre-train the ID-free PPM on the train window; save it with its ``ppm_version``."""
-    from ppm_platform.training.artifacts import model_version, save_model
-    from ppm_platform.training.ppm_train import build_examples, pretrain_ppm
+    import tempfile
 
-    inter = pd.read_parquet(settings.tables_dir / "interactions.parquet")
-    mm = pd.read_parquet(_feature(settings, "item_multimodal"))
-    ex = build_examples(settings, inter, mm, _feature(settings, "behavior_sequences"))
-    ppm, metrics = pretrain_ppm(settings, ex, progress)
+    from ppm_platform.training.artifacts import model_version, save_model
+    from ppm_platform.training.ppm_train import pretrain_ppm, write_examples
+
+    mm = pd.read_parquet(_feature(settings, "item_multimodal"))  # the catalog only
+    # the as-of join goes to a parquet on disk (DuckDB, memory-limited) and is read back a chunk at a time:
+    # memory does not grow with the number of impressions (issue #8 §4)
+    settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".ppm_examples.", dir=settings.artifacts_dir) as tmp:
+        t0 = time.perf_counter()
+        ex = write_examples(settings, settings.tables_dir / "interactions.parquet", mm,
+                            _feature(settings, "behavior_sequences"), Path(tmp) / "examples.parquet")
+        join_s = time.perf_counter() - t0
+        ppm, metrics = pretrain_ppm(settings, ex, progress)
+    metrics["examples_join_seconds"] = round(join_s, 2)
     metrics["ppm_version"] = model_version(ppm)
     metrics["encoder_version"] = str(mm["encoder_version"].iloc[0]) if len(mm) else None
     save_model(ppm, ppm.cfg, settings.models_dir / "ppm", "ppm", metrics)
@@ -162,8 +171,12 @@ def training_set(settings: Settings) -> dict:
     to the ``urm_training`` feature service as of its own timestamp."""
     from ppm_platform.feature_store import write_training_set
 
-    inter = pd.read_parquet(settings.tables_dir / "interactions.parquet")
-    res = write_training_set(settings, inter, settings.artifacts_dir / "training_set.parquet", service="urm_training")
+    # only the columns the training set carries (entity keys, timestamp, labels): ~30 B per impression
+    inter = pd.read_parquet(settings.tables_dir / "interactions.parquet",
+                            columns=["user_id", "item_id", "event_timestamp", "click", "order"])
+    res = write_training_set(settings, inter, settings.artifacts_dir / "training_set.parquet", service="urm_training",
+                             chunk_rows=settings.urm.training_set_chunk_rows,
+                             memory_limit=settings.urm.training_set_memory_limit)
     return _record(settings, "training_set", res)
 
 
@@ -179,9 +192,10 @@ def _train_and_save(settings: Settings, name: str, use_ppm: bool, progress: Prog
     from ppm_platform.training.artifacts import load_ppm, save_model
     from ppm_platform.training.urm_train import train_ctr_model
 
-    ts = pd.read_parquet(settings.artifacts_dir / "training_set.parquet")
     ppm, ppm_meta = load_ppm(settings.models_dir / "ppm") if use_ppm else (None, {})
-    trained = train_ctr_model(settings, ts, use_ppm=use_ppm, ppm=ppm, progress=progress)
+    # the path, not a DataFrame: the trainer reads it a chunk at a time (bounded memory, issue #8 §4)
+    trained = train_ctr_model(settings, settings.artifacts_dir / "training_set.parquet", use_ppm=use_ppm, ppm=ppm,
+                              progress=progress)
     meta = {
         "metrics": trained.metrics,
         "feature_encoder": trained.encoder.to_dict(),
@@ -211,6 +225,22 @@ def urm_model(settings: Settings, progress: Progress = None) -> dict:
     return _train_and_save(settings, "urm", use_ppm=True, progress=progress)
 
 
+def _tail_rows(path: Path, n: int) -> pd.DataFrame:
+    """The last ``n`` rows of a parquet file, reading only its last row groups (not the whole table)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    groups, rows = [], 0
+    for g in range(pf.metadata.num_row_groups - 1, -1, -1):
+        groups.insert(0, g)
+        rows += pf.metadata.row_group(g).num_rows
+        if rows >= n:
+            break
+    tbl = pf.read_row_groups(groups) if groups else pf.schema_arrow.empty_table()
+    return pa.Table.slice(tbl, max(tbl.num_rows - n, 0)).to_pandas().reset_index(drop=True)
+
+
 def export_onnx(settings: Settings, name: str) -> dict:
     """Export model ``name`` (``urm``/``base``) to ONNX and check parity against torch on real rows of
     the test split (max |torch - onnxruntime| <= 1e-5, else ValueError)."""
@@ -220,8 +250,7 @@ def export_onnx(settings: Settings, name: str) -> dict:
 
     model, meta = load_urm(settings.models_dir / name)
     enc = FeatureEncoder.from_dict(meta["feature_encoder"])
-    ts = pd.read_parquet(settings.artifacts_dir / "training_set.parquet")
-    sample = ts.tail(256).reset_index(drop=True)
+    sample = _tail_rows(settings.artifacts_dir / "training_set.parquet", 256)
     res = export_urm_onnx(model, enc.transform(sample), settings.models_dir / name / "model.onnx")
     res["parity_rows"] = len(sample)
     return _record(settings, f"{name}_onnx", res)
@@ -280,3 +309,4 @@ def evaluation_report(settings: Settings, progress: Progress = None) -> dict:
     out["targets_met"] = sum(t["met"] for t in report["targets"])
     out["paths"] = {k: str(v) for k, v in paths.items()}
     return _record(settings, "evaluation_report", out)
+

@@ -44,9 +44,16 @@ def _is_missing(v: Any) -> bool:
     return v is pd.NA
 
 
+def _vocab_keys(values: Iterable[Any]) -> set[str]:
+    return {str(v) for v in values if not _is_missing(v)}
+
+
+def _vocab_of(keys: set[str]) -> dict[str, int]:
+    return {v: i + 2 for i, v in enumerate(sorted(keys))}
+
+
 def _build_vocab(values: Iterable[Any]) -> dict[str, int]:
-    uniq = sorted({str(v) for v in values if not _is_missing(v)})
-    return {v: i + 2 for i, v in enumerate(uniq)}
+    return _vocab_of(_vocab_keys(values))
 
 
 def _lookup(vocab: dict[str, int], values: Iterable[Any]) -> np.ndarray:
@@ -82,6 +89,22 @@ class FeatureEncoder:
                    users=_build_vocab(train["user_id"]), items=_build_vocab(train["item_id"]),
                    genders=_build_vocab(train["gender"]), occupations=_build_vocab(train["occupation"]),
                    genres=genres)
+
+    #: the columns :meth:`fit` reads
+    FIT_COLUMNS = ("user_id", "item_id", "gender", "occupation", "categories")
+
+    @classmethod
+    def fit_chunks(cls, chunks: Iterable[pd.DataFrame], max_len: int, ppm_dim: int) -> "FeatureEncoder":
+        """:meth:`fit` over training rows given in pieces (only :data:`FIT_COLUMNS` are read): the same
+        vocabularies as ``fit(pd.concat(chunks))``, in memory bounded by the distinct values."""
+        keys: dict[str, set[str]] = {c: set() for c in ("user_id", "item_id", "gender", "occupation", "genres")}
+        for df in chunks:
+            for c in ("user_id", "item_id", "gender", "occupation"):
+                keys[c] |= _vocab_keys(pd.unique(df[c]) if len(df) else [])
+            keys["genres"] |= _vocab_keys(g for cats in df["categories"] if not _is_missing_list(cats) for g in cats)
+        return cls(max_len=max_len, ppm_dim=ppm_dim, users=_vocab_of(keys["user_id"]), items=_vocab_of(keys["item_id"]),
+                   genders=_vocab_of(keys["gender"]), occupations=_vocab_of(keys["occupation"]),
+                   genres=_vocab_of(keys["genres"]))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -7,6 +7,11 @@ because PPM is pre-trained before the feature views exist (DESIGN.md §3 asset g
 
 Items enter only through their multi-modal (ME) features: no ID embedding anywhere, so PPM scores
 cold items as well as warm ones.
+
+Two forms of the examples, one training loop: :class:`PPMExamples` (dense arrays in memory, small data,
+the evaluation harness) and :class:`PPMExampleFile` (the pipeline's: the as-of join is written by DuckDB
+to a parquet file on disk with a memory limit, then read a chunk of ``ppm.chunk_rows`` rows at a time, so
+memory does not grow with the number of impressions; issue #8 §4).
 """
 
 from __future__ import annotations
@@ -19,12 +24,15 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
 from ppm_platform.config import Settings
 from ppm_platform.training.metrics import auc, logloss
 from ppm_platform.training.split import assign_split
+from ppm_platform.training.streaming import ParquetChunks, parquet_glob, torch_threads
 
 log = logging.getLogger("ppm_platform.training")
 
@@ -96,40 +104,236 @@ def build_examples(settings: Settings, interactions: pd.DataFrame, item_multimod
                        df["click"].to_numpy(np.float32), split)
 
 
+class PPMExampleFile:
+    """PPM examples on disk (written by :func:`write_examples`), read ``chunk_rows`` rows at a time.
+
+    The file has one row per train / valid impression in input order: ``_row`` (position in the
+    interactions table), ``item_id``, ``click``, ``hist_item_ids``, ``hist_age_s`` (null before the
+    user's first click). A chunk becomes the same dense arrays as :class:`PPMExamples` (``me`` rows,
+    0 = padding).
+
+    Attributes:
+        me: float32 [N_items + 1, me_dim]; split_code: int8 [N interactions] (0 train, 1 valid, 2 test).
+    """
+
+    def __init__(self, path: Path, me_item_ids: np.ndarray, me: np.ndarray, split_code: np.ndarray,
+                 max_len: int, chunk_rows: int):
+        self.path = Path(path)
+        order = np.argsort(me_item_ids, kind="stable")
+        self._ids = np.asarray(me_item_ids, dtype=np.int64)[order]
+        self._rows = (order + 1).astype(np.int64)  # row in ``me`` (0 = padding)
+        self.me = np.vstack([np.zeros((1, me.shape[1]), np.float32), me]).astype(np.float32)
+        self.split_code = split_code
+        self.max_len = max_len
+        self.chunks = ParquetChunks(self.path, chunk_rows)
+
+    def _me_rows(self, ids: np.ndarray, what: str) -> np.ndarray:
+        pos = np.searchsorted(self._ids, ids)
+        pos = np.minimum(pos, max(len(self._ids) - 1, 0))
+        bad = (self._ids[pos] != ids) if len(self._ids) else np.ones(len(ids), bool)
+        if bad.any():
+            raise KeyError(f"{what}item_id {int(ids[bad][0])} has no item_multimodal row")
+        return self._rows[pos]
+
+    def _padded(self, col: pa.ChunkedArray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(values gathered into [n, L] (0 where padded), valid mask bool [n, L], lengths [n]) of a list column;
+        null lists are empty; lists keep their first L values (most recent first)."""
+        arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        if isinstance(arr, pa.ChunkedArray):  # zero chunks
+            arr = pa.array([], type=col.type)
+        offsets = arr.offsets.to_numpy()
+        lens = np.diff(offsets)
+        if arr.null_count:
+            lens = np.where(arr.is_null().to_numpy(zero_copy_only=False), 0, lens)
+        L = self.max_len
+        valid = np.arange(L)[None, :] < np.minimum(lens, L)[:, None]
+        idx = offsets[:-1, None] + np.arange(L)[None, :]
+        values = arr.values.to_numpy(zero_copy_only=False)
+        out = np.zeros((n, L), dtype=values.dtype if values.size else np.float64)
+        out[valid] = values[idx[valid]]
+        return out, valid, lens
+
+    def arrays(self, tbl: pa.Table, split: int) -> dict[str, np.ndarray]:
+        """Dense arrays (``target``, ``hist``, ``age_s``, ``mask``, ``click``) of the rows of ``tbl`` in
+        ``split`` (code), in file order.
+
+        Raises:
+            KeyError: an item or history item without an ME row. ValueError: ids / ages of different lengths.
+        """
+        keep = self.split_code[tbl.column("_row").to_numpy()] == split
+        if not keep.all():
+            tbl = tbl.filter(pa.array(keep))
+        n = tbl.num_rows
+        ids, valid, lens = self._padded(tbl.column("hist_item_ids"), n)
+        age, _, age_lens = self._padded(tbl.column("hist_age_s"), n)
+        if (lens != age_lens).any():
+            r = int(np.flatnonzero(lens != age_lens)[0])
+            raise ValueError(f"row {r}: {int(lens[r])} item ids but {int(age_lens[r])} ages")
+        hist = np.zeros(ids.shape, dtype=np.int64)
+        hist[valid] = self._me_rows(ids[valid].astype(np.int64), "history ")
+        return {"target": self._me_rows(tbl.column("item_id").to_numpy().astype(np.int64), ""),
+                "hist": hist, "age_s": np.where(valid, age, 0).astype(np.float32),
+                "mask": valid.astype(np.float32),
+                "click": tbl.column("click").to_numpy().astype(np.float32)}
+
+    def count(self, split: int) -> int:
+        return int((self.split_code == split).sum())
+
+
+SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}
+
+
+def split_codes(ts: pd.Series, settings: Settings) -> np.ndarray:
+    """int8 split code per event (0 train, 1 valid, 2 test) by :func:`~ppm_platform.training.split.assign_split`."""
+    s = assign_split(ts, settings.split.train_frac, settings.split.valid_frac).to_numpy()
+    return np.select([s == "train", s == "valid"], [0, 1], 2).astype(np.int8)
+
+
+def write_examples(settings: Settings, interactions_path: Path, item_multimodal: pd.DataFrame,
+                   sequences_path: Path, out_path: Path) -> PPMExampleFile:
+    """The as-of join of :func:`asof_sequences` for every train / valid impression, written by DuckDB
+    straight to ``out_path`` (parquet) under ``ppm.join_memory_limit`` (DuckDB spills to a temp folder next
+    to ``out_path``); nothing of the impressions is held in Python but their split codes (1 byte each).
+
+    Returns:
+        the :class:`PPMExampleFile` over ``out_path``.
+    """
+    from ppm_platform.features.item_multimodal import me_matrix
+
+    out_path = Path(out_path)
+    item_ids, me = me_matrix(item_multimodal)
+    ts = pq.read_table(interactions_path, columns=["event_timestamp"]).column(0).to_pandas()
+    codes = split_codes(ts, settings)
+    test_rows = np.flatnonzero(codes == 2)
+    # conservative SQL filter (<=): the exact split is the per-row code, looked up by _row when reading
+    test_start = ts.iloc[test_rows].min() if len(test_rows) else None
+    del ts
+    spill = out_path.parent / f".{out_path.name}.spill"
+    con = duckdb.connect()
+    try:
+        con.execute(f"SET memory_limit = '{settings.ppm.join_memory_limit}'")
+        con.execute(f"SET temp_directory = '{spill}'")
+        src = parquet_glob(interactions_path)
+        if Path(interactions_path).is_dir():
+            imp = (f"SELECT user_id, item_id, event_timestamp, click, row_number() OVER (ORDER BY filename, "
+                   f"file_row_number) - 1 AS _row FROM read_parquet('{src}', filename=true, file_row_number=true)")
+        else:
+            imp = (f"SELECT user_id, item_id, event_timestamp, click, file_row_number AS _row "
+                   f"FROM read_parquet('{src}', file_row_number=true)")
+        where = "" if test_start is None else "WHERE event_timestamp <= $test_start"
+        params = {} if test_start is None else {"test_start": test_start.to_pydatetime()}
+        con.execute(
+            f"""COPY (
+                  SELECT imp._row::BIGINT AS _row, imp.item_id::BIGINT AS item_id, imp.click::FLOAT AS click,
+                         s.hist_item_ids, s.hist_age_s
+                  FROM (SELECT * FROM ({imp}) {where}) imp
+                  ASOF LEFT JOIN (SELECT user_id, event_timestamp, hist_item_ids, hist_age_s
+                                  FROM read_parquet('{parquet_glob(sequences_path)}')) s
+                    ON imp.user_id = s.user_id AND imp.event_timestamp >= s.event_timestamp
+                  ORDER BY imp._row
+                ) TO '{out_path}' (FORMAT parquet, ROW_GROUP_SIZE 65536)""", params)
+    finally:
+        con.close()
+        import shutil
+
+        shutil.rmtree(spill, ignore_errors=True)
+    return PPMExampleFile(out_path, item_ids, me, codes, settings.sequence.max_len, settings.ppm.chunk_rows)
+
+
 def _ppm_logits(ppm, me_t: torch.Tensor, target: torch.Tensor, hist: torch.Tensor, age: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
-    """PPM's full forward, computed through the item tower once per step over the whole catalog (cheaper
-    than B x L tower calls; identical result)."""
-    item_vecs = ppm.encode_items(me_t)
-    seq = ppm.encode_sequence(item_vecs[hist], age, mask)
-    return ppm.logit_from_cache(item_vecs[target], seq, mask)
+    """PPM's full forward with the item tower run once per ME row the step needs, not on every target and
+    history position (B x (L + 1) tower calls): over the whole catalog when it is smaller than the batch's
+    positions, else over the batch's distinct items (``torch.unique``). The tower is row-wise, so the
+    numbers are those of ``ppm(me[target], me[hist], age, mask)`` (tested)."""
+    B, L = hist.shape
+    if me_t.shape[0] <= B * (L + 1):
+        item_vecs = ppm.encode_items(me_t)
+        return ppm.logit_from_cache(item_vecs[target], ppm.encode_sequence(item_vecs[hist], age, mask), mask)
+    uniq, inv = torch.unique(torch.cat([target, hist.reshape(-1)]), return_inverse=True)
+    vecs = ppm.encode_items(me_t[uniq])
+    return ppm.logit_from_cache(vecs[inv[:B]], ppm.encode_sequence(vecs[inv[B:]].view(B, L, -1), age, mask), mask)
+
+
+_ARRAY_KEYS = ("target", "hist", "age_s", "mask", "click")
+
+
+def _in_memory_arrays(ex: PPMExamples, rows: np.ndarray) -> dict[str, np.ndarray]:
+    return {"target": ex.target[rows], "hist": ex.hist[rows], "age_s": ex.age_s[rows], "mask": ex.mask[rows],
+            "click": ex.click[rows]}
+
+
+def iter_split(ex: "PPMExamples | PPMExampleFile", split: str, rng: np.random.Generator | None = None):
+    """Chunks (dicts of dense arrays, :data:`_ARRAY_KEYS`) of the ``split`` rows of ``ex``. ``rng`` None:
+    file order; else chunks in a seeded random order, rows shuffled inside each (in memory: one chunk,
+    i.e. ``rng.permutation`` of the split's rows)."""
+    if isinstance(ex, PPMExamples):
+        rows = np.flatnonzero(ex.split == split)
+        if rng is not None:
+            rng.permutation(1)  # the chunk order of a one-chunk source (draws nothing; keeps the streams equal)
+            rows = rng.permutation(rows)
+        if len(rows):
+            yield _in_memory_arrays(ex, rows)
+        return
+    code = SPLIT_CODES[split]
+    for k in ex.chunks.order(rng):
+        a = ex.arrays(ex.chunks.read(int(k)), code)
+        if rng is not None:
+            perm = rng.permutation(len(a["click"]))
+            a = {key: v[perm] for key, v in a.items()}
+        if len(a["click"]):
+            yield a
+
+
+def _predict_arrays(ppm, item_vecs: torch.Tensor, a: dict[str, np.ndarray], batch_size: int) -> list[torch.Tensor]:
+    out = []
+    for s in range(0, len(a["click"]), batch_size):
+        sl = slice(s, s + batch_size)
+        mask = torch.from_numpy(a["mask"][sl])
+        seq = ppm.encode_sequence(item_vecs[torch.from_numpy(a["hist"][sl])], torch.from_numpy(a["age_s"][sl]), mask)
+        out.append(torch.sigmoid(ppm.logit_from_cache(item_vecs[torch.from_numpy(a["target"][sl])], seq, mask)))
+    return out
 
 
 def predict_ppm(ppm, ex: PPMExamples, rows: np.ndarray, batch_size: int = 2048) -> np.ndarray:
     """Click probabilities float64 [len(rows)] of a (frozen) PPM on the given example rows."""
     ppm.eval()
-    me_t = torch.from_numpy(ex.me)
-    out = []
     with torch.inference_mode():
-        item_vecs = ppm.encode_items(me_t)
-        for s in range(0, len(rows), batch_size):
-            b = rows[s:s + batch_size]
-            mask = torch.from_numpy(ex.mask[b])
-            seq = ppm.encode_sequence(item_vecs[torch.from_numpy(ex.hist[b])], torch.from_numpy(ex.age_s[b]), mask)
-            out.append(torch.sigmoid(ppm.logit_from_cache(item_vecs[torch.from_numpy(ex.target[b])], seq, mask)))
+        out = _predict_arrays(ppm, ppm.encode_items(torch.from_numpy(ex.me)), _in_memory_arrays(ex, rows), batch_size)
     return torch.cat(out).double().numpy() if out else np.zeros(0)
 
 
-def pretrain_ppm(settings: Settings, ex: PPMExamples, progress=None) -> tuple[object, dict]:
+def predict_split(ppm, ex: "PPMExamples | PPMExampleFile", split: str,
+                  batch_size: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """(click labels float32, probabilities float64) of the ``split`` rows of ``ex``, in row order, read a
+    chunk at a time."""
+    ppm.eval()
+    ys, ps = [], []
+    with torch.inference_mode():
+        item_vecs = ppm.encode_items(torch.from_numpy(ex.me))
+        for a in iter_split(ex, split):
+            ys.append(a["click"])
+            ps += _predict_arrays(ppm, item_vecs, a, batch_size)
+    y = np.concatenate(ys) if ys else np.zeros(0, np.float32)
+    return y, (torch.cat(ps).double().numpy() if ps else np.zeros(0))
+
+
+def pretrain_ppm(settings: Settings, ex: "PPMExamples | PPMExampleFile", progress=None) -> tuple[object, dict]:
     """Pre-train PPM on the click labels of the train window; monitor validation AUC each epoch and keep
-    the best epoch's weights.
+    the best epoch's weights. Runs under ``ppm.threads`` torch threads.
 
     Args:
+        ex: in-memory examples or the pipeline's on-disk :class:`PPMExampleFile` (read chunk by chunk).
         progress: optional callable(str) for one line per epoch (Dagster log / CLI).
 
     Returns:
         (PPM in eval mode, metrics dict with per-epoch train loss and valid AUC, seconds, row counts).
     """
+    with torch_threads(settings.ppm.threads):
+        return _pretrain(settings, ex, progress)
+
+
+def _pretrain(settings: Settings, ex, progress) -> tuple[object, dict]:
     from ppm_platform.models.ppm import PPM, PPMConfig
 
     torch.manual_seed(settings.seed)
@@ -140,27 +344,32 @@ def pretrain_ppm(settings: Settings, ex: PPMExamples, progress=None) -> tuple[ob
                     readout_hidden=p.readout_hidden, dropout=p.dropout)
     ppm = PPM(cfg)
     opt = torch.optim.AdamW(ppm.parameters(), lr=p.lr, weight_decay=p.weight_decay)
-    train_rows = np.flatnonzero(ex.split == "train")
-    valid_rows = np.flatnonzero(ex.split == "valid")
+    if isinstance(ex, PPMExamples):
+        n_train, n_valid = int((ex.split == "train").sum()), int((ex.split == "valid").sum())
+    else:
+        n_train, n_valid = ex.count(0), ex.count(1)
     me_t = torch.from_numpy(ex.me)
     t0 = time.perf_counter()
     history, best = [], (-1.0, None)
     for epoch in range(p.epochs):
         ppm.train()
-        perm = rng.permutation(train_rows)
         losses = []
         # progress bar with rate and ETA on a TTY; silent when stderr is not a terminal (tqdm disable=None)
-        for s in tqdm(range(0, len(perm), p.batch_size), desc=f"PPM epoch {epoch + 1}/{p.epochs}", unit="batch",
-                      disable=None, leave=False):
-            b = perm[s:s + p.batch_size]
-            logits = _ppm_logits(ppm, me_t, torch.from_numpy(ex.target[b]), torch.from_numpy(ex.hist[b]),
-                                 torch.from_numpy(ex.age_s[b]), torch.from_numpy(ex.mask[b]))
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.from_numpy(ex.click[b]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        v_auc = auc(ex.click[valid_rows], predict_ppm(ppm, ex, valid_rows)) if len(valid_rows) else float("nan")
+        bar = tqdm(total=n_train, desc=f"PPM epoch {epoch + 1}/{p.epochs}", unit="row", disable=None, leave=False)
+        for a in iter_split(ex, "train", rng):
+            t = {k: torch.from_numpy(v) for k, v in a.items()}
+            for s in range(0, len(a["click"]), p.batch_size):
+                sl = slice(s, s + p.batch_size)
+                logits = _ppm_logits(ppm, me_t, t["target"][sl], t["hist"][sl], t["age_s"][sl], t["mask"][sl])
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, t["click"][sl])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+                bar.update(len(t["click"][sl]))
+        bar.close()
+        yv, pv = predict_split(ppm, ex, "valid")
+        v_auc = auc(yv, pv) if len(yv) else float("nan")
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "valid_click_auc": v_auc})
         if progress:
             progress(f"PPM epoch {epoch + 1}/{p.epochs}: train loss {np.mean(losses):.4f}, valid click AUC {v_auc:.4f}")
@@ -169,12 +378,14 @@ def pretrain_ppm(settings: Settings, ex: PPMExamples, progress=None) -> tuple[ob
     if best[1] is not None:
         ppm.load_state_dict(best[1])
     ppm.eval()
-    v_prob = predict_ppm(ppm, ex, valid_rows)
+    yv, v_prob = predict_split(ppm, ex, "valid")
+    secs = time.perf_counter() - t0
     metrics = {
-        "train_rows": int(len(train_rows)), "valid_rows": int(len(valid_rows)),
-        "seconds": round(time.perf_counter() - t0, 1), "epochs": history,
-        "valid_click_auc": auc(ex.click[valid_rows], v_prob) if len(valid_rows) else float("nan"),
-        "valid_click_logloss": logloss(ex.click[valid_rows], v_prob) if len(valid_rows) else float("nan"),
+        "train_rows": n_train, "valid_rows": n_valid,
+        "seconds": round(secs, 1), "train_rows_per_s": round(n_train * p.epochs / secs, 1) if secs else None,
+        "epochs": history,
+        "valid_click_auc": auc(yv, v_prob) if len(yv) else float("nan"),
+        "valid_click_logloss": logloss(yv, v_prob) if len(yv) else float("nan"),
         "config": cfg.__dict__,
     }
     return ppm, metrics

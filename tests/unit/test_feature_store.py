@@ -189,6 +189,12 @@ def test_training_frame_order_labels_chunking_and_parquet(env, tmp_path):
     assert df["click"].tolist() == sorted_ent["click"].tolist()
     assert df["user_id"].tolist() == sorted_ent["user_id"].tolist()
     assert not list(tmp_path.glob(".training.parquet.*"))  # no temp file left
+    # DuckDB memory-capped (spills beyond it): the same rows
+    capped = fsmod.write_training_set(settings, sorted_ent, tmp_path / "capped.parquet", chunk_rows=4,
+                                      memory_limit="256MB")
+    assert capped["rows"] == len(ent) and capped["rows_per_min"] > 0
+    assert pq.read_table(tmp_path / "capped.parquet").equals(back)
+    assert (settings.artifacts_dir / ".duckdb_spill").parent.exists()  # spills go under the artifacts folder
 
 
 def test_training_frame_rejects_bad_input(env):
