@@ -23,13 +23,19 @@ stage_modules = [importlib.import_module(f"{assets_pkg.__name__}.{m.name}")
 all_assets = dg.load_assets_from_modules(stage_modules)
 all_checks = [*dg.load_asset_checks_from_modules(stage_modules), *checks.ALL_CHECKS]
 
-main_job = dg.define_asset_job("ppm_main", selection=dg.AssetSelection.all(),
+from dagster_project.assets.daily import daily_job, daily_schedule  # noqa: E402  (after the stage modules load)
+
+#: everything but the daily partitions (a job holds one partitioning; the full assets are unpartitioned)
+FULL_SELECTION = dg.AssetSelection.all() - dg.AssetSelection.groups("daily")
+
+main_job = dg.define_asset_job("ppm_main", selection=FULL_SELECTION,
                                description="Everything: MovieLens -> Spark -> PPM -> Feast -> URM -> ONNX -> online ranking")
 
 defs = dg.Definitions(
     assets=all_assets,
     asset_checks=all_checks,
-    jobs=[main_job],
+    jobs=[main_job, daily_job],
+    schedules=[daily_schedule],
     resources=resources_for(),
     executor=dg.in_process_executor,
 )

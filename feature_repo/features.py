@@ -6,7 +6,8 @@ The names here are contracts (DESIGN.md §4, ``ppm_platform/data/schemas.py``). 
 tmp dirs), and the module-level objects below, built from ``Settings.from_env()``, are what the Feast
 CLI (``cd feature_repo && feast apply``) discovers.
 
-Sources: one parquet per feature table under ``Settings.features_dir``; the source class is picked per
+Sources: one parquet per feature table under ``Settings.features_dir`` (a file, or for the user-level tables a
+folder of day files that Feast's file and Spark sources read as one table); the source class is picked per
 profile in :func:`make_source` (``local``: ``FileSource`` read by the DuckDB offline store; ``cluster``:
 ``SparkSource``, which the Spark offline store requires).
 

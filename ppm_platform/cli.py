@@ -99,10 +99,24 @@ def _env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def materialize(settings: Settings, select: str = "*") -> int:
-    """Run ``dagster asset materialize`` for ``select`` in a child process; returns its exit code."""
-    cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "dagster_project.definitions",
-           "--select", select]
+#: the assets of the daily partitions (dagster_project/assets/daily.py), in dependency order
+DAILY_ASSETS = "interactions_daily,user_features_daily,online_user_features"
+
+
+def materialize(settings: Settings, select: str = "*", partition_range: str | None = None) -> int:
+    """Run ``dagster asset materialize`` for ``select`` in a child process; returns its exit code.
+
+    ``select="*"`` runs the ``ppm_main`` job (every unpartitioned asset: one run cannot mix the daily
+    partitions with unpartitioned assets). ``partition_range`` (``"<first day>...<last day>"``) backfills
+    those days of a partitioned selection in one run.
+    """
+    base = [sys.executable, "-m", "dagster"]
+    if select == "*":
+        cmd = [*base, "job", "execute", "-m", "dagster_project.definitions", "-j", "ppm_main"]
+    else:
+        cmd = [*base, "asset", "materialize", "-m", "dagster_project.definitions", "--select", select]
+        if partition_range:
+            cmd += ["--partition-range", partition_range]
     return subprocess.call(cmd, env=_env(settings), cwd=REPO_ROOT)
 
 
@@ -202,6 +216,30 @@ def run(select: str, profile: str | None) -> None:
     if rc != 0:
         raise PPMError(f"materialization of {select!r} failed (dagster exit {rc}); see the Dagster log above",
                        EXIT_RUN_FAILED)
+
+
+@main.command(epilog=_EPILOG)
+@click.option("--from", "first", required=True, type=click.DateTime(["%Y-%m-%d"]), help="First day (UTC), YYYY-MM-DD.")
+@click.option("--to", "last", required=True, type=click.DateTime(["%Y-%m-%d"]), help="Last day (UTC, inclusive).")
+@click.option("--select", default=DAILY_ASSETS, show_default=True, help="Daily assets to backfill.")
+@click.option("--profile", type=click.Choice(["local", "cluster"]), default=None, help="Resource profile.")
+def backfill(first, last, select: str, profile: str | None) -> None:
+    """Backfill the daily partitions of a date range in one Dagster run: interactions, user features (Spark +
+    frozen PPM) and the online store's user views (Feast materialize_incremental). The unpartitioned
+    assets they read (canonical tables, ppm_model, ppm_item_cache, feast_definitions) must exist: `ppm demo`."""
+    if last < first:
+        raise PPMError(f"--to {last:%Y-%m-%d} is before --from {first:%Y-%m-%d}", EXIT_USAGE)
+    settings = _settings(profile).ensure_dirs()
+    lo, hi = settings.partitions.start_date, settings.partitions.end_date
+    if f"{first:%Y-%m-%d}" < lo or (hi and f"{last:%Y-%m-%d}" >= hi):
+        raise PPMError(f"days {first:%Y-%m-%d}..{last:%Y-%m-%d} outside the partitions [{lo}, {hi or 'today'}) "
+                       "(settings.partitions; PPM_CONFIG)", EXIT_USAGE)
+    rng = f"{first:%Y-%m-%d}...{last:%Y-%m-%d}"
+    rc = materialize(settings, select, partition_range=rng)
+    if rc != 0:
+        raise PPMError(f"backfill of {select!r} for {rng} failed (dagster exit {rc}); see the Dagster log above",
+                       EXIT_RUN_FAILED)
+    click.echo(f"backfilled {select} for {rng}")
 
 
 @main.command(epilog=_EPILOG)

@@ -173,6 +173,20 @@ class URMSettings(BaseModel):
     training_set_memory_limit: str | None = "1GB"
 
 
+class PartitionSettings(BaseModel):
+    """Daily partitions of the incremental path (issue #8): the ``daily`` Dagster asset group
+    (``dagster_project/assets/daily.py``) partitions interactions and the user-level feature tables by UTC
+    calendar day. Defaults cover MovieLens-100K (first event 1997-09-20, last 1998-04-22); set them to
+    your data's window (e.g. ``PPM_CONFIG`` ``{"partitions": {"start_date": "2026-01-01", "end_date": null}}``;
+    ``end_date`` null = up to today, as a live feed would be).
+    """
+
+    #: first daily partition (ISO date, UTC)
+    start_date: str = "1997-09-20"
+    #: day after the last partition (exclusive, ISO date, UTC); None = partitions run up to today
+    end_date: str | None = "1998-04-23"
+
+
 class SplitSettings(BaseModel):
     """Global time split by ``event_timestamp`` (DESIGN.md §5): first 80 % train, next 10 % valid, rest test."""
 
@@ -244,6 +258,7 @@ class Settings(BaseModel):
     serving: ServingSettings = ServingSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
     finetune: FinetuneSettings = FinetuneSettings()
+    partitions: PartitionSettings = PartitionSettings()
 
     # ---- derived paths -------------------------------------------------------------------------
     @property
@@ -258,7 +273,7 @@ class Settings(BaseModel):
 
     @property
     def features_dir(self) -> Path:
-        """Feature tables that back the Feast feature views (one parquet file per view)."""
+        """Feature tables that back the Feast feature views (one parquet file, or day-partitioned folder, per view)."""
         return self.artifacts_dir / "features"
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import date, datetime
 from pathlib import Path
 from typing import Callable
 
@@ -310,3 +311,88 @@ def evaluation_report(settings: Settings, progress: Progress = None) -> dict:
     out["paths"] = {k: str(v) for k, v in paths.items()}
     return _record(settings, "evaluation_report", out)
 
+
+# ---- daily partitions: the incremental path (issue #8) ------------------------------------------------
+#: Feast feature views that the daily path refreshes (user-level, time-varying); the other views change
+#: with the catalog or the PPM, i.e. with the full (unpartitioned) assets
+DAILY_USER_VIEWS = ("user_recent_items", "ppm_user_cache")
+
+
+def partition_days(settings: Settings, up_to: date) -> list[date]:
+    """Every daily partition from ``settings.partitions.start_date`` to ``up_to`` (inclusive), oldest first."""
+    from datetime import timedelta
+
+    first = date.fromisoformat(settings.partitions.start_date)
+    return [first + timedelta(days=i) for i in range((up_to - first).days + 1)]
+
+
+def interactions_daily(settings: Settings, day: date) -> dict:
+    """Daily partition ``day`` of the interaction log (validated, quarantined, row-accounted)."""
+    from ppm_platform.data.ingest import ingest_interactions_day
+
+    res = ingest_interactions_day(settings, day)
+    return _record(settings, f"interactions_daily/{day.isoformat()}", {"day": day.isoformat(), **res.summary()})
+
+
+def user_features_daily(settings: Settings, spark, day: date) -> dict:
+    """Daily partition ``day`` of the user-level feature tables: the ``behavior_sequences`` rows whose as-of
+    time falls on ``day`` (from the interaction partitions up to its end) and their frozen-PPM
+    ``ppm_user_cache`` rows, each replacing ``<table>/<day>.parquet`` of the same day-partitioned folders the
+    full assets write (a day's file is byte-for-byte the full run's).
+
+    Raises:
+        ValueError: an interaction partition on or before ``day`` was never materialized (listed; backfill
+            them first), or the PPM item cache is from another ``ppm_version``.
+    """
+    from ppm_platform.data.ingest import interactions_daily_dir
+    from ppm_platform.features.behavior_sequences import compute_behavior_sequences
+    from ppm_platform.features.ppm_caches import compute_ppm_user_cache
+
+    src = interactions_daily_dir(settings)
+    missing = [d.isoformat() for d in partition_days(settings, day) if not (src / f"{d.isoformat()}.parquet").exists()]
+    if missing:
+        raise ValueError(f"user_features_daily {day}: {len(missing)} interactions_daily partition(s) on or before it "
+                         f"are not materialized ({', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}); "
+                         f"backfill interactions_daily from {missing[0]} to {day} first")
+    seq = compute_behavior_sequences(spark, settings, src, _feature(settings, "behavior_sequences"), day=day)
+    cache = compute_ppm_user_cache(spark, settings, _feature(settings, "behavior_sequences") / f"{day.isoformat()}.parquet",
+                                   _feature(settings, "ppm_item_cache"), settings.models_dir / "ppm",
+                                   _feature(settings, "ppm_user_cache"), day=day)
+    out = {"day": day.isoformat(), "behavior_sequences_rows": seq["rows"], "users": seq["users"],
+           "ppm_user_cache_rows": cache["rows"], "ppm_version": cache["ppm_version"],
+           "seconds": round(seq["seconds"] + cache["seconds"], 3)}
+    return _record(settings, f"user_features_daily/{day.isoformat()}", out)
+
+
+def online_user_features(settings: Settings, end: datetime) -> dict:
+    """Bring the user-level views of the online store up to ``end`` (tz-aware): Feast's
+    ``materialize_incremental(end)`` over :data:`DAILY_USER_VIEWS`, which loads the rows from each view's last
+    materialized end to ``end``. A view never materialized gets one ``materialize`` from the first partition
+    (``materialize_incremental`` on a ``ttl=0`` view would start one year before now); a view already
+    materialized past ``end`` is left as it is (an online store holds the latest row per entity, so a
+    backfill of older days must not overwrite newer values).
+
+    Returns:
+        ``{"end", "views": {view: {"action", "from", "to"}}, "seconds"}``.
+    """
+    from datetime import timezone
+
+    from ppm_platform.feature_store import get_store
+
+    t0 = time.perf_counter()
+    store = get_store(settings)
+    first = datetime.fromisoformat(settings.partitions.start_date).replace(tzinfo=timezone.utc)
+    views: dict[str, dict] = {}
+    for name in DAILY_USER_VIEWS:
+        last = store.get_feature_view(name).most_recent_end_time
+        last = last if last is None or last.tzinfo else last.replace(tzinfo=timezone.utc)
+        if last is None:
+            store.materialize(start_date=first, end_date=end, feature_views=[name])
+            views[name] = {"action": "materialize", "from": first.isoformat(), "to": end.isoformat()}
+        elif last < end:
+            store.materialize_incremental(end_date=end, feature_views=[name])
+            views[name] = {"action": "materialize_incremental", "from": last.isoformat(), "to": end.isoformat()}
+        else:
+            views[name] = {"action": "up to date", "from": last.isoformat(), "to": last.isoformat()}
+    out = {"end": end.isoformat(), "views": views, "seconds": round(time.perf_counter() - t0, 3)}
+    return _record(settings, "online_user_features", out)

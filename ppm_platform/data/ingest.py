@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +18,7 @@ from ppm_platform.data import schemas
 from ppm_platform.data.movielens import load_movielens
 from ppm_platform.data.validation import (EmptyTableError, IngestResult, validate_interactions, validate_items,
                                           validate_queries, validate_users)
-from ppm_platform.io import write_parquet_atomic
+from ppm_platform.io import to_arrow, write_parquet_atomic
 
 log = logging.getLogger("ppm_platform.data")
 
@@ -107,14 +108,65 @@ def write_quarantine_db(settings: Settings, tables: list[str]) -> Path:
     return path
 
 
-def ingest_dataset(settings: Settings) -> dict[str, IngestResult]:
-    """Ingest the dataset that ``settings.dataset`` names: MovieLens-100K or a canonical-table folder."""
+def load_raw(settings: Settings) -> tuple[dict[str, pd.DataFrame], Path]:
+    """The raw frames of the dataset ``settings.dataset`` names (MovieLens-100K or a canonical-table folder)
+    and the folder relative image paths resolve against.
+
+    Raises:
+        FileNotFoundError: the dataset is not where the settings say.
+    """
+    data_dir = settings.require_dataset()
     if settings.dataset == "canonical":
         from ppm_platform.data.loaders import load_canonical_dir
 
-        data_dir = settings.require_dataset()
-        return ingest_frames(settings, load_canonical_dir(data_dir, settings.max_items), catalog_root=data_dir)
-    return ingest_movielens(settings)
+        return load_canonical_dir(data_dir, settings.max_items), data_dir
+    return load_movielens(data_dir, settings.max_items), data_dir
+
+
+def ingest_dataset(settings: Settings) -> dict[str, IngestResult]:
+    """Ingest the dataset that ``settings.dataset`` names: MovieLens-100K or a canonical-table folder."""
+    raw, root = load_raw(settings)
+    return ingest_frames(settings, raw, catalog_root=root)
+
+
+def interactions_daily_dir(settings: Settings) -> Path:
+    """``tables/interactions_daily``: the day-partitioned interactions (one ``<YYYY-MM-DD>.parquet`` per day)."""
+    return settings.tables_dir / "interactions_daily"
+
+
+def ingest_interactions_day(settings: Settings, day: date) -> IngestResult:
+    """Daily partition of the interaction log: the source's interactions whose timestamp falls on UTC ``day``,
+    validated like the full ingest (:func:`~ppm_platform.data.validation.validate_interactions`) against the
+    canonical ``users`` / ``items`` tables, written to ``interactions_daily/<day>.parquet`` (an empty day
+    writes an empty file); the day's rejected rows go to ``quarantine/interactions_daily/<day>.parquet``.
+
+    Rows whose timestamp does not parse belong to no day: only the full ingest's quarantine counts them.
+
+    Raises:
+        FileNotFoundError: the canonical ``users``/``items`` tables are missing (materialize ingest first).
+        AssertionError: row accounting broken (rows_in != rows_out + rows_quarantined).
+    """
+    from ppm_platform.data.validation import parse_utc
+    from ppm_platform.io import write_day_partition
+
+    for t in ("users", "items"):
+        if not (settings.tables_dir / f"{t}.parquet").exists():
+            raise FileNotFoundError(f"{settings.tables_dir / f'{t}.parquet'} missing: materialize the ingest assets "
+                                    "(canonical_tables) before daily interaction partitions")
+    raw, _ = load_raw(settings)
+    inter = raw["interactions"]
+    start = pd.Timestamp(day, tz="UTC")
+    ts = parse_utc(inter["event_timestamp"], f"{settings.data_dir}: interactions column 'event_timestamp'")
+    on_day = inter[((ts >= start) & (ts < start + pd.Timedelta(days=1))).to_numpy()]
+    users = pd.read_parquet(settings.tables_dir / "users.parquet", columns=["user_id"])["user_id"]
+    items = pd.read_parquet(settings.tables_dir / "items.parquet", columns=["item_id"])["item_id"]
+    res = validate_interactions(on_day, set(users), set(items), source=f"{settings.data_dir} (interactions of {day})")
+    res.check_accounting()
+    write_parquet_atomic(res.quarantined, settings.quarantine_dir / "interactions_daily" / f"{day.isoformat()}.parquet")
+    write_day_partition(to_arrow(res.clean, schemas.INTERACTIONS), interactions_daily_dir(settings), day,
+                        sort_by=["event_timestamp", "user_id", "item_id"])
+    log.info("interactions_daily %s: %s", day, res.summary())
+    return res
 
 
 def ingest_movielens(settings: Settings) -> dict[str, IngestResult]:
@@ -123,8 +175,7 @@ def ingest_movielens(settings: Settings) -> dict[str, IngestResult]:
     Raises:
         FileNotFoundError: the dataset is not where the settings say (one clear message).
     """
-    data_dir = settings.require_dataset()
-    return ingest_frames(settings, load_movielens(data_dir, settings.max_items), catalog_root=data_dir)
+    return ingest_dataset(settings.model_copy(update={"dataset": "movielens"}))
 
 
 def build_profiles(settings: Settings) -> dict[str, int]:

@@ -3,7 +3,9 @@
 These are the contracts between pipeline stages. Every parquet the platform writes conforms to one of
 them; timestamps are ``timestamp[us, tz=UTC]`` because Spark 4 refuses nanosecond parquet timestamps.
 
-Feature tables (one parquet file each under ``Settings.features_dir``, one Feast feature view each):
+Feature tables (one parquet each under ``Settings.features_dir``, one Feast feature view each; the user-level,
+time-varying ``behavior_sequences`` and ``ppm_user_cache`` are day-partitioned folders ``<table>.parquet/<YYYY-MM-DD>.parquet``
+that read as one table, so the daily partitions can replace one day: ``ppm_platform.io.write_day_partitioned``):
 
 ================== ========= ==============================================================================
 table              entity    columns (besides the join key and ``event_timestamp``)

@@ -167,17 +167,24 @@ def _to_int64(q: _Quarantine, column: str) -> None:
     q.df = q.df.assign(**{column: pd.to_numeric(q.df[column]).astype("int64")})
 
 
+def parse_utc(raw: pd.Series, where: str) -> pd.Series:
+    """Parse timestamps as UTC: integers are unix seconds, naive datetimes are taken as UTC (documented
+    assumption), anything unparseable becomes NaT (the caller quarantines it).
+
+    Raises:
+        SchemaError: the column is boolean (``where`` names the file/table/column).
+    """
+    if pd.api.types.is_bool_dtype(raw):
+        raise SchemaError(f"{where} has dtype bool; expected timestamps (ISO-8601 strings, datetimes, or unix seconds)")
+    if pd.api.types.is_numeric_dtype(raw):
+        return pd.to_datetime(raw, unit="s", utc=True, errors="coerce")
+    return pd.to_datetime(raw, utc=True, errors="coerce", format="mixed")
+
+
 def _to_utc(q: _Quarantine, column: str, now: pd.Timestamp | None) -> None:
     """Parse ``column`` as UTC timestamps. Integers are unix seconds; naive datetimes are taken as UTC
     (documented assumption). Unparseable and future (> ``now``) timestamps are rejected."""
-    raw = q.df[column]
-    if pd.api.types.is_bool_dtype(raw):
-        raise SchemaError(f"{q.source}: table {q.table!r} column {column!r} has dtype bool; expected timestamps "
-                          "(ISO-8601 strings, datetimes, or unix seconds)")
-    if pd.api.types.is_numeric_dtype(raw):
-        ts = pd.to_datetime(raw, unit="s", utc=True, errors="coerce")
-    else:
-        ts = pd.to_datetime(raw, utc=True, errors="coerce", format="mixed")
+    ts = parse_utc(q.df[column], f"{q.source}: table {q.table!r} column {column!r}")
     q.df = q.df.assign(**{column: ts})
     q.reject(ts.isna().to_numpy(), f"{column} missing or unparseable")
     if now is not None:
@@ -410,7 +417,7 @@ def table_quality(path: Path, schema, keys: list[str] | None = None, non_null: l
     """Quality figures of one parquet table written by the pipeline.
 
     Args:
-        path: the parquet file.
+        path: the parquet file, or a day-partitioned folder of them (:func:`ppm_platform.io.write_day_partitioned`).
         schema: the ``pyarrow.Schema`` contract (``data/schemas.py``) the file must have exactly.
         keys: columns that must be unique together (e.g. ``["user_id", "event_timestamp"]``).
         non_null: columns that must have no null value.
@@ -430,9 +437,9 @@ def table_quality(path: Path, schema, keys: list[str] | None = None, non_null: l
     import pyarrow.parquet as pq
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{path}: table not written")
-    table = pq.read_table(path)
+    table = pq.read_table(path)  # a file, or a day-partitioned folder of files (read as one table)
     problems: list[str] = []
     schema_ok = table.schema.remove_metadata().equals(schema.remove_metadata())
     diff = "" if schema_ok else f"expected {schema.to_string(show_schema_metadata=False)!r}, got " \

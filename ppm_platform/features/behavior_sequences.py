@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as dt_time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from ppm_platform.config import Settings
 from ppm_platform.data.schemas import AS_OF_DELAY, BEHAVIOR_SEQUENCES
@@ -108,21 +111,43 @@ def behavior_sequences_frame(spark, interactions_df, max_len: int):
     )
 
 
-def compute_behavior_sequences(spark, settings: Settings, interactions_path: Path, out_path: Path) -> dict:
-    """Build ``behavior_sequences`` from the canonical interactions parquet into ``out_path`` (one parquet
-    file, schema BEHAVIOR_SEQUENCES, sorted by user_id, event_timestamp).
+def day_window(day: date) -> tuple[datetime, datetime]:
+    """``[start, end)`` of UTC calendar ``day`` as tz-aware datetimes (the bounds of one daily partition)."""
+    start = datetime.combine(day, dt_time.min, tzinfo=timezone.utc)
+    return start, start + timedelta(days=1)
+
+
+def compute_behavior_sequences(spark, settings: Settings, interactions_path: Path, out_path: Path,
+                               day: date | None = None) -> dict:
+    """Build ``behavior_sequences`` from canonical interactions parquet (a file or a folder of day files) into
+    the day-partitioned dataset folder ``out_path`` (``<YYYY-MM-DD>.parquet`` per UTC day of the row's as-of
+    ``event_timestamp``; schema BEHAVIOR_SEQUENCES, sorted by user_id, event_timestamp within a day).
+
+    Args:
+        day: compute only the rows whose as-of time falls on this UTC day (the daily partition) from the
+            interactions before its end, and replace just that day's file; None = every day (full rebuild,
+            the whole folder is replaced). A day's file is the same either way.
 
     Returns:
-        ``{"rows", "users", "max_len", "seconds", "mean_hist_len"}``.
+        ``{"rows", "users", "max_len", "seconds", "mean_hist_len"}`` (+ ``"day"``).
     """
-    from ppm_platform.features.item_multimodal import write_consolidated
+    from pyspark.sql import functions as F
+
+    from ppm_platform.features.item_multimodal import write_day_folders
 
     t0 = time.perf_counter()
     L = settings.sequence.max_len
     interactions = spark.read.parquet(str(interactions_path))
+    if day is not None:
+        start, end = day_window(day)
+        interactions = interactions.where(F.col("event_timestamp") < F.lit(end))
     frame = behavior_sequences_frame(spark, interactions, L)
-    table = write_consolidated(frame, out_path, BEHAVIOR_SEQUENCES, ["user_id", "event_timestamp"])
-    n = table.num_rows
+    if day is not None:
+        frame = frame.where((F.col("event_timestamp") >= F.lit(start)) & (F.col("event_timestamp") < F.lit(end)))
+    n = write_day_folders(frame, out_path, BEHAVIOR_SEQUENCES, ["user_id", "event_timestamp"], day=day)
+    # figures from two small columns of what was written (the day's file, or the whole folder)
+    table = pq.read_table(Path(out_path) / f"{day.isoformat()}.parquet" if day else out_path,
+                          columns=["user_id", "hist_len"])
     stats = {
         "rows": n,
         "users": len(pc.unique(table.column("user_id"))),
@@ -130,5 +155,7 @@ def compute_behavior_sequences(spark, settings: Settings, interactions_path: Pat
         "seconds": round(time.perf_counter() - t0, 3),
         "mean_hist_len": round(float(pc.mean(table.column("hist_len")).as_py() or 0.0), 4),
     }
+    if day is not None:
+        stats["day"] = day.isoformat()
     log.info("behavior_sequences: %s", stats)
     return stats

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from ppm_platform.config import Settings
 from ppm_platform.data.schemas import ITEM_MULTIMODAL
-from ppm_platform.io import consolidate_parquet_dir
+from ppm_platform.io import SPARK_DAY_COLUMN, consolidate_day_dirs, consolidate_parquet_dir
 
 log = logging.getLogger("ppm_platform.features")
 
@@ -126,6 +126,32 @@ def write_consolidated(df, out_path: Path, schema: pa.Schema, sort_by: list[str]
     try:
         df.write.mode("overwrite").parquet(str(tmp))
         return consolidate_parquet_dir(tmp, out_path, schema=schema, sort_by=sort_by)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_day_folders(df, out_path: Path, schema: pa.Schema, sort_by: list[str], ts_column: str = "event_timestamp",
+                      day: "date | None" = None) -> int:
+    """Write a Spark DataFrame as the day-partitioned dataset folder ``out_path`` (one
+    ``<YYYY-MM-DD>.parquet`` per UTC day of ``ts_column``, rows sorted by ``sort_by``; see
+    :func:`ppm_platform.io.consolidate_day_dirs`): Spark writes partitioned by day (no collect), then each day
+    is cast to ``schema`` and sorted on its own, so memory holds one day's rows, not the table.
+
+    Args:
+        day: None = replace the whole folder (full rebuild); a day = replace that day's file only.
+
+    Returns:
+        Rows written.
+    """
+    from pyspark.sql import functions as F
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = spark_tmp_dir(out_path)
+    try:  # the session time zone is UTC (features/spark.py), so to_date is the UTC day
+        (df.withColumn(SPARK_DAY_COLUMN, F.to_date(F.col(ts_column)))
+         .write.mode("overwrite").partitionBy(SPARK_DAY_COLUMN).parquet(str(tmp)))
+        return consolidate_day_dirs(tmp, out_path, schema, sort_by, day)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

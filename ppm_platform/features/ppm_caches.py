@@ -15,6 +15,8 @@ Both run in ``mapInPandas``; each Spark Python worker loads the PPM once (cache 
 
 from __future__ import annotations
 
+from datetime import date
+
 import functools
 import logging
 import threading
@@ -29,7 +31,8 @@ import pyarrow.parquet as pq
 
 from ppm_platform.config import Settings
 from ppm_platform.data.schemas import PPM_ITEM_CACHE, PPM_USER_CACHE
-from ppm_platform.features.item_multimodal import default_partitions, me_matrix, worker_logger, write_consolidated
+from ppm_platform.features.item_multimodal import (default_partitions, me_matrix, worker_logger, write_consolidated,
+                                                   write_day_folders)
 
 log = logging.getLogger("ppm_platform.features")
 
@@ -295,9 +298,12 @@ def _user_partition(batches: Iterator[pd.DataFrame], settings: Settings, model_d
 
 
 def compute_ppm_user_cache(spark, settings: Settings, behavior_sequences_path: Path, ppm_item_cache_path: Path,
-                           ppm_model_dir: Path, out_path: Path) -> dict:
-    """Frozen PPM sequence encoder over every ``behavior_sequences`` row -> ``out_path`` (PPM_USER_CACHE,
-    sorted by user_id, event_timestamp). ``L = settings.sequence.max_len`` (must be <= the PPM's max_len).
+                           ppm_model_dir: Path, out_path: Path, day: date | None = None) -> dict:
+    """Frozen PPM sequence encoder over every ``behavior_sequences`` row -> the day-partitioned dataset folder
+    ``out_path`` (PPM_USER_CACHE, one ``<YYYY-MM-DD>.parquet`` per UTC day of ``event_timestamp``, sorted by
+    user_id, event_timestamp within a day). ``L = settings.sequence.max_len`` (must be <= the PPM's max_len).
+    With ``day``, only that day's sequence rows are encoded and only that day's file is replaced (the daily
+    partition; the same file as a full run's).
 
     Returns:
         ``{"rows", "seconds", "rows_per_s", "ppm_version"}``.
@@ -320,12 +326,19 @@ def compute_ppm_user_cache(spark, settings: Settings, behavior_sequences_path: P
                          f"the PPM in {ppm_model_dir} is {version}; recompute the item cache first")
     src = spark.read.parquet(str(behavior_sequences_path)).select(
         "user_id", "event_timestamp", "hist_item_ids", "hist_age_s")
+    if day is not None:
+        from pyspark.sql import functions as F
+
+        from ppm_platform.features.behavior_sequences import day_window
+
+        start, end = day_window(day)
+        src = src.where((F.col("event_timestamp") >= F.lit(start)) & (F.col("event_timestamp") < F.lit(end)))
     out = src.repartition(default_partitions(spark)).mapInPandas(
         functools.partial(_user_partition, settings=settings, model_dir=str(Path(ppm_model_dir).resolve()),
                           item_cache_path=str(Path(ppm_item_cache_path).resolve()), ppm_version=version,
                           max_len=L), schema=_USER_SCHEMA)
-    table = write_consolidated(out, out_path, PPM_USER_CACHE, ["user_id", "event_timestamp"])
-    return _stats("ppm_user_cache", table.num_rows, time.perf_counter() - t0, version)
+    rows = write_day_folders(out, out_path, PPM_USER_CACHE, ["user_id", "event_timestamp"], day=day)
+    return _stats("ppm_user_cache", rows, time.perf_counter() - t0, version)
 
 
 def _stats(name: str, rows: int, seconds: float, version: str) -> dict:

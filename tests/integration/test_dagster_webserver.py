@@ -179,3 +179,44 @@ def test_launch_ingest_through_graphql_and_wait_for_success(server):
     assert inter["rows_in"] == inter["rows_out"] + inter["rows_quarantined"]
     # the run wrote the canonical tables where the settings say
     assert len(pd.read_parquet(settings.tables_dir / "interactions.parquet")) == inter["rows_out"]
+
+
+BACKFILL = """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+  __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message stack }
+  ... on InvalidSubsetError { message } ... on UnauthorizedError { message } } }"""
+BACKFILL_STATUS = """query($id: String!) { partitionBackfillOrError(backfillId: $id) { __typename
+  ... on PartitionBackfill { status numPartitions runs(limit: 10) { runId status } } } }"""
+BACKFILL_DAYS = ["1997-09-20", "1997-09-21", "1997-09-22"]
+
+
+def test_backfill_of_a_date_range_from_the_ui(server):
+    """What the UI's "Materialize -> partition range -> Launch backfill" sends (`launchPartitionBackfill`),
+    executed by a real `dagster-daemon` (backfills are the daemon's job, as under `dagster dev`): one run
+    (single-run backfill policy) writes each day's interactions partition. Needs the ingest test's tables."""
+    port, settings, tmp = server
+    env = dict(os.environ, PPM_MAX_ITEMS=str(MAX_ITEMS), PPM_ARTIFACTS_DIR=str(settings.artifacts_dir),
+               DAGSTER_HOME=str(tmp / "dagster_home"), SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable)
+    env.pop("PPM_CONFIG", None)
+    log = open(tmp / "daemon.log", "w")
+    daemon = subprocess.Popen([sys.executable, "-m", "dagster._daemon", "run", "-m", LOCATION], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        params = {"assetSelection": [{"path": ["interactions_daily"]}], "partitionNames": BACKFILL_DAYS,
+                  "fromFailure": False, "title": "test backfill"}
+        launched = _gql(port, BACKFILL, {"params": params})["launchPartitionBackfill"]
+        assert launched["__typename"] == "LaunchBackfillSuccess", launched
+        deadline, bf = time.monotonic() + 300, {}
+        while time.monotonic() < deadline:
+            assert daemon.poll() is None, f"dagster-daemon exited: {(tmp / 'daemon.log').read_text()[-3000:]}"
+            bf = _gql(port, BACKFILL_STATUS, {"id": launched["backfillId"]})["partitionBackfillOrError"]
+            if bf.get("status") in ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"):
+                break
+            time.sleep(3)
+        assert bf.get("status") in ("COMPLETED", "COMPLETED_SUCCESS"), (bf, (tmp / "daemon.log").read_text()[-4000:])
+    finally:
+        _stop(daemon)
+        log.close()
+    assert bf["numPartitions"] == 3 and len(bf["runs"]) == 1 and bf["runs"][0]["status"] == "SUCCESS"
+    inter = pd.read_parquet(settings.tables_dir / "interactions.parquet")
+    for day in BACKFILL_DAYS:
+        part = pd.read_parquet(settings.tables_dir / "interactions_daily" / f"{day}.parquet")
+        assert len(part) == int((inter["event_timestamp"].dt.strftime("%Y-%m-%d") == day).sum()), day

@@ -22,7 +22,7 @@ def env(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.mark.parametrize("args", [[], ["demo"], ["run"], ["rank"], ["doctor"], ["summary"]])
+@pytest.mark.parametrize("args", [[], ["demo"], ["run"], ["backfill"], ["rank"], ["doctor"], ["summary"]])
 def test_help_everywhere_lists_exit_codes(args):
     res = CliRunner().invoke(cli.main, [*args, "--help"])
     assert res.exit_code == 0, res.output
@@ -135,3 +135,27 @@ def test_empty_online_table_fails(env):
     con.close()
     ok, detail = cli._check_online_store(s)
     assert not ok and "ppm_platform_item_profile" in detail
+
+
+def test_backfill_checks_the_range_then_runs_one_partition_range(env, monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli, "materialize", lambda s, select, partition_range=None: calls.append((select, partition_range)) or 0)
+    bad = CliRunner().invoke(cli.main, ["backfill", "--from", "1997-10-02", "--to", "1997-10-01"])
+    assert bad.exit_code == 2 and "is before --from" in bad.output
+    outside = CliRunner().invoke(cli.main, ["backfill", "--from", "1990-01-01", "--to", "1997-10-01"])
+    assert outside.exit_code == 2 and "outside the partitions [1997-09-20, 1998-04-23)" in outside.output
+    ok = CliRunner().invoke(cli.main, ["backfill", "--from", "1997-09-20", "--to", "1997-10-01"])
+    assert ok.exit_code == 0, ok.output
+    assert calls == [(cli.DAILY_ASSETS, "1997-09-20...1997-10-01")]
+
+
+def test_materialize_all_runs_the_main_job_and_ranges_go_to_asset_materialize(monkeypatch, tmp_path):
+    from ppm_platform.config import Settings
+
+    cmds = []
+    monkeypatch.setattr(cli.subprocess, "call", lambda cmd, **kw: cmds.append(cmd) or 0)
+    s = Settings(artifacts_dir=tmp_path)
+    cli.materialize(s)
+    cli.materialize(s, cli.DAILY_ASSETS, partition_range="1997-09-20...1997-09-21")
+    assert cmds[0][-4:] == ["-m", "dagster_project.definitions", "-j", "ppm_main"] and "job" in cmds[0]
+    assert cmds[1][-4:] == ["--select", cli.DAILY_ASSETS, "--partition-range", "1997-09-20...1997-09-21"]

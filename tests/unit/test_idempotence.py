@@ -47,7 +47,14 @@ def _catalog(root: Path) -> Path:
 
 
 def _digest(paths: list[Path]) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+    """SHA-256 per artifact file; a day-partitioned dataset folder hashes as its sorted (day file, bytes)."""
+    out = {}
+    for p in paths:
+        h = hashlib.sha256()
+        for f in sorted(p.glob("*.parquet")) if p.is_dir() else [p]:
+            h.update(f.name.encode() + f.read_bytes())
+        out[p.name] = h.hexdigest()
+    return out
 
 
 def _online_rows(settings: Settings) -> list[tuple]:
