@@ -309,7 +309,7 @@ def finetune_image_encoder(settings: "Settings", items: pd.DataFrame, progress: 
         ValueError: ONNX parity failure.
         ppm_platform.encoders.ImageLoadError: an image cannot be read.
     """
-    from ppm_platform.encoders.finetune_text import torch_threads
+    from ppm_platform.runtime import torch_threads
 
     with torch_threads(settings.finetune.threads):
         return _finetune_image(settings, items, progress)

@@ -22,7 +22,6 @@ rename, atomic), loadable by ``TextEncoder(model_path=...)``, plus ``metrics.jso
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import time
@@ -37,7 +36,8 @@ import pandas as pd
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from ppm_platform.config import Settings
+from ppm_platform.config import Settings
+from ppm_platform.runtime import torch_threads
 
 log = logging.getLogger("ppm_platform.encoders")
 Progress = Callable[[str], None] | None
@@ -200,20 +200,6 @@ def plot_curve(values: list[float], path: Path, title: str, xlabel: str, ylabel:
     fig.savefig(path)
     plt.close(fig)
     return path
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    """Run the block with ``torch.set_num_threads(n)`` (``None``: unchanged), restoring the old value after."""
-    import torch
-
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def skipped(out: Path, reason: str, split: dict) -> dict:

@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 from ppm_platform.config import Settings
 from ppm_platform.training.metrics import auc, logloss
 from ppm_platform.training.split import assign_split
-from ppm_platform.training.streaming import ParquetChunks, parquet_glob, torch_threads
+from ppm_platform.runtime import torch_threads
+from ppm_platform.training.streaming import ParquetChunks, parquet_glob
 
 log = logging.getLogger("ppm_platform.training")
 

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 
 from ppm_platform.config import Settings
 from ppm_platform.training.batch import FeatureEncoder, labels
-from ppm_platform.training.streaming import ParquetChunks, torch_threads
+from ppm_platform.runtime import torch_threads
+from ppm_platform.training.streaming import ParquetChunks
 from ppm_platform.training.metrics import auc, task_metrics
 from ppm_platform.training.split import assign_split
 
