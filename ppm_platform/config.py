@@ -40,6 +40,10 @@ class SparkSettings(BaseModel):
     java_options: str = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
     #: rows per Arrow batch handed to a ``mapInPandas`` worker (encoders run one batch at a time)
     arrow_batch_rows: int = 256
+    #: keep Spark's Python workers alive between tasks (``spark.python.worker.reuse``). Off: a worker exits with
+    #: its task, so the encoders / PPM it loaded (~1 GiB per worker) do not stay resident through the
+    #: non-Spark stages after it (issue #8 memory; costs one model load per task, a few seconds)
+    python_worker_reuse: bool = False
 
 
 class EncoderSettings(BaseModel):

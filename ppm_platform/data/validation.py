@@ -413,7 +413,7 @@ def validate_queries(df: pd.DataFrame, known_items: set[int] | None, source: str
 
 # ---- data-quality figures of a written table (used by the Dagster asset checks) ----------------------------------
 def table_quality(path: Path, schema, keys: list[str] | None = None, non_null: list[str] | None = None,
-                  vectors: dict[str, bool] | None = None) -> dict:
+                  vectors: dict[str, bool] | None = None, batch_rows: int = 16_384) -> dict:
     """Quality figures of one parquet table written by the pipeline.
 
     Args:
@@ -423,6 +423,8 @@ def table_quality(path: Path, schema, keys: list[str] | None = None, non_null: l
         non_null: columns that must have no null value.
         vectors: list<float> columns to check -> whether every row must be non-zero (``False``: only finite;
             e.g. ``image_emb`` is all zeros for an item without image).
+        batch_rows: rows read at a time for the null and vector checks (memory: one batch, not the table;
+            the duplicate-key check reads the key columns whole).
 
     Returns:
         ``{"rows", "schema_ok", "schema_diff", "duplicate_keys", "null_counts": {col: n},
@@ -434,45 +436,55 @@ def table_quality(path: Path, schema, keys: list[str] | None = None, non_null: l
         FileNotFoundError: ``path`` does not exist.
     """
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+    import pyarrow.dataset as pds
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: table not written")
-    table = pq.read_table(path)  # a file, or a day-partitioned folder of files (read as one table)
+    data = pds.dataset(path, format="parquet")  # a file, or a day-partitioned folder (hidden temp files ignored)
     problems: list[str] = []
-    schema_ok = table.schema.remove_metadata().equals(schema.remove_metadata())
+    schema_ok = data.schema.remove_metadata().equals(schema.remove_metadata())
     diff = "" if schema_ok else f"expected {schema.to_string(show_schema_metadata=False)!r}, got " \
-                                f"{table.schema.to_string(show_schema_metadata=False)!r}"
+                                f"{data.schema.to_string(show_schema_metadata=False)!r}"
     if not schema_ok:
         problems.append("schema differs from data/schemas.py")
+    rows = data.count_rows()
     dup = 0
-    if keys and table.num_rows:
-        key_df = table.select(keys).to_pandas()
-        dup = int(key_df.duplicated().sum())
+    if keys and rows:  # the key columns only (small), not the table
+        dup = int(data.to_table(columns=keys).to_pandas().duplicated().sum())
         if dup:
             problems.append(f"{dup} duplicate key(s) on {keys}")
-    nulls = {c: int(table.column(c).null_count) for c in (non_null or []) if c in table.column_names}
+    present = set(data.schema.names)
+    null_cols = [c for c in (non_null or []) if c in present]
+    vectors = {c: nz for c, nz in (vectors or {}).items() if c in present}
+    nulls = dict.fromkeys(null_cols, 0)
+    acc = {c: {"nonfinite_rows": 0, "zero_rows": 0, "min_norm": None, "max_norm": None} for c in vectors}
+    # one batch at a time (memory: a batch's vectors as float64, not the table's; issue #8 §5)
+    for batch in data.to_batches(columns=sorted(set(null_cols) | set(vectors)), batch_size=batch_rows):
+        for c in null_cols:
+            nulls[c] += int(batch.column(c).null_count)
+        for c in vectors:
+            col = batch.column(c)
+            n = len(col)
+            lengths = pc.list_value_length(col).fill_null(0).to_numpy(zero_copy_only=False)
+            flat = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.float64)
+            row_of = np.repeat(np.arange(n), lengths)
+            finite = np.isfinite(flat)
+            norms = np.sqrt(np.bincount(row_of, weights=np.where(finite, flat, 0.0) ** 2, minlength=n))
+            a = acc[c]
+            a["nonfinite_rows"] += int(len(np.unique(row_of[~finite])))
+            a["zero_rows"] += int(((norms == 0) | (lengths == 0)).sum())
+            if n:
+                lo, hi = float(norms.min()), float(norms.max())
+                a["min_norm"] = lo if a["min_norm"] is None else min(a["min_norm"], lo)
+                a["max_norm"] = hi if a["max_norm"] is None else max(a["max_norm"], hi)
     for c, n in nulls.items():
         if n:
             problems.append(f"{n} null(s) in {c}")
-    vec_stats = {}
-    for c, must_be_nonzero in (vectors or {}).items():
-        col = table.column(c).combine_chunks()
-        n = len(col)
-        lengths = pc.list_value_length(col).fill_null(0).to_numpy(zero_copy_only=False)
-        flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
-        row_of = np.repeat(np.arange(n), lengths)
-        finite = np.isfinite(flat)
-        nonfinite_rows = int(len(np.unique(row_of[~finite])))
-        sq = np.bincount(row_of, weights=np.where(finite, flat, 0.0) ** 2, minlength=n)
-        norms = np.sqrt(sq)
-        zero_rows = int(((norms == 0) | (lengths == 0)).sum())
-        vec_stats[c] = {"nonfinite_rows": nonfinite_rows, "zero_rows": zero_rows,
-                        "min_norm": float(norms.min()) if n else None, "max_norm": float(norms.max()) if n else None}
-        if nonfinite_rows:
-            problems.append(f"{nonfinite_rows} row(s) of {c} not finite")
-        if must_be_nonzero and zero_rows:
-            problems.append(f"{zero_rows} row(s) of {c} with zero norm")
-    return {"rows": table.num_rows, "schema_ok": schema_ok, "schema_diff": diff, "duplicate_keys": dup,
-            "null_counts": nulls, "vectors": vec_stats, "ok": not problems, "problems": problems}
+    for c, must_be_nonzero in vectors.items():
+        if acc[c]["nonfinite_rows"]:
+            problems.append(f"{acc[c]['nonfinite_rows']} row(s) of {c} not finite")
+        if must_be_nonzero and acc[c]["zero_rows"]:
+            problems.append(f"{acc[c]['zero_rows']} row(s) of {c} with zero norm")
+    return {"rows": rows, "schema_ok": schema_ok, "schema_diff": diff, "duplicate_keys": dup,
+            "null_counts": nulls, "vectors": acc, "ok": not problems, "problems": problems}

@@ -36,6 +36,6 @@ def get_spark(settings: Settings, app_name: str = "ppm-platform"):
         .config("spark.driver.extraJavaOptions", sp.java_options)
         .config("spark.executor.extraJavaOptions", sp.java_options)
         .config("spark.pyspark.python", sys.executable)
-        .config("spark.python.worker.reuse", "true")
+        .config("spark.python.worker.reuse", str(sp.python_worker_reuse).lower())
     )
     return builder.getOrCreate()
