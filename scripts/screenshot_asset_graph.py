@@ -77,7 +77,7 @@ def main() -> int:
     ap.add_argument("--dagster-home", type=Path, default=Path(os.environ.get("DAGSTER_HOME", REPO / "artifacts" / "dagster_home")))
     ap.add_argument("--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser")
                     or shutil.which("google-chrome"))
-    ap.add_argument("--window", default="1600,1000", help="window size W,H in pixels")
+    ap.add_argument("--window", default="1600,1250", help="window size W,H in pixels")
     ap.add_argument("--budget-ms", type=int, default=15000, help="Chromium --virtual-time-budget (page render time)")
     a = ap.parse_args()
     if not a.chromium:
