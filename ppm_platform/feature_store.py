@@ -35,6 +35,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -246,7 +247,9 @@ def _join_chunk(store: "FeatureStore", service: "FeatureService", chunk: pd.Data
                 fields: list[pa.Field]) -> pd.DataFrame:
     """Point-in-time join of one chunk; returns the chunk's rows (all columns) plus features, by row id."""
     query = chunk[[ROW_ID, *keys, TIMESTAMP]].copy()  # Feast rewrites the timestamp column in place
-    res = store.get_historical_features(entity_df=query, features=service, full_feature_names=False).to_df()
+    with warnings.catch_warnings():  # ibis' own call of a deprecated DuckDB method, once per chunk: not ours to fix
+        warnings.filterwarnings("ignore", message=r"fetch_arrow_table\(\) is deprecated", category=DeprecationWarning)
+        res = store.get_historical_features(entity_df=query, features=service, full_feature_names=False).to_df()
     if len(res) != len(query) or res[ROW_ID].nunique() != len(query):
         raise RuntimeError(
             f"point-in-time join returned {len(res)} rows ({res[ROW_ID].nunique()} distinct) for "
