@@ -102,25 +102,34 @@ def write_day_partitioned(table: pa.Table, path: Path, ts_column: str = "event_t
     Returns:
         ``table`` as written (sorted).
     """
-    import uuid
-
     import pyarrow.compute as pc
 
-    path = Path(path)
+    table = _sorted(table, sort_by)
+    days = day_of(table.column(ts_column))
+    _write_day_folder(((d.isoformat(), table.filter(pc.equal(days, pa.scalar(d, pa.date32()))))
+                       for d in pc.unique(days).to_pylist()), Path(path), sort_by)
+    return table
+
+
+def _write_day_folder(days, path: Path, sort_by: list[str] | None) -> int:
+    """Write ``(iso day, table)`` pairs (one at a time, each sorted) as ``<day>.parquet`` files of a folder
+    built next to ``path``, then swap it in for ``path``; returns the rows written."""
+    import uuid
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.days")
-    table = _sorted(table, sort_by)
+    rows = 0
     try:
         tmp.mkdir()
-        days = day_of(table.column(ts_column))
-        for day in pc.unique(days).to_pylist():
-            part = _sorted(table.filter(pc.equal(days, pa.scalar(day, pa.date32()))), sort_by)
-            pq.write_table(part, tmp / DAY_FILE.format(day=day.isoformat()), coerce_timestamps="us",
+        for name, table in days:
+            table = _sorted(table, sort_by)
+            pq.write_table(table, tmp / DAY_FILE.format(day=name), coerce_timestamps="us",
                            allow_truncated_timestamps=True)
+            rows += table.num_rows
         _swap_in(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return table
+    return rows
 
 
 def _swap_in(new_dir: Path, path: Path) -> None:
@@ -157,11 +166,8 @@ def consolidate_day_dirs(src_dir: Path, path: Path, schema: pa.Schema, sort_by: 
     Raises:
         ValueError: with ``day``, Spark wrote rows of another day.
     """
-    import uuid
-
     src_dir, path = Path(src_dir), Path(path)
     parts = {p.name.split("=", 1)[1]: p for p in sorted(src_dir.glob(f"{SPARK_DAY_COLUMN}=*")) if p.is_dir()}
-    rows = 0
     try:
         if day is not None:
             other = sorted(set(parts) - {day.isoformat()})
@@ -169,19 +175,9 @@ def consolidate_day_dirs(src_dir: Path, path: Path, schema: pa.Schema, sort_by: 
                 raise ValueError(f"{path}: the {day} partition's Spark output holds rows of other days {other[:3]}")
             table = to_arrow(pq.read_table(parts[day.isoformat()]), schema) if parts else schema.empty_table()
             return write_day_partition(table, path, day, sort_by=sort_by).num_rows
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.days")
-        try:
-            tmp.mkdir()
-            for name, part in parts.items():
-                table = _sorted(to_arrow(pq.read_table(part), schema), sort_by)
-                pq.write_table(table, tmp / DAY_FILE.format(day=name), coerce_timestamps="us",
-                               allow_truncated_timestamps=True)
-                rows += table.num_rows
-            _swap_in(tmp, path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return rows
+        # a generator: one day's rows in memory at a time
+        return _write_day_folder(((name, to_arrow(pq.read_table(part), schema)) for name, part in parts.items()),
+                                 path, sort_by)
     finally:
         shutil.rmtree(src_dir, ignore_errors=True)
 
