@@ -132,47 +132,94 @@ def run_pipeline(env: dict[str, str], select: str, log_path: Path) -> dict:
             "other_step_peak_rss_gib": {k: round(v / gib, 3) for k, v in state["step_peak"].items() if k not in assets}}
 
 
-def pit_compare(settings, rows: int, seed: int = 0) -> dict:
-    """Point-in-time retrieval of the same ``rows`` entity rows (a random sample of the impressions)
-    through feature service ``urm_training`` on the DuckDB and the file (dask) offline store.
-
-    Returns per store: ``seconds``, ``rows_per_s``, ``rows_per_min``, ``returned_rows`` and ``dropped``
-    (entity rows sent minus distinct row ids returned), or ``error`` if the store raised.
-    """
+def _pit_call(settings, store_name: str, ent_path: str, ref_path: str, q) -> None:
+    """Child process of :func:`_pit_store`: one ``get_historical_features`` call on ``store_name``."""
     import pandas as pd
     from feast import FeatureStore, RepoConfig
 
     from ppm_platform.feature_store import repo_config_dict
 
+    ent = pd.read_parquet(ent_path)
+    cfg = repo_config_dict(settings)
+    cfg["offline_store"] = {"type": store_name}
+    config = RepoConfig(**cfg)
+    config.repo_path = settings.feature_repo_dir
+    store = FeatureStore(repo_path=str(settings.feature_repo_dir), config=config)
+    fs = store.get_feature_service("urm_training")
+    t0 = time.perf_counter()
+    try:
+        res = store.get_historical_features(entity_df=ent, features=fs).to_df()
+    except Exception as e:  # report, do not hide: a store that fails is a data point
+        q.put({"error": f"{type(e).__name__}: {e}"[:500]})
+        return
+    secs = time.perf_counter() - t0
+    res[["_row", "hist_len", "ppm_seq_len", "age"]].to_parquet(ref_path)
+    q.put({"seconds": round(secs, 2), "rows_per_s": round(len(ent) / secs, 1), "rows_per_min": round(60 * len(ent) / secs),
+           "returned_rows": int(len(res)), "dropped": int(len(ent) - res["_row"].nunique())})
+
+
+def _pit_store(settings, store_name: str, ent_path: Path, ref_path: Path, timeout_s: float, max_rss_gib: float) -> dict:
+    """:func:`_pit_call` in a fresh process, killed (and reported so) past ``timeout_s`` seconds or
+    ``max_rss_gib`` GiB of RSS: Feast's file (dask) store loads whole feature tables, which at 1e7
+    impressions would otherwise run for hours or take the machine's memory."""
+    import multiprocessing as mp
+    import queue
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_pit_call, args=(settings, store_name, str(ent_path), str(ref_path), q))
+    t0, peak = time.perf_counter(), 0
+    p.start()
+    proc = psutil.Process(p.pid)
+    while True:
+        try:
+            return {**q.get(timeout=1.0), "peak_rss_gib": round(peak / 1024 ** 3, 2)}
+        except queue.Empty:
+            pass
+        try:
+            peak = max(peak, sum(c.memory_info().rss for c in [proc, *proc.children(recursive=True)]))
+        except psutil.Error:
+            pass
+        why = (f"killed after {timeout_s:.0f} s (did not finish)" if time.perf_counter() - t0 > timeout_s else
+               f"killed at {peak / 1024 ** 3:.1f} GiB RSS (cap {max_rss_gib} GiB)" if peak > max_rss_gib * 1024 ** 3 else
+               f"exited with code {p.exitcode} without a result" if not p.is_alive() else None)
+        if why:
+            p.kill()
+            p.join()
+            return {"error": why, "seconds": round(time.perf_counter() - t0, 1), "peak_rss_gib": round(peak / 1024 ** 3, 2)}
+
+
+def pit_compare(settings, rows: int, seed: int = 0, timeout_s: float = 1800, max_rss_gib: float = 12) -> dict:
+    """Point-in-time retrieval of the same ``rows`` entity rows (a random sample of the impressions)
+    through feature service ``urm_training`` on the DuckDB and the file (dask) offline store, each one call
+    in its own process (bounded by ``timeout_s`` seconds and ``max_rss_gib``), then through the
+    ``training_set`` stage's chunked Feast retrieval.
+
+    Returns per store: ``seconds``, ``rows_per_s``, ``rows_per_min``, ``returned_rows``, ``dropped``
+    (entity rows sent minus distinct row ids returned) and ``peak_rss_gib``, or ``error`` if the store
+    raised or was killed.
+    """
+    import tempfile
+
+    import pandas as pd
+
     inter = pd.read_parquet(settings.tables_dir / "interactions.parquet",
                             columns=["user_id", "item_id", "event_timestamp"])
     ent = inter.sample(min(rows, len(inter)), random_state=seed).reset_index(drop=True)
+    del inter
     ent["event_timestamp"] = ent["event_timestamp"].dt.floor("us")
     ent["_row"] = range(len(ent))
     out = {"entity_rows": len(ent)}
-    for name in ("duckdb", "dask"):
-        cfg = repo_config_dict(settings)
-        cfg["offline_store"] = {"type": name}
-        config = RepoConfig(**cfg)
-        config.repo_path = settings.feature_repo_dir
-        store = FeatureStore(repo_path=str(settings.feature_repo_dir), config=config)
-        fs = store.get_feature_service("urm_training")
-        t0 = time.perf_counter()
-        try:
-            res = store.get_historical_features(entity_df=ent.copy(), features=fs).to_df()
-        except Exception as e:  # report, do not hide: a store that fails is a data point
-            out[name] = {"error": f"{type(e).__name__}: {e}"[:500]}
-            continue
-        secs = time.perf_counter() - t0
-        out[name] = {"seconds": round(secs, 2), "rows_per_s": round(len(ent) / secs, 1),
-                     "rows_per_min": round(60 * len(ent) / secs), "returned_rows": int(len(res)),
-                     "dropped": int(len(ent) - res["_row"].nunique())}
-        if name == "duckdb":
-            ref = res.sort_values("_row").reset_index(drop=True)
+    with tempfile.TemporaryDirectory(dir=settings.artifacts_dir) as tmp:
+        ent.to_parquet(Path(tmp) / "entity.parquet")
+        for name in ("duckdb", "dask"):
+            ref_path = Path(tmp) / f"{name}.parquet"
+            out[name] = _pit_store(settings, name, Path(tmp) / "entity.parquet", ref_path, timeout_s, max_rss_gib)
+            print(f"[cost_curves] PIT {name}: {out[name]}", file=sys.stderr, flush=True)
+            if name == "duckdb" and ref_path.exists():
+                ref = pd.read_parquet(ref_path).sort_values("_row").reset_index(drop=True)
     # the training_set stage's executor on the same rows: Feast's DuckDB store in 10k-row chunks (time
     # windows), streamed to parquet under a 1 GB DuckDB memory limit
-    import tempfile
-
     import pyarrow.parquet as pq
 
     from ppm_platform.feature_store import write_training_set
@@ -225,6 +272,8 @@ def main() -> None:
     ap.add_argument("--scales", default="1e5,1e6", help="comma-separated impression counts")
     ap.add_argument("--out", default="/tmp/ppm-cost-curves", type=Path)
     ap.add_argument("--pit-rows", default=20_000, type=int, help="entity rows of the DuckDB vs dask PIT comparison")
+    ap.add_argument("--pit-timeout", default=1800, type=float, help="seconds one store's PIT call may run")
+    ap.add_argument("--pit-max-rss", default=12, type=float, help="GiB of RSS one store's PIT call may take")
     ap.add_argument("--select", default="*ranking_demo")
     ap.add_argument("--epochs", default=1, type=int, help="PPM and URM epochs (1: cost per pass over the data)")
     ap.add_argument("--seed", default=0, type=int)
@@ -299,8 +348,9 @@ def main() -> None:
         }
         print(f"[cost_curves] {n}: {run['wall_s']} s, peak {run['peak_rss_gib']} GiB; PIT comparison ...",
               file=sys.stderr, flush=True)
-        entry["pit_duckdb_vs_dask"] = pit_compare(settings, args.pit_rows, args.seed)
         results["scales"].append(entry)
+        (args.out / "cost_curves.json").write_text(json.dumps(results, indent=2))  # kept if the comparison dies
+        entry["pit_duckdb_vs_dask"] = pit_compare(settings, args.pit_rows, args.seed, args.pit_timeout, args.pit_max_rss)
         (args.out / "cost_curves.json").write_text(json.dumps(results, indent=2))
     finish(results, args.out)
 

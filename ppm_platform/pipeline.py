@@ -8,6 +8,7 @@ This module never imports Dagster: the same stages can run under any orchestrato
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from datetime import date, datetime
@@ -21,6 +22,23 @@ from ppm_platform.io import read_json, write_json_atomic
 
 log = logging.getLogger("ppm_platform.pipeline")
 Progress = Callable[[str], None] | None
+
+
+def _spark_stage(stage: Callable) -> Callable:
+    """Decorator for stages that run Spark jobs (``stage(settings, spark, ...)``): the driver JVM's free heap
+    goes back to the OS when the stage ends, whether it succeeded or failed
+    (:func:`ppm_platform.features.spark.release_heap`)."""
+
+    @functools.wraps(stage)
+    def run(settings: Settings, spark, *args, **kwargs):
+        from ppm_platform.features.spark import release_heap
+
+        try:
+            return stage(settings, spark, *args, **kwargs)
+        finally:
+            release_heap(spark)
+
+    return run
 
 
 def _record(settings: Settings, stage: str, result: dict) -> dict:
@@ -53,6 +71,7 @@ def ingest(settings: Settings) -> dict:
 
 
 # ---- Spark features --------------------------------------------------------------------------------
+@_spark_stage
 def item_multimodal(settings: Settings, spark) -> dict:
     """Frozen text + image encoders over the catalog in Spark -> ``item_multimodal`` feature table. Uses the
     fine-tuned encoders of :func:`text_encoder` / :func:`image_encoder` when they exist (see
@@ -106,6 +125,7 @@ def image_encoder(settings: Settings, progress: Progress = None) -> dict:
     return _record(settings, "image_encoder", res)
 
 
+@_spark_stage
 def behavior_sequences(settings: Settings, spark) -> dict:
     """Per (user, click time) the last L clicked items, stamped after the event (leakage rule)."""
     from ppm_platform.features.behavior_sequences import compute_behavior_sequences
@@ -140,6 +160,7 @@ def ppm_model(settings: Settings, progress: Progress = None) -> dict:
     return _record(settings, "ppm_model", metrics)
 
 
+@_spark_stage
 def ppm_item_cache(settings: Settings, spark) -> dict:
     """Frozen PPM item tower over every item's ME feature (Spark) -> ``ppm_item_cache``."""
     from ppm_platform.features.ppm_caches import compute_ppm_item_cache
@@ -149,6 +170,7 @@ def ppm_item_cache(settings: Settings, spark) -> dict:
     return _record(settings, "ppm_item_cache", res)
 
 
+@_spark_stage
 def ppm_user_cache(settings: Settings, spark) -> dict:
     """Frozen PPM sequence encoder over every behaviour-sequence row (Spark) -> ``ppm_user_cache``."""
     from ppm_platform.features.ppm_caches import compute_ppm_user_cache
@@ -334,6 +356,7 @@ def interactions_daily(settings: Settings, day: date) -> dict:
     return _record(settings, f"interactions_daily/{day.isoformat()}", {"day": day.isoformat(), **res.summary()})
 
 
+@_spark_stage
 def user_features_daily(settings: Settings, spark, day: date) -> dict:
     """Daily partition ``day`` of the user-level feature tables: the ``behavior_sequences`` rows whose as-of
     time falls on ``day`` (from the interaction partitions up to its end) and their frozen-PPM

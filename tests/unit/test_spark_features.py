@@ -243,3 +243,24 @@ def test_pad_history_and_unknown_history_item(ppm_setup):
                         "hist_item_ids": [np.array([100, 4242])], "hist_age_s": [np.array([1.0, 2.0], np.float32)]})
     with pytest.raises(KeyError, match="4242"):
         encode_sequence_frame(pdf, s["ppm"], table, s["L"], s["version"])
+
+
+def test_release_heap_gives_the_driver_jvms_free_heap_back(spark):
+    """After a job that grows the heap, one ``release_heap`` shrinks the committed heap to the live set plus
+    MaxHeapFreeRatio (20 %) of SparkSettings.java_options; the session still works afterwards."""
+    from ppm_platform.features.spark import release_heap
+
+    rt = spark.sparkContext._jvm.java.lang.Runtime.getRuntime()
+    # grow the heap: a shuffle + sort + collect_list over 3 M rows in the driver JVM (local mode)
+    spark.range(3_000_000).selectExpr("id % 1000 as k", "repeat('x', 16) as s").groupBy("k") \
+        .agg({"s": "collect_list"}).selectExpr("k", "size(`collect_list(s)`) as n").collect()
+    committed_before = rt.totalMemory()
+    release_heap(spark)
+    committed, used = rt.totalMemory(), rt.totalMemory() - rt.freeMemory()
+    assert committed < committed_before
+    # a heap never shrinks below its initial size (-Xms, by default 1/64 of RAM); above it, to the live set
+    # / (1 - MaxHeapFreeRatio) plus a young generation left near its minimum
+    initial = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getMemoryMXBean() \
+        .getHeapMemoryUsage().getInit()
+    assert committed <= max(initial, used / 0.8) + 64 * 2 ** 20, (committed, used, initial, committed_before)
+    assert spark.range(10).count() == 10
