@@ -36,7 +36,8 @@ def _spark_stage(stage: Callable) -> Callable:
         try:
             return stage(settings, spark, *args, **kwargs)
         finally:
-            release_heap(spark)
+            if spark is not None:  # None: a caller that fails before any Spark work (input checks)
+                release_heap(spark)
 
     return run
 
