@@ -173,12 +173,17 @@ def _tail_outputs(tail, acts: np.ndarray, batch_size: int = 256) -> tuple[np.nda
     return np.concatenate(feats), np.concatenate(probs)
 
 
+#: tolerance of the first-batch ONNX-vs-torch check of :func:`cache_trunk` (``numpy.allclose`` semantics)
+TRUNK_PARITY_ATOL, TRUNK_PARITY_RTOL = 1e-4, 1e-4
+
+
 def cache_trunk(trunk, paths: list[str], image_size: int, batch_size: int = 32, use_onnx: bool = True,
                 progress: Progress = None) -> np.ndarray:
     """Run the frozen trunk once over ``paths`` -> float32 ``[N, C_k, H_k, W_k]`` activations.
 
     With ``use_onnx`` the trunk is exported (legacy exporter, temp file) and run in onnxruntime; the first batch
-    is checked against torch (``max |diff| <= 1e-4``, else ``ValueError``). Logs images/s every batch.
+    is checked against torch element-wise, ``|onnx - torch| <= 1e-4 + 1e-4 * |torch|`` (``numpy.allclose``
+    semantics: the activations are not normalised), else ``ValueError``. Logs images/s every batch.
 
     Raises:
         ppm_platform.encoders.ImageLoadError: an image cannot be read.
@@ -210,9 +215,15 @@ def cache_trunk(trunk, paths: list[str], image_size: int, batch_size: int = 32, 
                                           opset_version=17, dynamo=False)
                     sess = _session(onnx, 0)
                     got = sess.run(None, {"image": x})[0]
-                    diff = float(np.abs(got - ref).max())
-                    if diff > 1e-4:
-                        raise ValueError(f"ONNX trunk disagrees with torch: max |diff| = {diff:.3g}")
+                    # element-wise |got - ref| <= atol + rtol * |ref| (numpy.allclose): the trunk's activations
+                    # reach ~10-30, where float32 kernels of two runtimes differ by ~1e-4 absolute (~3e-6
+                    # relative); an absolute 1e-4 bound failed on such inputs (32 px images, issue #8 review)
+                    excess = np.abs(got - ref) - (TRUNK_PARITY_ATOL + TRUNK_PARITY_RTOL * np.abs(ref))
+                    if excess.max() > 0:
+                        k = int(excess.argmax())
+                        raise ValueError(f"ONNX trunk disagrees with torch: |diff| = {abs(got.flat[k] - ref.flat[k]):.3g} "
+                                         f"at an activation of {ref.flat[k]:.3g} (allowed {TRUNK_PARITY_ATOL:g} + "
+                                         f"{TRUNK_PARITY_RTOL:g} x |activation|)")
 
                     def run(a, sess=sess):
                         return sess.run(None, {"image": a})[0]

@@ -11,11 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-from PIL import Image
-
 from ppm_platform.encoders.finetune_image import canonical_safetensors, save_canonical
+from ppm_platform.testing.images import color_entity_items
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,22 +36,6 @@ print(json.dumps({"version": r["version"], "sha256": hashlib.sha256(open(r["path
 """
 
 
-def _items(root: Path, n: int = 24, size: int = 32, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    names = ["Red", "Green", "Blue"]
-    rows = []
-    for i in range(n):
-        labels = rng.random(3) < 0.5
-        labels[i % 3] = True
-        img = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
-        for c in np.flatnonzero(labels):
-            img[4:28, 4:28, c] = 230
-        p = root / f"{i}.png"
-        Image.fromarray(img).save(p)
-        rows.append({"item_id": i + 1, "image_uri": str(p), "categories": [names[c] for c in np.flatnonzero(labels)]})
-    return pd.DataFrame(rows)
-
-
 def test_canonical_safetensors_is_byte_stable_and_loads(tmp_path):
     import torch
     from safetensors import safe_open
@@ -74,7 +55,7 @@ def test_canonical_safetensors_is_byte_stable_and_loads(tmp_path):
 
 
 def test_image_finetune_same_seed_gives_identical_weight_hash_in_two_processes(tmp_path):
-    items = _items(tmp_path)
+    items = color_entity_items(tmp_path, n=24, size=32)
     items_json = tmp_path / "items.json"
     items.to_json(items_json, orient="records")
     # two fresh processes, as two pipeline runs are (side by side: 1 torch thread each)
