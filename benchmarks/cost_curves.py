@@ -116,7 +116,7 @@ def run_pipeline(env: dict[str, str], select: str, log_path: Path) -> dict:
         rc = proc.wait()
         stop.set()
         th.join()
-    last = select.lstrip("*").rstrip("*")
+    last = select.split(",")[-1].strip("*")
     if rc != 0 and last not in state["step_s"]:
         raise RuntimeError(f"pipeline run failed (exit {rc}, failed steps {state['failed']}); log {log_path}")
     gib = 1024 ** 3
@@ -267,6 +267,98 @@ def scale_shape(n: int, items: int) -> dict:
     return {"n_users": int(min(max(n // 50, 500), 100_000)), "n_items": items}
 
 
+def scale_dir(out: Path, n: int) -> Path:
+    """The folder of scale ``n`` (impressions) under ``out``: ``n1e07`` etc."""
+    return out / f"n{n:.0e}".replace("+", "")
+
+
+def scale_env(root: Path) -> dict[str, str]:
+    """Environment of the ``ppm run`` of a scale folder (its synthetic ``data/``, ``artifacts/`` and
+    ``artifacts/config.json``), the caller's ``PPM_*`` variables removed."""
+    data, art = root / "data", root / "artifacts"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PPM_")}
+    env.update(PPM_ARTIFACTS_DIR=str(art), PPM_DATASET="canonical", PPM_DATA_DIR=str(data),
+               PPM_CONFIG=str(art / "config.json"), PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
+    return env
+
+
+def run_figures(run: dict, settings) -> dict:
+    """A scale's figures from a :func:`run_pipeline` result and the stages' ``artifacts/runs/*.json``."""
+    from ppm_platform.io import read_json
+
+    stages = {p.stem: read_json(p) for p in sorted((settings.artifacts_dir / "runs").glob("*.json"))}
+    online_rows = _online_rows(settings)
+    online_s = run["step_seconds"].get("online_store") or stages.get("online_store", {}).get("seconds")
+    ts = stages.get("training_set", {})
+    return {
+        "end_to_end_s": run["wall_s"], "peak_rss_gib": run["peak_rss_gib"],
+        "run_rc": run["rc"], "failed_steps": run["failed_steps"],
+        "peak_driver_rss_gib": run["peak_driver_rss_gib"],
+        "asset_seconds": run["step_seconds"], "asset_peak_rss_gib": run["step_peak_rss_gib"],
+        "asset_peak_driver_rss_gib": run["step_peak_driver_rss_gib"],
+        "check_step_peak_rss_gib": run["other_step_peak_rss_gib"],
+        "training_set": {k: ts.get(k) for k in ("rows", "seconds", "rows_per_s", "rows_per_min", "chunks",
+                                                 "chunk_rows")},
+        "ppm_train_rows_per_s": stages.get("ppm_model", {}).get("train_rows_per_s"),
+        "urm_train_rows_per_s": _rate(stages.get("urm_model", {})),
+        "materialize": {"online_rows": online_rows, "seconds": online_s,
+                        "rows_per_s": round(online_rows / online_s, 1) if online_s else None},
+        "stage_figures": {k: {kk: vv for kk, vv in v.items() if isinstance(vv, (int, float, str))}
+                          for k, v in stages.items()},
+    }
+
+
+def merge_runs(entry: dict, run: dict) -> dict:
+    """A :func:`run_pipeline` result covering both a scale's earlier, interrupted run (its ``entry``) and
+    ``run``, which materialized the rest: times add up (the two runs' walls, not the pause between them),
+    peaks are the larger, per-step figures are the union (``run``'s where both have a step)."""
+    return {"wall_s": round(entry["end_to_end_s"] + run["wall_s"], 1),
+            "peak_rss_gib": max(entry["peak_rss_gib"], run["peak_rss_gib"]),
+            "peak_driver_rss_gib": max(entry["peak_driver_rss_gib"], run["peak_driver_rss_gib"]),
+            "rc": run["rc"], "failed_steps": run["failed_steps"],
+            "step_seconds": {**entry["asset_seconds"], **run["step_seconds"]},
+            "step_peak_rss_gib": {**entry["asset_peak_rss_gib"], **run["step_peak_rss_gib"]},
+            "step_peak_driver_rss_gib": {**entry["asset_peak_driver_rss_gib"], **run["step_peak_driver_rss_gib"]},
+            "other_step_peak_rss_gib": {**entry["check_step_peak_rss_gib"], **run["other_step_peak_rss_gib"]}}
+
+
+def remaining_steps(select: str, done: set[str]) -> list[str]:
+    """The assets of Dagster selection ``select`` whose step is not in ``done`` (step = the asset's op:
+    ``canonical_tables`` for the four canonical tables)."""
+    import dagster as dg
+
+    from dagster_project.definitions import defs
+
+    keys = dg.AssetSelection.from_string(select).resolve(defs.resolve_asset_graph())
+    return sorted(k.to_user_string() for k in keys if defs.resolve_assets_def(k).op.name not in done)
+
+
+def resume(args, settings_cls) -> None:
+    """``--resume SCALE_DIR``: materialize what the scale's interrupted run did not (one more ``ppm run``,
+    sampled the same way), merge it into that scale's entry of ``--out``/cost_curves.json, run the PIT
+    comparison if the entry lacks it, and rewrite the JSON and plot."""
+    path = args.out / "cost_curves.json"
+    results = json.loads(path.read_text())
+    root = args.resume.resolve()
+    entry = next((s for s in results["scales"] if scale_dir(args.out, s["impressions"]).resolve() == root), None)
+    if entry is None:
+        raise SystemExit(f"--resume {root}: no scale of {path} lives there")
+    todo = remaining_steps(args.select, set(entry["asset_seconds"]))
+    if not todo:
+        raise SystemExit(f"--resume {root}: every asset of {args.select!r} already ran")
+    env = scale_env(root)
+    print(f"[cost_curves] resuming {root}: {todo}", file=sys.stderr, flush=True)
+    run = run_pipeline(env, ",".join(todo), root / "dagster_resume.log")
+    settings = settings_cls.from_env(env=env)
+    runs = entry.get("runs") or [{"select": results["select"], "wall_s": entry["end_to_end_s"], "rc": entry["run_rc"]}]
+    entry.update(run_figures(merge_runs(entry, run), settings),
+                 runs=[*runs, {"select": ",".join(todo), "wall_s": run["wall_s"], "rc": run["rc"]}])
+    path.write_text(json.dumps(results, indent=2))
+    if "pit_duckdb_vs_dask" not in entry:
+        entry["pit_duckdb_vs_dask"] = pit_compare(settings, args.pit_rows, args.seed, args.pit_timeout, args.pit_max_rss)
+    finish(results, args.out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scales", default="1e5,1e6", help="comma-separated impression counts")
@@ -278,6 +370,9 @@ def main() -> None:
     ap.add_argument("--epochs", default=1, type=int, help="PPM and URM epochs (1: cost per pass over the data)")
     ap.add_argument("--seed", default=0, type=int)
     ap.add_argument("--items", default=500, type=int, help="catalog size at every scale")
+    ap.add_argument("--resume", type=Path, default=None, metavar="SCALE_DIR",
+                    help="finish a scale whose run stopped early (e.g. --out/n1e07): run the rest of --select there "
+                         "and merge both runs into its entry of --out/cost_curves.json")
     ap.add_argument("--combine", nargs="+", type=Path, default=None, metavar="JSON",
                     help="only merge the scales of earlier cost_curves.json files into --out (no runs)")
     ap.add_argument("--finetune-epochs", default=1, type=int,
@@ -292,7 +387,6 @@ def main() -> None:
     typeguard.typechecked = lambda target=None, **_k: (lambda t: t) if target is None else target
     from ppm_platform.config import Settings
     from ppm_platform.data.synthetic import SyntheticConfig, generate
-    from ppm_platform.io import read_json
 
     args.out.mkdir(parents=True, exist_ok=True)
     if args.combine:
@@ -302,6 +396,9 @@ def main() -> None:
                   "machine": [d["machine"] for d in docs]}
         finish(merged, args.out)
         return
+    if args.resume:
+        resume(args, Settings)
+        return
     results = {"machine": {"cpus": psutil.cpu_count(), "ram_gib": round(psutil.virtual_memory().total / 1024 ** 3, 1),
                            "load_avg_1m_at_start": round(os.getloadavg()[0], 1)},
                "select": args.select, "epochs": args.epochs, "finetune_epochs": args.finetune_epochs,
@@ -310,42 +407,20 @@ def main() -> None:
     for tok in args.scales.split(","):
         n = int(float(tok))
         shape = scale_shape(n, args.items)
-        root = args.out / f"n{n:.0e}".replace("+", "")
+        root = scale_dir(args.out, n)
         data, art = root / "data", root / "artifacts"
         art.mkdir(parents=True, exist_ok=True)
         syn = generate(SyntheticConfig(n_impressions=n, seed=args.seed, **shape), data)
-        cfg = art / "config.json"
-        cfg.write_text(json.dumps({"ppm": {"epochs": args.epochs}, "urm": {"epochs": args.epochs},
-                                   "finetune": {"text": {"epochs": args.finetune_epochs, "max_steps": args.text_steps},
-                                                "image": {"epochs": args.finetune_epochs,
-                                                          "max_items": args.image_items}}}))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PPM_")}
-        env.update(PPM_ARTIFACTS_DIR=str(art), PPM_DATASET="canonical", PPM_DATA_DIR=str(data),
-                   PPM_CONFIG=str(cfg), PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
+        (art / "config.json").write_text(json.dumps(
+            {"ppm": {"epochs": args.epochs}, "urm": {"epochs": args.epochs},
+             "finetune": {"text": {"epochs": args.finetune_epochs, "max_steps": args.text_steps},
+                          "image": {"epochs": args.finetune_epochs, "max_items": args.image_items}}}))
+        env = scale_env(root)
         print(f"[cost_curves] {n} impressions: {shape} -> {root}", file=sys.stderr, flush=True)
         run = run_pipeline(env, args.select, root / "dagster.log")
         settings = Settings.from_env(env=env)
-        stages = {p.stem: read_json(p) for p in sorted((art / "runs").glob("*.json"))}
-        online_rows = _online_rows(settings)
-        online_s = run["step_seconds"].get("online_store") or stages.get("online_store", {}).get("seconds")
-        ts = stages.get("training_set", {})
-        entry = {
-            "impressions": n, **shape, "clicks": syn["clicks"], "synth_seconds": syn["seconds"],
-            "end_to_end_s": run["wall_s"], "peak_rss_gib": run["peak_rss_gib"],
-            "run_rc": run["rc"], "failed_steps": run["failed_steps"],
-            "peak_driver_rss_gib": run["peak_driver_rss_gib"],
-            "asset_seconds": run["step_seconds"], "asset_peak_rss_gib": run["step_peak_rss_gib"],
-            "asset_peak_driver_rss_gib": run["step_peak_driver_rss_gib"],
-            "check_step_peak_rss_gib": run["other_step_peak_rss_gib"],
-            "training_set": {k: ts.get(k) for k in ("rows", "seconds", "rows_per_s", "rows_per_min", "chunks",
-                                                     "chunk_rows")},
-            "ppm_train_rows_per_s": stages.get("ppm_model", {}).get("train_rows_per_s"),
-            "urm_train_rows_per_s": _rate(stages.get("urm_model", {})),
-            "materialize": {"online_rows": online_rows, "seconds": online_s,
-                            "rows_per_s": round(online_rows / online_s, 1) if online_s else None},
-            "stage_figures": {k: {kk: vv for kk, vv in v.items() if isinstance(vv, (int, float, str))}
-                              for k, v in stages.items()},
-        }
+        entry = {"impressions": n, **shape, "clicks": syn["clicks"], "synth_seconds": syn["seconds"],
+                 **run_figures(run, settings)}
         print(f"[cost_curves] {n}: {run['wall_s']} s, peak {run['peak_rss_gib']} GiB; PIT comparison ...",
               file=sys.stderr, flush=True)
         results["scales"].append(entry)
