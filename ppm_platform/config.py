@@ -256,6 +256,10 @@ class Settings(BaseModel):
     feature_repo_dir: Path = Field(default_factory=lambda: REPO_ROOT / "feature_repo")
     max_items: int | None = None
     redis: str = "127.0.0.1:6379"
+    #: DuckDB memory limit while Feast materializes views into the online store (``local`` profile; DuckDB
+    #: spills beyond it). Feast's DuckDB store picks the latest row per entity with a window over the whole
+    #: view; uncapped, DuckDB takes up to 80 % of RAM: 20.9 GiB at 1e7 synthetic impressions (docs/scale.md §4)
+    materialize_memory_limit: str | None = "1GB"
     seed: int = 42
     spark: SparkSettings = SparkSettings()
     encoders: EncoderSettings = EncoderSettings()

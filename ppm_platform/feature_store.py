@@ -68,6 +68,10 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 # ---- configuration --------------------------------------------------------------------------------
+#: rows per online-store write batch while materializing (Feast ``materialization.online_write_batch_size``)
+MATERIALIZE_BATCH_ROWS = 10_000
+
+
 def repo_config_dict(settings: Settings) -> dict[str, Any]:
     """The ``feature_store.yaml`` content for ``settings`` (absolute paths), as a dict."""
     feast_dir = settings.feast_dir
@@ -77,6 +81,11 @@ def repo_config_dict(settings: Settings) -> dict[str, Any]:
         "registry": {"registry_type": "file", "path": str(feast_dir / "registry.db"),
                      "cache_ttl_seconds": 60},
         "entity_key_serialization_version": 3,
+        # materialize reads the latest row per entity (a window in the offline store), not every row of the
+        # range followed by a pandas dedupe, and writes the online store 10k rows at a time: Feast's
+        # defaults held the whole ppm_user_cache history in pandas (20.9 GiB RSS at 1e7 impressions,
+        # 2.27 M rows x 640 floats; docs/scale.md §4)
+        "materialization": {"pull_latest_features": True, "online_write_batch_size": MATERIALIZE_BATCH_ROWS},
     }
     if settings.profile == "cluster":
         sp = settings.spark
@@ -417,7 +426,8 @@ def materialize(settings: Settings, end: datetime | None = None,
                 store: "FeatureStore | None" = None) -> dict[str, Any]:
     """Load the latest row per entity (as of ``end``, default now) of every feature view into the online
     store: ``store.materialize(start=earliest feature timestamp, end)``. (``materialize_incremental`` on a
-    never-materialized ``ttl=0`` view would start one year before now and skip older data.)
+    never-materialized ``ttl=0`` view would start one year before now and skip older data.) DuckDB's memory
+    is capped at ``settings.materialize_memory_limit`` meanwhile (:func:`limit_duckdb_memory`).
 
     Returns:
         ``{"views": n, "seconds": s, "start": iso, "end": iso, "view_seconds": {view: s}}``.
@@ -434,10 +444,11 @@ def materialize(settings: Settings, end: datetime | None = None,
     from tqdm.auto import tqdm
 
     view_seconds = {}
-    for fv in tqdm(sorted(views, key=lambda v: v.name), desc="materialize", unit="view", disable=None):
-        tv = time.perf_counter()
-        store.materialize(start_date=start, end_date=end, feature_views=[fv.name])
-        view_seconds[fv.name] = round(time.perf_counter() - tv, 3)
+    with limit_duckdb_memory(settings, settings.materialize_memory_limit):
+        for fv in tqdm(sorted(views, key=lambda v: v.name), desc="materialize", unit="view", disable=None):
+            tv = time.perf_counter()
+            store.materialize(start_date=start, end_date=end, feature_views=[fv.name])
+            view_seconds[fv.name] = round(time.perf_counter() - tv, 3)
     return {"views": len(views), "seconds": round(time.perf_counter() - t0, 3),
             "start": start.isoformat(), "end": end.isoformat(), "view_seconds": view_seconds}
 

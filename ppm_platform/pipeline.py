@@ -401,22 +401,23 @@ def online_user_features(settings: Settings, end: datetime) -> dict:
     """
     from datetime import timezone
 
-    from ppm_platform.feature_store import get_store
+    from ppm_platform.feature_store import get_store, limit_duckdb_memory
 
     t0 = time.perf_counter()
     store = get_store(settings)
     first = datetime.fromisoformat(settings.partitions.start_date).replace(tzinfo=timezone.utc)
     views: dict[str, dict] = {}
-    for name in DAILY_USER_VIEWS:
-        last = store.get_feature_view(name).most_recent_end_time
-        last = last if last is None or last.tzinfo else last.replace(tzinfo=timezone.utc)
-        if last is None:
-            store.materialize(start_date=first, end_date=end, feature_views=[name])
-            views[name] = {"action": "materialize", "from": first.isoformat(), "to": end.isoformat()}
-        elif last < end:
-            store.materialize_incremental(end_date=end, feature_views=[name])
-            views[name] = {"action": "materialize_incremental", "from": last.isoformat(), "to": end.isoformat()}
-        else:
-            views[name] = {"action": "up to date", "from": last.isoformat(), "to": last.isoformat()}
+    with limit_duckdb_memory(settings, settings.materialize_memory_limit):  # Feast's DuckDB windows
+        for name in DAILY_USER_VIEWS:
+            last = store.get_feature_view(name).most_recent_end_time
+            last = last if last is None or last.tzinfo else last.replace(tzinfo=timezone.utc)
+            if last is None:
+                store.materialize(start_date=first, end_date=end, feature_views=[name])
+                views[name] = {"action": "materialize", "from": first.isoformat(), "to": end.isoformat()}
+            elif last < end:
+                store.materialize_incremental(end_date=end, feature_views=[name])
+                views[name] = {"action": "materialize_incremental", "from": last.isoformat(), "to": end.isoformat()}
+            else:
+                views[name] = {"action": "up to date", "from": last.isoformat(), "to": last.isoformat()}
     out = {"end": end.isoformat(), "views": views, "seconds": round(time.perf_counter() - t0, 3)}
     return _record(settings, "online_user_features", out)

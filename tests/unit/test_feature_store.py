@@ -232,3 +232,18 @@ def test_materialize_and_online_lookups(env):
     assert items["release_year"].tolist()[0] == 1997 and items["release_year"].tolist()[2] == 1995
     assert items["ppm_item_vec"][1] is None and items["ppm_item_version"][1] is None
     assert list(items["ppm_item_vec"][2]) == [10.0, 10.0]
+
+
+def test_materialize_reads_latest_rows_and_writes_in_batches(env, monkeypatch):
+    """Feast materializes the latest row per entity (``pull_latest_features``) in online-write batches of
+    ``MATERIALIZE_BATCH_ROWS``: here 2 rows, so 3 users take two batches; every user still gets its latest
+    row (user 2's two rows are 200 ms apart)."""
+    settings, _, _ = env
+    monkeypatch.setattr(fsmod, "MATERIALIZE_BATCH_ROWS", 2)
+    store = fsmod.get_store(settings)
+    mc = store.config.materialization_config
+    assert mc.pull_latest_features is True and mc.online_write_batch_size == 2
+    fsmod.materialize(settings, store=store)
+    for user, hist, version in ((1, [11, 10], "v2"), (2, [10, 12], "v4"), (3, [11], "v5")):
+        u = fsmod.online_user_features(store, user)
+        assert list(u["hist_item_ids"]) == hist and u["ppm_user_version"] == version, user
