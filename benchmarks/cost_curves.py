@@ -312,14 +312,17 @@ def merge_runs(entry: dict, run: dict) -> dict:
     """A :func:`run_pipeline` result covering both a scale's earlier, interrupted run (its ``entry``) and
     ``run``, which materialized the rest: times add up (the two runs' walls, not the pause between them),
     peaks are the larger, per-step figures are the union (``run``'s where both have a step)."""
+    steps = {**entry["asset_seconds"], **run["step_seconds"]}
+    other = {k: v for k, v in {**entry["check_step_peak_rss_gib"], **run["other_step_peak_rss_gib"]}.items()
+             if k not in steps}   # an asset the first run left unfinished is a finished step now
     return {"wall_s": round(entry["end_to_end_s"] + run["wall_s"], 1),
             "peak_rss_gib": max(entry["peak_rss_gib"], run["peak_rss_gib"]),
             "peak_driver_rss_gib": max(entry["peak_driver_rss_gib"], run["peak_driver_rss_gib"]),
             "rc": run["rc"], "failed_steps": run["failed_steps"],
-            "step_seconds": {**entry["asset_seconds"], **run["step_seconds"]},
+            "step_seconds": steps,
             "step_peak_rss_gib": {**entry["asset_peak_rss_gib"], **run["step_peak_rss_gib"]},
             "step_peak_driver_rss_gib": {**entry["asset_peak_driver_rss_gib"], **run["step_peak_driver_rss_gib"]},
-            "other_step_peak_rss_gib": {**entry["check_step_peak_rss_gib"], **run["other_step_peak_rss_gib"]}}
+            "other_step_peak_rss_gib": other}
 
 
 def remaining_steps(select: str, done: set[str]) -> list[str]:

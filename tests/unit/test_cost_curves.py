@@ -30,7 +30,7 @@ def test_merge_runs_adds_walls_keeps_larger_peaks_and_the_union_of_steps(cc):
              "asset_seconds": {"ppm_model": 60.0, "training_set": 30.0},
              "asset_peak_rss_gib": {"ppm_model": 3.5, "training_set": 3.0},
              "asset_peak_driver_rss_gib": {"ppm_model": 2.0, "training_set": 1.5},
-             "check_step_peak_rss_gib": {"startup": 0.2}}
+             "check_step_peak_rss_gib": {"startup": 0.2, "urm_model": 2.5}}   # urm_model: stopped mid-step
     run = {"wall_s": 50.5, "peak_rss_gib": 4.25, "peak_driver_rss_gib": 1.0, "rc": 0, "failed_steps": [],
            "step_seconds": {"urm_model": 45.0}, "step_peak_rss_gib": {"urm_model": 4.25},
            "step_peak_driver_rss_gib": {"urm_model": 1.0}, "other_step_peak_rss_gib": {"startup": 0.3}}
@@ -39,4 +39,4 @@ def test_merge_runs_adds_walls_keeps_larger_peaks_and_the_union_of_steps(cc):
     assert m["rc"] == 0 and m["failed_steps"] == []
     assert m["step_seconds"] == {"ppm_model": 60.0, "training_set": 30.0, "urm_model": 45.0}
     assert m["step_peak_rss_gib"]["urm_model"] == 4.25 and m["step_peak_driver_rss_gib"]["ppm_model"] == 2.0
-    assert m["other_step_peak_rss_gib"] == {"startup": 0.3}
+    assert m["other_step_peak_rss_gib"] == {"startup": 0.3}   # the finished urm_model left "other"
