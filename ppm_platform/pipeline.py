@@ -251,18 +251,9 @@ def urm_model(settings: Settings, progress: Progress = None) -> dict:
 
 def _tail_rows(path: Path, n: int) -> pd.DataFrame:
     """The last ``n`` rows of a parquet file, reading only its last row groups (not the whole table)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from ppm_platform.training.streaming import ParquetChunks
 
-    pf = pq.ParquetFile(path)
-    groups, rows = [], 0
-    for g in range(pf.metadata.num_row_groups - 1, -1, -1):
-        groups.insert(0, g)
-        rows += pf.metadata.row_group(g).num_rows
-        if rows >= n:
-            break
-    tbl = pf.read_row_groups(groups) if groups else pf.schema_arrow.empty_table()
-    return pa.Table.slice(tbl, max(tbl.num_rows - n, 0)).to_pandas().reset_index(drop=True)
+    return ParquetChunks(path, max(n, 1)).tail(n).to_pandas().reset_index(drop=True)
 
 
 def export_onnx(settings: Settings, name: str) -> dict:

@@ -57,7 +57,18 @@ class ParquetChunks:
 
     def read(self, k: int, columns: list[str] | None = None) -> pa.Table:
         """Chunk ``k`` as an Arrow table (``columns`` only, when given)."""
-        start, n = self.plan[k]
+        return self.read_rows(*self.plan[k], columns=columns)
+
+    def tail(self, n: int, columns: list[str] | None = None) -> pa.Table:
+        """The last ``n`` rows (all of them when the file has fewer), reading only the last row groups."""
+        n = min(n, self.num_rows)
+        return self.read_rows(self.num_rows - n, n, columns=columns)
+
+    def read_rows(self, start: int, n: int, columns: list[str] | None = None) -> pa.Table:
+        """Rows ``[start, start + n)`` as an Arrow table, reading only the row groups they overlap."""
+        if n <= 0:
+            empty = self.file.schema_arrow.empty_table()
+            return empty if columns is None else empty.select(columns)
         g0 = int(np.searchsorted(self._group_start, start, side="right")) - 1
         g1 = int(np.searchsorted(self._group_start, start + n, side="left"))
         tbl = self.file.read_row_groups(list(range(g0, g1)), columns=columns)

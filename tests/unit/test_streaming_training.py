@@ -83,6 +83,9 @@ def test_chunk_ranges_and_reads_cross_row_groups(tmp_path):
     got = [ch.read(k).column("x").to_pylist() for k in range(len(ch))]
     assert got == [list(range(s, min(s + 7, 23))) for s in range(0, 23, 7)]
     assert sorted(ch.order(np.random.default_rng(0)).tolist()) == [0, 1, 2, 3]
+    assert ch.tail(8).column("x").to_pylist() == list(range(15, 23))   # crosses the 15..19 / 20..22 groups
+    assert ch.tail(100).column("x").to_pylist() == list(range(23))
+    assert ch.tail(0, columns=["x"]).num_rows == 0
 
 
 def test_ppm_example_file_equals_in_memory_examples(tmp_path, ppm_data):
