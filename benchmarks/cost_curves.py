@@ -1,6 +1,7 @@
 """Cost curves (issue #8): end-to-end time and peak RSS of the pipeline at growing synthetic scale, broken
-down by asset; point-in-time retrieval rows/s of Feast's DuckDB offline store vs its file (dask) offline
-store on the same definitions and entity rows in the same run; materialization rows/s.
+down by asset; point-in-time retrieval rows/s of Feast's DuckDB offline store vs the project's ASOF DuckDB
+store (:mod:`ppm_platform.offline_store`) vs Feast's file (dask) offline store on the same definitions and
+entity rows in the same run; materialization rows/s.
 
 For every scale (impressions) it
 
@@ -13,8 +14,9 @@ For every scale (impressions) it
    at a time),
 3. reads each asset's figures from ``artifacts/runs/<stage>.json`` and its duration from Dagster's log,
 4. times ``get_historical_features`` for the same ``--pit-rows`` entity rows (a random sample of the
-   impressions) against the ``urm_training`` feature service on the DuckDB store and on the file (dask)
-   store (same registry, same parquet), counting entity rows dropped (returned row ids vs sent).
+   impressions) against the ``urm_training`` feature service on Feast's DuckDB store, the ASOF store and the
+   file (dask) store (same registry, same parquet), counting entity rows dropped (returned row ids vs sent)
+   and checking the ASOF store's and the ``training_set`` stage's features equal Feast's DuckDB store's.
 
 Prints one JSON document (also written to ``<out>/cost_curves.json``) and a PNG plot
 (``<out>/cost_curves.png``). Figures are ratios/rates measured in this run; nothing here asserts a time.
@@ -132,6 +134,10 @@ def run_pipeline(env: dict[str, str], select: str, log_path: Path) -> dict:
             "other_step_peak_rss_gib": {k: round(v / gib, 3) for k, v in state["step_peak"].items() if k not in assets}}
 
 
+#: offline stores compared by :func:`pit_compare`: name in the JSON -> Feast ``offline_store.type``
+STORES = {"duckdb": "duckdb", "asof": "ppm_platform.offline_store.AsofDuckDBOfflineStore", "dask": "dask"}
+
+
 def _pit_call(settings, store_name: str, ent_path: str, ref_path: str, q) -> None:
     """Child process of :func:`_pit_store`: one ``get_historical_features`` call on ``store_name``."""
     import pandas as pd
@@ -141,7 +147,7 @@ def _pit_call(settings, store_name: str, ent_path: str, ref_path: str, q) -> Non
 
     ent = pd.read_parquet(ent_path)
     cfg = repo_config_dict(settings)
-    cfg["offline_store"] = {"type": store_name}
+    cfg["offline_store"] = {"type": STORES[store_name]}
     config = RepoConfig(**cfg)
     config.repo_path = settings.feature_repo_dir
     store = FeatureStore(repo_path=str(settings.feature_repo_dir), config=config)
@@ -189,9 +195,15 @@ def _pit_store(settings, store_name: str, ent_path: Path, ref_path: Path, timeou
             return {"error": why, "seconds": round(time.perf_counter() - t0, 1), "peak_rss_gib": round(peak / 1024 ** 3, 2)}
 
 
+def _same(a, b) -> bool:
+    """Equal features (the scalar columns kept by :func:`_pit_call`) row for row, both sorted by ``_row``."""
+    return len(a) == len(b) and all(a[c].astype("Float64").equals(b[c].astype("Float64"))
+                                    for c in ("hist_len", "ppm_seq_len", "age"))
+
+
 def pit_compare(settings, rows: int, seed: int = 0, timeout_s: float = 1800, max_rss_gib: float = 12) -> dict:
     """Point-in-time retrieval of the same ``rows`` entity rows (a random sample of the impressions)
-    through feature service ``urm_training`` on the DuckDB and the file (dask) offline store, each one call
+    through feature service ``urm_training`` on each of :data:`STORES`, each one call
     in its own process (bounded by ``timeout_s`` seconds and ``max_rss_gib``), then through the
     ``training_set`` stage's chunked Feast retrieval.
 
@@ -212,14 +224,17 @@ def pit_compare(settings, rows: int, seed: int = 0, timeout_s: float = 1800, max
     out = {"entity_rows": len(ent)}
     with tempfile.TemporaryDirectory(dir=settings.artifacts_dir) as tmp:
         ent.to_parquet(Path(tmp) / "entity.parquet")
-        for name in ("duckdb", "dask"):
+        for name in STORES:
             ref_path = Path(tmp) / f"{name}.parquet"
             out[name] = _pit_store(settings, name, Path(tmp) / "entity.parquet", ref_path, timeout_s, max_rss_gib)
             print(f"[cost_curves] PIT {name}: {out[name]}", file=sys.stderr, flush=True)
             if name == "duckdb" and ref_path.exists():
                 ref = pd.read_parquet(ref_path).sort_values("_row").reset_index(drop=True)
-    # the training_set stage's executor on the same rows: Feast's DuckDB store in 10k-row chunks (time
-    # windows), streamed to parquet under a 1 GB DuckDB memory limit
+            if name == "asof" and ref_path.exists() and "ref" in locals():
+                one = pd.read_parquet(ref_path).sort_values("_row").reset_index(drop=True)
+                out[name]["equal_to_duckdb"] = _same(one, ref)
+    # the training_set stage's executor on the same rows: the ASOF store in 500k-row chunks (time windows),
+    # streamed to parquet under a 1 GB DuckDB memory limit
     import pyarrow.parquet as pq
 
     from ppm_platform.feature_store import write_training_set
@@ -228,9 +243,7 @@ def pit_compare(settings, rows: int, seed: int = 0, timeout_s: float = 1800, max
         st = write_training_set(settings, ent, Path(tmp) / "ts.parquet", chunk_rows=None, memory_limit="1GB")
         got = pq.read_table(Path(tmp) / "ts.parquet", columns=["_row", "hist_len", "ppm_seq_len", "age"]
                             ).to_pandas().sort_values("_row").reset_index(drop=True)
-    same = None
-    if "ref" in locals():
-        same = all(got[c].astype("Float64").equals(ref[c].astype("Float64")) for c in ("hist_len", "ppm_seq_len", "age"))
+    same = _same(got, ref) if "ref" in locals() else None
     out["training_set_feast"] = {"seconds": st["seconds"], "rows_per_s": st["rows_per_s"],
                                  "rows_per_min": st["rows_per_min"], "chunks": st["chunks"],
                                  "returned_rows": st["rows"], "dropped": int(len(ent) - got["_row"].nunique()),
@@ -475,8 +488,9 @@ def plot(results: dict, path: Path) -> None:
     ax[1].axhline(4, color="r", ls=":", label="4 GiB goal")
     ax[1].set(xlabel="impressions", ylabel="GiB", title="peak RSS", ylim=(0, None))
     ax[1].legend(fontsize=7)
-    stores = [("duckdb", "Feast DuckDB store (1 call)"), ("dask", "Feast file (dask) store (1 call)"),
-              ("training_set_feast", "Feast DuckDB, 10k chunks, 1 GB cap (the pipeline's)")]
+    stores = [("duckdb", "Feast DuckDB store (1 call)"), ("asof", "ASOF DuckDB store (1 call)"),
+              ("dask", "Feast file (dask) store (1 call)"),
+              ("training_set_feast", "training_set: ASOF store, streamed, 1 GB cap")]
     w = 0.8 / len(stores)
     for k, (store, label) in enumerate(stores):
         vals = [s["pit_duckdb_vs_dask"].get(store, {}).get("rows_per_min", 0) or 0 for s in sc]

@@ -60,6 +60,13 @@ TIMESTAMP = "event_timestamp"
 #: and 50k rows ~9 GB at the same ~1.7k rows/s (DuckDB materializes every earlier feature row of a user,
 #: lists included, before keeping the latest), so smaller chunks cost nothing.
 DEFAULT_CHUNK_ROWS = 10_000
+#: entity rows per call of the ASOF offline store (``local`` profile) when the training set is streamed: its
+#: cost per call is dominated by one scan of the feature tables, so calls are large; 500k rows ran in 87 s
+#: under the 1 GB DuckDB cap on the 1e7 artifacts (2M rows ran out of that cap), docs/scale.md §3
+STREAM_CHUNK_ROWS = 500_000
+#: Feast ``offline_store.type`` of the ``local`` profile: Feast's DuckDB store with an ASOF point-in-time
+#: join (:mod:`ppm_platform.offline_store`)
+ASOF_STORE_TYPE = "ppm_platform.offline_store.AsofDuckDBOfflineStore"
 ROW_ID = "_ppm_row_id"
 #: rows per parquet row group of the written training set (~45 MB with L=20, d=32): readers that stream it
 #: (``urm_train``) read about what they need, not a whole 250k-row join chunk
@@ -101,7 +108,7 @@ def repo_config_dict(settings: Settings) -> dict[str, Any]:
         }}
     else:
         cfg["online_store"] = {"type": "sqlite", "path": str(feast_dir / "online_store.db")}
-        cfg["offline_store"] = {"type": "duckdb"}
+        cfg["offline_store"] = {"type": ASOF_STORE_TYPE}
     return cfg
 
 
@@ -271,6 +278,36 @@ def _join_chunk(store: "FeatureStore", service: "FeatureService", chunk: pd.Data
     return out
 
 
+def _streams(store: "FeatureStore") -> bool:
+    """Whether the store's offline store is the ASOF store, whose retrieval job streams Arrow batches."""
+    return store.config.offline_store.type == ASOF_STORE_TYPE
+
+
+def _stream_chunk(store: "FeatureStore", service: "FeatureService", chunk: pd.DataFrame,
+                  schema: pa.Schema) -> Iterator[pa.Table]:
+    """Point-in-time join of one chunk on the ASOF store, as tables of at most :data:`ROW_GROUP_ROWS` rows in
+    ``(event_timestamp, row id)`` order with ``schema``'s columns; never the chunk's features whole in memory.
+
+    All of the chunk's columns (keys, timestamp, labels, row id) go through Feast, which returns entity columns
+    unchanged. ``chunk`` is in ``(event_timestamp, row id)`` order (:func:`_iter_chunks`), so the returned row
+    ids must be exactly the chunk's, in order: a dropped or repeated row raises ``RuntimeError`` naming it.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"fetch_arrow_table\(\) is deprecated", category=DeprecationWarning)
+        job = store.get_historical_features(entity_df=chunk.copy(), features=service, full_feature_names=False)
+    want, pos = chunk[ROW_ID].to_numpy(), 0
+    for batch in job.to_arrow_batches(order_by=[TIMESTAMP, ROW_ID], batch_rows=ROW_GROUP_ROWS):
+        got = batch.column(ROW_ID).to_numpy()
+        if len(got) > len(want) - pos or not (got == want[pos:pos + len(got)]).all():
+            raise RuntimeError(f"point-in-time join returned row ids out of step with the entity rows after "
+                               f"{pos} of {len(want)} rows (a row dropped or repeated)")
+        pos += len(got)
+        yield pa.Table.from_batches([batch]).select(schema.names).cast(schema)
+    if pos != len(want):
+        raise RuntimeError(f"point-in-time join returned {pos} rows for {len(want)} entity rows: "
+                           f"{len(want) - pos} row(s) dropped")
+
+
 def _restore_ts(df: pd.DataFrame) -> pd.DataFrame:
     df[TIMESTAMP] = pd.to_datetime(df[TIMESTAMP], utc=True)
     return df
@@ -340,7 +377,7 @@ def limit_duckdb_memory(settings: Settings, limit: str | None):
 
 
 def write_training_set(settings: Settings, entity_df: pd.DataFrame, out_path: Path,
-                       service: str = "urm_training", chunk_rows: int | None = DEFAULT_CHUNK_ROWS,
+                       service: str = "urm_training", chunk_rows: int | None = None,
                        store: "FeatureStore | None" = None, memory_limit: str | None = None) -> dict[str, Any]:
     """Stream the point-in-time training set of ``entity_df`` into one parquet file, atomically.
 
@@ -353,24 +390,28 @@ def write_training_set(settings: Settings, entity_df: pd.DataFrame, out_path: Pa
     columns. Memory: one chunk's join (``memory_limit`` caps DuckDB's part, see :func:`limit_duckdb_memory`)
     plus the entity keys, timestamps and labels (~40 B per row).
 
-    ``chunk_rows`` None = :data:`DEFAULT_CHUNK_ROWS`. Every chunk is one ``store.get_historical_features``
-    call of the configured offline store (DuckDB locally, Spark in ``cluster``); the output's row count is
-    checked against the input (the dask store drops rows silently, docs/scale.md §3).
+    Every chunk is one ``store.get_historical_features`` call of the configured offline store. Locally that is
+    the ASOF store (:mod:`ppm_platform.offline_store`): labels go through the join with the keys and the result
+    is streamed in Arrow batches (``chunk_rows`` None = :data:`STREAM_CHUNK_ROWS`). Other stores (Spark in
+    ``cluster``) return each chunk as a DataFrame joined back to the labels by row id (``chunk_rows`` None =
+    :data:`DEFAULT_CHUNK_ROWS`). Either way every row id is checked against the input (the dask store drops
+    rows silently, docs/scale.md §3).
 
     Returns:
         ``{"rows", "seconds", "rows_per_s", "rows_per_min", "chunks", "chunk_rows", "path"}``.
     """
-    chunk_rows = chunk_rows or DEFAULT_CHUNK_ROWS
     with limit_duckdb_memory(settings, memory_limit):
         return _write_training_set(settings, entity_df, out_path, service, chunk_rows, store)
 
 
 def _write_training_set(settings: Settings, entity_df: pd.DataFrame, out_path: Path, service: str,
-                        chunk_rows: int, store: "FeatureStore | None") -> dict[str, Any]:
+                        chunk_rows: int | None, store: "FeatureStore | None") -> dict[str, Any]:
     t0 = time.perf_counter()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     store = store or get_store(settings)
+    streams = _streams(store)
+    chunk_rows = chunk_rows or (STREAM_CHUNK_ROWS if streams else DEFAULT_CHUNK_ROWS)
     fs = store.get_feature_service(service, allow_cache=True)
     keys, fields = _service_join_keys(store, fs), _feature_fields(store, fs)
     df = _prepare_entity_df(entity_df, keys, [f.name for f in fields])
@@ -386,8 +427,12 @@ def _write_training_set(settings: Settings, entity_df: pd.DataFrame, out_path: P
     try:
         with pq.ParquetWriter(tmp, schema, coerce_timestamps="us", allow_truncated_timestamps=True) as writer:
             for chunk in _iter_chunks(df, chunk_rows):
-                part = _join_chunk(store, fs, chunk, keys, fields).sort_values(ROW_ID, kind="stable")
-                writer.write_table(to_arrow(part.drop(columns=[ROW_ID]), schema), row_group_size=ROW_GROUP_ROWS)
+                if streams:
+                    for part in _stream_chunk(store, fs, chunk, schema):
+                        writer.write_table(part, row_group_size=ROW_GROUP_ROWS)
+                else:
+                    part = _join_chunk(store, fs, chunk, keys, fields).sort_values(ROW_ID, kind="stable")
+                    writer.write_table(to_arrow(part.drop(columns=[ROW_ID]), schema), row_group_size=ROW_GROUP_ROWS)
                 rows += len(chunk)
                 chunks += 1
             if rows == 0:

@@ -69,6 +69,10 @@ class ParquetChunks:
         if n <= 0:
             empty = self.file.schema_arrow.empty_table()
             return empty if columns is None else empty.select(columns)
+        # the previous chunk's decode buffers stay in pyarrow's (mimalloc) pool after its table is freed:
+        # hand them back first. Probe on the 1e6 training set, one 131k-row chunk: +0.60 GiB RSS for a 0.22 GiB
+        # table without this, 0.23 GiB less with it (docs/scale.md §4)
+        pa.default_memory_pool().release_unused()
         g0 = int(np.searchsorted(self._group_start, start, side="right")) - 1
         g1 = int(np.searchsorted(self._group_start, start + n, side="left"))
         tbl = self.file.read_row_groups(list(range(g0, g1)), columns=columns)

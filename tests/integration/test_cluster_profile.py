@@ -129,7 +129,7 @@ def test_cluster_run_used_spark_standalone_spark_offline_store_and_redis(runs):
     host, port = c.redis.split(":")
     assert redis.Redis(host=host, port=int(port)).dbsize() >= 30 + 40   # user + item entity keys
     local_cfg = yaml.safe_load((runs["local"] / "feast" / "feature_store.yaml").read_text())
-    assert local_cfg["offline_store"]["type"] == "duckdb" and local_cfg["online_store"]["type"] == "sqlite"
+    assert local_cfg["offline_store"]["type"] == fsmod.ASOF_STORE_TYPE and local_cfg["online_store"]["type"] == "sqlite"
 
 
 def _max_abs_diff(x, y) -> float:
