@@ -233,7 +233,7 @@ def pit_compare(settings, rows: int, seed: int = 0, timeout_s: float = 1800, max
             if name == "asof" and ref_path.exists() and "ref" in locals():
                 one = pd.read_parquet(ref_path).sort_values("_row").reset_index(drop=True)
                 out[name]["equal_to_duckdb"] = _same(one, ref)
-    # the training_set stage's executor on the same rows: the ASOF store in 500k-row chunks (time windows),
+    # the training_set stage's executor on the same rows: the ASOF store in 250k-row chunks (time windows),
     # streamed to parquet under a 1 GB DuckDB memory limit
     import pyarrow.parquet as pq
 

@@ -173,8 +173,9 @@ class URMSettings(BaseModel):
     #: training-set rows read, encoded (``FeatureEncoder.transform``) and shuffled at a time (bounded memory)
     chunk_rows: int = 131_072
     #: entity rows (a time window of the time-sorted impressions) per Feast ``get_historical_features`` call of the
-    #: ``training_set`` stage; None = ``feature_store.DEFAULT_CHUNK_ROWS`` (10k: the fastest per row under the
-    #: 1 GB cap on synthetic 1e6, docs/scale.md §3)
+    #: ``training_set`` stage; None = ``feature_store.STREAM_CHUNK_ROWS`` (250k) on the local ASOF store, whose
+    #: cost per call is one scan of the feature tables, or ``feature_store.DEFAULT_CHUNK_ROWS`` (10k) on stores
+    #: that return DataFrames (Spark in ``cluster``); docs/scale.md §3
     training_set_chunk_rows: int | None = None
     #: DuckDB memory limit of the ``training_set`` join (it spills to disk beyond it; None =
     #: DuckDB's default, 80 % of RAM). ``local`` profile only.

@@ -20,10 +20,16 @@ produced a row never sees it. Entity timestamps are floored to whole microsecond
 feature timestamps are µs; the returned ``event_timestamp`` is the floored value), which can only move a
 join earlier, never leak.
 
+Offline store of the ``local`` profile: :mod:`ppm_platform.offline_store`, Feast's DuckDB store with the
+point-in-time join done as an ASOF join (Feast's own store joins every earlier feature row of a key first,
+which made the 1e7 training set take hours; docs/scale.md §3). Its results equal Feast's DuckDB store's
+(``tests/unit/test_offline_store.py``).
+
 Training-set memory is bounded by chunking: entity rows are sorted by ``(event_timestamp, input
 position)`` and joined ``chunk_rows`` at a time (time windows) through Feast's ``get_historical_features``,
-each chunk streamed to the parquet file under a DuckDB memory limit; only the join keys, timestamp and a row
-id go to Feast, labels and other columns are re-attached from the input by row id.
+each chunk streamed to the parquet file under a DuckDB memory limit. On the ASOF store the labels go through
+the join and the result is read in Arrow batches; on other stores (Spark in ``cluster``) only the join keys,
+timestamp and a row id go to Feast and labels are re-attached from the input by row id.
 """
 
 from __future__ import annotations
@@ -56,14 +62,16 @@ if TYPE_CHECKING:  # feast import is slow (6-12 s): keep it out of module import
 
 PROJECT = "ppm_platform"
 TIMESTAMP = "event_timestamp"
-#: entity rows per Feast call. Measured on MovieLens-100K shapes (L=20, d=32): 10k rows peak ~2.9 GB RSS
-#: and 50k rows ~9 GB at the same ~1.7k rows/s (DuckDB materializes every earlier feature row of a user,
-#: lists included, before keeping the latest), so smaller chunks cost nothing.
+#: entity rows per Feast call on stores that return whole DataFrames (Spark in ``cluster``; Feast's DuckDB
+#: store). Measured with Feast's DuckDB store on MovieLens-100K shapes (L=20, d=32): 10k rows peak ~2.9 GB
+#: RSS and 50k rows ~9 GB at the same ~1.7k rows/s (it materializes every earlier feature row of a user,
+#: lists included, before keeping the latest), so smaller chunks cost nothing there.
 DEFAULT_CHUNK_ROWS = 10_000
 #: entity rows per call of the ASOF offline store (``local`` profile) when the training set is streamed: its
-#: cost per call is dominated by one scan of the feature tables, so calls are large; 500k rows ran in 87 s
-#: under the 1 GB DuckDB cap on the 1e7 artifacts (2M rows ran out of that cap), docs/scale.md §3
-STREAM_CHUNK_ROWS = 500_000
+#: cost per call is mostly one scan of the feature tables, so calls are large, but each call's result is
+#: sorted in Arrow memory (``AsofRetrievalJob.to_arrow_batches``): 250k rows of the 1e7 training set are
+#: 0.71 GiB and their last time window joined in 48 s under the 1 GB DuckDB cap (docs/scale.md §3)
+STREAM_CHUNK_ROWS = 250_000
 #: Feast ``offline_store.type`` of the ``local`` profile: Feast's DuckDB store with an ASOF point-in-time
 #: join (:mod:`ppm_platform.offline_store`)
 ASOF_STORE_TYPE = "ppm_platform.offline_store.AsofDuckDBOfflineStore"
@@ -303,6 +311,8 @@ def _stream_chunk(store: "FeatureStore", service: "FeatureService", chunk: pd.Da
                                f"{pos} of {len(want)} rows (a row dropped or repeated)")
         pos += len(got)
         yield pa.Table.from_batches([batch]).select(schema.names).cast(schema)
+    del job
+    pa.default_memory_pool().release_unused()  # the chunk's sorted result: hand it back before the next call
     if pos != len(want):
         raise RuntimeError(f"point-in-time join returned {pos} rows for {len(want)} entity rows: "
                            f"{len(want) - pos} row(s) dropped")
@@ -392,7 +402,7 @@ def write_training_set(settings: Settings, entity_df: pd.DataFrame, out_path: Pa
 
     Every chunk is one ``store.get_historical_features`` call of the configured offline store. Locally that is
     the ASOF store (:mod:`ppm_platform.offline_store`): labels go through the join with the keys and the result
-    is streamed in Arrow batches (``chunk_rows`` None = :data:`STREAM_CHUNK_ROWS`). Other stores (Spark in
+    is written in Arrow batches (``chunk_rows`` None = :data:`STREAM_CHUNK_ROWS`). Other stores (Spark in
     ``cluster``) return each chunk as a DataFrame joined back to the labels by row id (``chunk_rows`` None =
     :data:`DEFAULT_CHUNK_ROWS`). Either way every row id is checked against the input (the dask store drops
     rows silently, docs/scale.md §3).
