@@ -351,7 +351,9 @@ def get_training_frame(settings: Settings, entity_df: pd.DataFrame, service: str
     if len(df) == 0:
         return _empty_features(df, fields).drop(columns=[ROW_ID])
     _check_sources(settings, store, fs)
-    parts = [_join_chunk(store, fs, chunk, keys, fields) for chunk in _iter_chunks(df, chunk_rows)]
+    # the same DuckDB cap as the training set: a 200-pair serving-parity call at 1e7 took 8.6 GiB uncapped
+    with limit_duckdb_memory(settings, settings.urm.training_set_memory_limit):
+        parts = [_join_chunk(store, fs, chunk, keys, fields) for chunk in _iter_chunks(df, chunk_rows)]
     out = pd.concat(parts, ignore_index=True).sort_values(ROW_ID, kind="stable")
     if len(out) != len(df):
         raise RuntimeError(f"training frame has {len(out)} rows for {len(df)} entity rows")
