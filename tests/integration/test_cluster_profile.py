@@ -120,6 +120,8 @@ def test_cluster_run_used_spark_standalone_spark_offline_store_and_redis(runs):
     import redis
     import yaml
 
+    from ppm_platform.feature_store import ASOF_STORE_TYPE
+
     c = runs["cluster_handle"]
     apps = list((c.workdir / "worker").glob("app-*/*/stderr"))
     assert apps, "no executor ran on the standalone worker"
@@ -129,7 +131,7 @@ def test_cluster_run_used_spark_standalone_spark_offline_store_and_redis(runs):
     host, port = c.redis.split(":")
     assert redis.Redis(host=host, port=int(port)).dbsize() >= 30 + 40   # user + item entity keys
     local_cfg = yaml.safe_load((runs["local"] / "feast" / "feature_store.yaml").read_text())
-    assert local_cfg["offline_store"]["type"] == fsmod.ASOF_STORE_TYPE and local_cfg["online_store"]["type"] == "sqlite"
+    assert local_cfg["offline_store"]["type"] == ASOF_STORE_TYPE and local_cfg["online_store"]["type"] == "sqlite"
 
 
 def _max_abs_diff(x, y) -> float:
