@@ -267,13 +267,19 @@ def _empty_features(df: pd.DataFrame, fields: list[pa.Field]) -> pd.DataFrame:
     return out
 
 
+def _historical(store: "FeatureStore", service: "FeatureService", entity_df: pd.DataFrame):
+    """``store.get_historical_features`` of ``service`` (short feature names) for ``entity_df``, Feast's
+    retrieval job. Silences ibis' own call of a DuckDB method DuckDB deprecated (once per call; not ours)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"fetch_arrow_table\(\) is deprecated", category=DeprecationWarning)
+        return store.get_historical_features(entity_df=entity_df, features=service, full_feature_names=False)
+
+
 def _join_chunk(store: "FeatureStore", service: "FeatureService", chunk: pd.DataFrame, keys: list[str],
                 fields: list[pa.Field]) -> pd.DataFrame:
     """Point-in-time join of one chunk; returns the chunk's rows (all columns) plus features, by row id."""
     query = chunk[[ROW_ID, *keys, TIMESTAMP]].copy()  # Feast rewrites the timestamp column in place
-    with warnings.catch_warnings():  # ibis' own call of a deprecated DuckDB method, once per chunk: not ours to fix
-        warnings.filterwarnings("ignore", message=r"fetch_arrow_table\(\) is deprecated", category=DeprecationWarning)
-        res = store.get_historical_features(entity_df=query, features=service, full_feature_names=False).to_df()
+    res = _historical(store, service, query).to_df()
     if len(res) != len(query) or res[ROW_ID].nunique() != len(query):
         raise RuntimeError(
             f"point-in-time join returned {len(res)} rows ({res[ROW_ID].nunique()} distinct) for "
@@ -300,9 +306,7 @@ def _stream_chunk(store: "FeatureStore", service: "FeatureService", chunk: pd.Da
     unchanged. ``chunk`` is in ``(event_timestamp, row id)`` order (:func:`_iter_chunks`), so the returned row
     ids must be exactly the chunk's, in order: a dropped or repeated row raises ``RuntimeError`` naming it.
     """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"fetch_arrow_table\(\) is deprecated", category=DeprecationWarning)
-        job = store.get_historical_features(entity_df=chunk.copy(), features=service, full_feature_names=False)
+    job = _historical(store, service, chunk.copy())
     want, pos = chunk[ROW_ID].to_numpy(), 0
     for batch in job.to_arrow_batches(order_by=[TIMESTAMP, ROW_ID], batch_rows=ROW_GROUP_ROWS):
         got = batch.column(ROW_ID).to_numpy()
@@ -351,7 +355,7 @@ def get_training_frame(settings: Settings, entity_df: pd.DataFrame, service: str
     if len(df) == 0:
         return _empty_features(df, fields).drop(columns=[ROW_ID])
     _check_sources(settings, store, fs)
-    # the same DuckDB cap as the training set: a 200-pair serving-parity call at 1e7 took 8.6 GiB uncapped
+    # the same DuckDB cap as the training set: the 1,000-pair serving-parity check at 1e7 took 8.6 GiB uncapped
     with limit_duckdb_memory(settings, settings.urm.training_set_memory_limit):
         parts = [_join_chunk(store, fs, chunk, keys, fields) for chunk in _iter_chunks(df, chunk_rows)]
     out = pd.concat(parts, ignore_index=True).sort_values(ROW_ID, kind="stable")

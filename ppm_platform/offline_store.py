@@ -106,14 +106,13 @@ class AsofRetrievalJob(IbisRetrievalJob):
 
 
 def _feature_table(config: RepoConfig, fv: FeatureView, refs: List[str], full_feature_names: bool, tag: str,
-                   window: tuple) -> tuple[Table, dict[str, str], str, dict[str, str]]:
+                   window: tuple) -> tuple[Table, dict[str, str], str, list[str]]:
     """One feature view's source as an ibis table ready for the ASOF join, limited to rows that can match an
     entity timestamp in ``window`` (``(min, max)``, tz-aware): ``ts <= max`` and, with a ttl, ``ts >= min - ttl``, as
     Feast's SQL stores filter (a predicate DuckDB pushes into the parquet scan: row groups / day files past
     the window are skipped).
 
-    Returns ``(table, {entity column: table key column}, table timestamp column, {output name: table
-    column})``. Key and timestamp columns get names unique to this view (``tag``), so several views join the
+    Returns ``(table, {entity column: table key column}, table timestamp column, feature output names)``. Key and timestamp columns get names unique to this view (``tag``), so several views join the
     same entity table without clashes; feature columns keep their output names.
     """
     if fv.batch_source is None:
@@ -141,14 +140,14 @@ def _feature_table(config: RepoConfig, fv: FeatureView, refs: List[str], full_fe
     t = t.select(**cols)
     if created:  # equal timestamps: the latest created row wins (Feast's deduplicate order)
         t = deduplicate(t, [*keys.values(), ts_col], ts_col, f"__{tag}_created").drop(f"__{tag}_created")
-    return t, keys, ts_col, {n: n for n in out_names}
+    return t, keys, ts_col, list(out_names)
 
 
-def asof_point_in_time_join(entity: Table, tables: list[tuple[Table, dict[str, str], str, dict[str, str], object]],
+def asof_point_in_time_join(entity: Table, tables: list[tuple[Table, dict[str, str], str, list[str], object]],
                             event_timestamp_col: str) -> Table:
     """Left-join each feature table to ``entity`` as of ``event_timestamp_col`` (one ASOF join per view).
 
-    ``tables`` items are ``(table, {entity column: key column}, timestamp column, {feature: column}, ttl)``
+    ``tables`` items are ``(table, {entity column: key column}, timestamp column, feature names, ttl)``
     as built by :func:`_feature_table`. Returns ``entity``'s columns followed by every feature, one row per
     entity row (row order unspecified, as Feast's).
     """
