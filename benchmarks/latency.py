@@ -45,6 +45,11 @@ ME_FEATURES = ["item_multimodal:text_emb", "item_multimodal:image_emb", "item_mu
                "item_profile:categories"]
 
 
+def counter_refs(encoder) -> list[str]:
+    """The ``item_stats`` feature references a model's encoder reads (its item counters)."""
+    return [f"item_stats:{c}" for c in encoder.counter_columns("item", encoder.counter_windows)]
+
+
 def _pcts(values: list[float]) -> dict[str, float]:
     a = np.asarray(values, dtype=float)
     return {"p50": round(float(np.percentile(a, 50)), 3), "p95": round(float(np.percentile(a, 95)), 3),
@@ -79,7 +84,7 @@ class OnlinePPM:
         hist = list(user.get("hist_item_ids") or [])[: self.L]
         ages = list(user.get("hist_age_s") or [])[: self.L]
         need = list(dict.fromkeys([*item_ids, *hist]))
-        feats = online_item_features(self.r.store, need, service=ME_FEATURES)
+        feats = online_item_features(self.r.store, need, service=[*ME_FEATURES, *counter_refs(self.r.encoder)])
         t1 = time.perf_counter()
         known = feats["text_emb"].notna().to_numpy()
         me = np.zeros((len(feats), self.ppm.cfg.me_dim), dtype=np.float32)
@@ -104,6 +109,7 @@ class OnlinePPM:
                     ppm_user_version=self.version)
         cand = feats.iloc[[pos[int(i)] for i in item_ids]].reset_index(drop=True)
         cand = pd.DataFrame({"item_id": cand["item_id"], "categories": cand["categories"],
+                             **{c: cand[c] for c in self.r.encoder.counter_columns("item", self.r.encoder.counter_windows)},
                              "ppm_item_vec": [vec[pos[int(i)]] if known[pos[int(i)]] else None for i in item_ids]})
         probs = self.r.scorer.predict(self.r.encoder.transform_request(urow, cand))
         t2 = time.perf_counter()
@@ -131,7 +137,8 @@ def main() -> None:
         raise SystemExit(f"only {len(popular)} items: lower --sizes")
 
     urm = Ranker(settings, "urm")
-    base = Ranker(settings, "base", store=urm.store, item_service=IDREC_ITEM_FEATURES)
+    base = Ranker(settings, "base", store=urm.store)
+    base = Ranker(settings, "base", store=urm.store, item_service=[*IDREC_ITEM_FEATURES, *counter_refs(base.encoder)])
     online = OnlinePPM(settings, urm)
 
     def run_a(u, c):

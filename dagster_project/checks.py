@@ -56,6 +56,13 @@ _TABLE_SPECS = [
     ("ppm_user_cache", "ppm_user_cache_table_quality", "features/ppm_user_cache.parquet", schemas.PPM_USER_CACHE,
      ["user_id", "event_timestamp"], ["user_id", "event_timestamp", "ppm_user_seq", "ppm_seq_len", "ppm_user_version"],
      {"ppm_user_seq": False}),
+    # the counter tables' schema follows settings.counters.windows_days: a callable of the settings
+    ("item_stats", "item_stats_table_quality", "features/item_stats.parquet",
+     lambda s: schemas.counter_schema("item", tuple(s.counters.windows_days)), ["item_id", "event_timestamp"],
+     ["item_id", "event_timestamp", "item_impressions", "item_click_rate"], {}),
+    ("user_stats", "user_stats_table_quality", "features/user_stats.parquet",
+     lambda s: schemas.counter_schema("user", tuple(s.counters.windows_days)), ["user_id", "event_timestamp"],
+     ["user_id", "event_timestamp", "user_impressions", "user_click_rate"], {}),
 ]
 
 
@@ -65,7 +72,9 @@ def _table_quality_check(asset, name, rel, schema, keys, non_null, vectors):
                                 + (f", finite (non-zero: {[c for c, nz in vectors.items() if nz]}) {list(vectors)}"
                                    if vectors else ""))
     def _check(ppm: PPMSettingsResource) -> dg.AssetCheckResult:
-        q = table_quality(ppm.get().artifacts_dir / rel, schema, keys, non_null, vectors)
+        settings = ppm.get()
+        q = table_quality(settings.artifacts_dir / rel, schema(settings) if callable(schema) else schema, keys,
+                          non_null, vectors)
         md = {"rows": q["rows"], "schema_ok": q["schema_ok"], "duplicate_keys": q["duplicate_keys"],
               "null_counts": dg.MetadataValue.json(q["null_counts"]),
               "problems": dg.MetadataValue.json(q["problems"])}
@@ -123,5 +132,25 @@ def ranking_scores_every_candidate(ppm: PPMSettingsResource) -> dg.AssetCheckRes
                                metadata={"scored": r["scored"], "candidates": r["candidates"]})
 
 
-ALL_CHECKS = [*ROW_ACCOUNTING_CHECKS, *TABLE_QUALITY_CHECKS, training_set_label_rate, base_valid_auc_above_chance,
+def _counters_consistent_check(entity: str):
+    table = f"{entity}_stats"
+
+    @dg.asset_check(asset=table, name=f"{table}_consistent",
+                    description=f"{table}: per window impressions >= clicks >= orders >= 0, a window's count <= the "
+                                "all-time count, smoothed rates in [0, 1]")
+    def _check(ppm: PPMSettingsResource) -> dg.AssetCheckResult:
+        from ppm_platform.data.validation import counter_consistency
+
+        r = counter_consistency(ppm.get().features_dir / f"{table}.parquet", entity,
+                                tuple(ppm.get().counters.windows_days))
+        return dg.AssetCheckResult(passed=r["violations"] == 0 and r["rows"] > 0,
+                                   metadata={"rows": r["rows"], "violations": r["violations"],
+                                             "by_rule": dg.MetadataValue.json(r["by_rule"])})
+    return _check
+
+
+COUNTER_CHECKS = [_counters_consistent_check(e) for e in ("item", "user")]
+
+
+ALL_CHECKS = [*ROW_ACCOUNTING_CHECKS, *COUNTER_CHECKS, *TABLE_QUALITY_CHECKS, training_set_label_rate, base_valid_auc_above_chance,
               urm_valid_auc_above_chance, urm_onnx_parity, ranking_scores_every_candidate]

@@ -32,6 +32,7 @@ from feast.data_format import ParquetFormat
 from feast.types import Array, Float32, Int64, String
 
 from ppm_platform.config import Settings
+from ppm_platform.data.schemas import counter_count_columns, counter_rate_columns
 
 TIMESTAMP_FIELD = "event_timestamp"
 NO_EXPIRY = timedelta(0)
@@ -44,14 +45,17 @@ VIEW_TABLES = {
     "user_recent_items": "behavior_sequences",
     "ppm_item_cache": "ppm_item_cache",
     "ppm_user_cache": "ppm_user_cache",
+    "item_stats": "item_stats",
+    "user_stats": "user_stats",
 }
 
 #: feature service -> feature views it bundles
 SERVICES = {
-    "urm_user": ["user_profile", "user_recent_items", "ppm_user_cache"],
-    "urm_item": ["item_profile", "ppm_item_cache"],
-    "urm_training": ["user_profile", "user_recent_items", "ppm_user_cache", "item_profile", "ppm_item_cache"],
-    "idrec_user": ["user_profile", "user_recent_items"],
+    "urm_user": ["user_profile", "user_recent_items", "ppm_user_cache", "user_stats"],
+    "urm_item": ["item_profile", "ppm_item_cache", "item_stats"],
+    "urm_training": ["user_profile", "user_recent_items", "ppm_user_cache", "user_stats", "item_profile",
+                     "ppm_item_cache", "item_stats"],
+    "idrec_user": ["user_profile", "user_recent_items", "user_stats"],
 }
 
 
@@ -138,6 +142,17 @@ def build_definitions(settings: Settings) -> dict[str, list[Any]]:
             {"kind": "ppm-cache", "layout": "row-major", "L": str(L), "d": str(d),
              "version_field": "ppm_user_version"}),
     ]
+    windows = tuple(settings.counters.windows_days)
+    for entity_obj, prefix in ((item, "item"), (user, "user")):
+        views.append(view(f"{prefix}_stats", entity_obj, [
+            *(Field(name=c, dtype=Int64) for c in counter_count_columns(prefix, windows)),
+            *(Field(name=c, dtype=Float32) for c in counter_rate_columns(prefix, windows)),
+        ], f"Point-in-time counters of the {prefix}: impressions, clicks, orders and smoothed click / order rates "
+           "strictly before the row's time, all-time and per recent window (suffix _<W>d); one row per change "
+           "(an event enters at t + 1 µs, leaves window W at t + W + 1 µs).",
+            {"kind": "counters", "windows_days": ",".join(str(w) for w in windows),
+             "prior_strength": str(settings.counters.prior_strength),
+             "prior": "features/counter_priors.json (train-window rates unless set in settings.counters)"}))
     by_name = {v.name: v for v in views}
     services = [
         FeatureService(name=name, features=[by_name[v] for v in members],
@@ -156,8 +171,8 @@ if __name__ != "ppm_feature_repo_features":  # imported by the Feast CLI, not by
     _SETTINGS.feast_dir.mkdir(parents=True, exist_ok=True)  # Feast creates only the registry's last folder
 user, item = _DEFS["entities"]
 (item_multimodal, item_profile, user_profile, user_recent_items,
- ppm_item_cache, ppm_user_cache) = _DEFS["feature_views"]
+ ppm_item_cache, ppm_user_cache, item_stats, user_stats) = _DEFS["feature_views"]
 urm_user, urm_item, urm_training, idrec_user = _DEFS["feature_services"]
-(behavior_sequences_source, item_multimodal_source, item_profile_source, ppm_item_cache_source,
- ppm_user_cache_source, user_profile_source) = _DEFS["data_sources"]
+(behavior_sequences_source, item_multimodal_source, item_profile_source, item_stats_source, ppm_item_cache_source,
+ ppm_user_cache_source, user_profile_source, user_stats_source) = _DEFS["data_sources"]
 item_multimodal_push, item_profile_push, ppm_item_cache_push = _DEFS["push_sources"]

@@ -137,9 +137,12 @@ def print_summary(settings: Settings) -> None:
                    f"in {mm['seconds']:.0f} s")
     if ts := stage_result(settings, "training_set"):
         click.echo(f"training-set rows    {ts['rows']} (point-in-time join, {ts['seconds']:.0f} s)")
+    if (b := stage_result(settings, "base_model")) and (pop := b.get("popularity")):
+        click.echo(f"{'Popularity (no model)':<22} test AUC click {pop['test_click_auc']:.4f}  "
+                   f"order {pop['test_order_auc']:.4f}   (GAUC click {pop['test_click_gauc']:.4f})")
     for name in ("base", "urm"):
         if r := stage_result(settings, f"{name}_model"):
-            click.echo(f"{'IDRec (Base)' if name == 'base' else 'URM':<20} test AUC click {r['test_click_auc']:.4f}  "
+            click.echo(f"{'IDRec (Base)' if name == 'base' else 'URM':<22} test AUC click {r['test_click_auc']:.4f}  "
                        f"order {r['test_order_auc']:.4f}   (GAUC click {r['test_click_gauc']:.4f})")
     if on := stage_result(settings, "urm_onnx"):
         click.echo(f"URM ONNX parity      max |torch - onnxruntime| = {on['max_abs_diff']:.2e}")
@@ -529,19 +532,32 @@ def synth(n_users: int, n_items: int, n_impressions: int, seed: int, cold_frac: 
 
 
 @main.command(epilog=_EPILOG)
-def report() -> None:
-    """Materialize the ``evaluation_report`` asset (the paper's Table 2: Base, QM&EP, PPM, Base+QM&EP, URM;
-    seeds, slices, data efficiency; section ``evaluation`` of config.py) and print report.md.
+@click.option("--seeds", type=click.IntRange(min=1), default=None,
+              help="Model seeds (and item-cold draws) instead of evaluation.seeds / item_cold_draws: --seeds 1 is "
+                   "the quick single-seed report.")
+@click.option("--item-cold/--no-item-cold", default=True, show_default=True,
+              help="Also run the item-cold protocol (item_cold_report: 3 draws x the pipeline on data with 20 % "
+                   "of the items held out).")
+def report(seeds: int | None, item_cold: bool) -> None:
+    """Materialize the ``evaluation_report`` asset (Popularity and GBDT, then the paper's Table 2: Base, QM&EP,
+    PPM, Base+QM&EP, URM; seeds, slices, data efficiency; section ``evaluation`` of config.py) and the
+    ``item_cold_report`` asset, and print both reports.
 
     Needs the upstream assets (training_set, ppm_model, item_multimodal) of a finished run (`ppm demo`).
     """
+    if seeds is not None:
+        os.environ["PPM_EVAL_SEEDS"] = str(seeds)  # read by Settings.from_env here and in the Dagster child
     settings = _settings().ensure_dirs()
     t0 = time.perf_counter()
-    rc = materialize(settings, "evaluation_report")
+    select = "evaluation_report,item_cold_report" if item_cold else "evaluation_report"
+    rc = materialize(settings, select)
     if rc != 0:
-        raise PPMError(f"evaluation_report failed (dagster exit {rc}); see the Dagster log above", EXIT_RUN_FAILED)
+        raise PPMError(f"{select} failed (dagster exit {rc}); see the Dagster log above", EXIT_RUN_FAILED)
     click.echo((settings.reports_dir / "report.md").read_text())
-    click.echo(f"wall time {time.perf_counter() - t0:.0f} s; report.json, report.md and plots in {settings.reports_dir}")
+    if item_cold:
+        click.echo((settings.reports_dir / "item_cold" / "summary.md").read_text())
+    click.echo(f"wall time {time.perf_counter() - t0:.0f} s; report.json, report.md and plots in {settings.reports_dir}"
+               + (f"; item-cold summary and per-draw reports in {settings.reports_dir / 'item_cold'}" if item_cold else ""))
 
 
 if __name__ == "__main__":

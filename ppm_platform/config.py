@@ -15,6 +15,8 @@ Environment variables
                        subset for CI and quick runs.
 ``PPM_SPARK_MASTER``   Spark master URL (default ``local[*]``).
 ``PPM_REDIS``          ``host:port`` of the Redis online store in the ``cluster`` profile.
+``PPM_EVAL_SEEDS``     seeds of the evaluation report (``evaluation.seeds``; also the item-cold draws unless the
+                       config sets them), e.g. 1 for a quick single-seed report (``ppm report --seeds 1``).
 ``PPM_CONFIG``         JSON or YAML file with any of the fields below (nested), e.g. ``{"ppm": {"epochs": 1}}``.
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -166,8 +169,16 @@ class URMSettings(BaseModel):
     weight_decay: float = 1e-6
     #: probability of replacing a training row's user / item id by the out-of-vocabulary index (ID dropout,
     #: Volkovs et al., "DropoutNet", NeurIPS'17): trains the OOV embedding that cold users / items get at test
-    #: time, so the model learns to fall back on side and PPM features. 0 = off.
-    id_dropout: float = 0.0
+    #: time, so the model learns to fall back on counters, side and PPM features. 0 = off. Chosen on
+    #: validation with ``min_count`` (docs/evaluation.md, benchmarks/results/oov_selection.json)
+    id_dropout: float = 0.1
+    #: users / items with fewer train impressions than this share the OOV row (minimum-count vocabulary)
+    min_count: int = 2
+    #: probability of hiding a training row's content inputs (item genres + PPM item vector -> the learned
+    #: no-content input; user side features -> unknown): trains what an entity with no catalog / profile row gets
+    content_dropout: float = 0.05
+    #: read the ``user_stats`` / ``item_stats`` counters (``settings.counters.windows_days``) as dense inputs
+    use_counters: bool = True
     #: torch intra-op threads while training Base / URM (None = torch's default); see ``PPMSettings.threads``
     threads: int | None = 1
     #: training-set rows read, encoded (``FeatureEncoder.transform``) and shuffled at a time (bounded memory)
@@ -197,10 +208,36 @@ class PartitionSettings(BaseModel):
 
 
 class SplitSettings(BaseModel):
-    """Global time split by ``event_timestamp`` (DESIGN.md §5): first 80 % train, next 10 % valid, rest test."""
+    """Global time split by ``event_timestamp`` (DESIGN.md §5): first 80 % train, next 10 % valid, rest test.
+
+    ``valid_start`` / ``test_start`` fix the cut points instead (both or neither): the item-cold protocol
+    runs on interactions with events removed but keeps the full data's cut points
+    (:func:`ppm_platform.training.split.split_labels`).
+    """
 
     train_frac: float = 0.8
     valid_frac: float = 0.1
+    valid_start: datetime | None = None
+    test_start: datetime | None = None
+
+
+class CounterSettings(BaseModel):
+    """Point-in-time counter feature views ``item_stats`` / ``user_stats`` (DESIGN.md §4,
+    :mod:`ppm_platform.features.counters`): impressions, clicks, orders and smoothed click / order rates of an
+    entity as of a row's time, all-time and over each recent event-time window.
+
+    Smoothed rate = ``(clicks + m * p) / (impressions + m)`` (a Beta prior of mean ``p`` and strength ``m``
+    impressions; Micci-Barreca, "A preprocessing scheme for high-cardinality categorical attributes",
+    SIGKDD Explorations 2001). ``p`` None = the click / order rate of the train window of the interactions,
+    computed by the full counters stage and kept in ``features/counter_priors.json`` so the daily partitions
+    use the same prior.
+    """
+
+    #: recent event-time windows (days); the all-time counters are always there
+    windows_days: tuple[int, ...] = (7, 30)
+    prior_strength: float = 10.0
+    prior_click_rate: float | None = None
+    prior_order_rate: float | None = None
 
 
 class EvaluationSettings(BaseModel):
@@ -212,8 +249,19 @@ class EvaluationSettings(BaseModel):
 
     #: number of seeds; seed i = ``Settings.seed + i`` (seed 0 reproduces the ``urm_model`` asset's run)
     seeds: int = 3
-    #: Table-2 rows to run, any of Base, QM&EP, PPM, Base+QM&EP, URM
-    models: tuple[str, ...] = ("Base", "QM&EP", "PPM", "Base+QM&EP", "URM")
+    #: report rows to run: the baselines a practitioner runs first (Popularity, GBDT), then the paper's
+    #: Table-2 rows Base, QM&EP, PPM, Base+QM&EP, URM
+    models: tuple[str, ...] = ("Popularity", "GBDT", "Base", "QM&EP", "PPM", "Base+QM&EP", "URM")
+    #: GBDT grid (scikit-learn HistGradientBoostingClassifier), selected per task on validation AUC; each fit
+    #: early-stops on the validation split after 30 rounds without improvement, at most ``gbdt_max_iter`` trees
+    gbdt_learning_rates: tuple[float, ...] = (0.05, 0.1)
+    gbdt_max_leaf_nodes: tuple[int, ...] = (15, 31, 63)
+    gbdt_max_iter: int = 1000
+    #: item-cold protocol (DESIGN.md §5): share of the catalog whose train-window events are removed, the
+    #: held-out-item draws (seeds ``Settings.seed + i``), and the rows run on each draw
+    item_cold_share: float = 0.2
+    item_cold_draws: int = 3
+    item_cold_models: tuple[str, ...] = ("Popularity", "GBDT", "Base", "URM")
     #: also train Base and URM on the most recent ``recent_fraction`` of the train window
     data_efficiency: bool = True
     recent_fraction: float = 0.5
@@ -265,6 +313,7 @@ class Settings(BaseModel):
     spark: SparkSettings = SparkSettings()
     encoders: EncoderSettings = EncoderSettings()
     sequence: SequenceSettings = SequenceSettings()
+    counters: CounterSettings = CounterSettings()
     ppm: PPMSettings = PPMSettings()
     urm: URMSettings = URMSettings()
     split: SplitSettings = SplitSettings()
@@ -350,6 +399,9 @@ class Settings(BaseModel):
                 data[field] = env[var]
         if master := env.get("PPM_SPARK_MASTER"):
             data.setdefault("spark", {})["master"] = master
+        if seeds := env.get("PPM_EVAL_SEEDS"):  # `ppm report --seeds N`
+            data.setdefault("evaluation", {})["seeds"] = seeds
+            data["evaluation"].setdefault("item_cold_draws", seeds)
         data.update(overrides)
         s = cls.model_validate(data)
         # resolve relative paths against the current directory once, so Spark workers see absolute paths

@@ -136,6 +136,16 @@ def behavior_sequences(settings: Settings, spark) -> dict:
     return _record(settings, "behavior_sequences", res)
 
 
+@_spark_stage
+def counters(settings: Settings, spark) -> dict:
+    """Point-in-time counters of every item and user (Spark) -> the ``item_stats`` and ``user_stats`` feature
+    tables (one row per change, stamped by the leakage rule), and the prior of their smoothed rates."""
+    from ppm_platform.features.counters import compute_counters
+
+    res = compute_counters(spark, settings, settings.tables_dir / "interactions.parquet")
+    return _record(settings, "counters", res)
+
+
 # ---- PPM ----------------------------------------------------------------------------------------------
 def ppm_model(settings: Settings, progress: Progress = None) -> dict:
     """Pre-train the ID-free PPM on the train window; save it with its ``ppm_version``."""
@@ -240,8 +250,13 @@ def _train_and_save(settings: Settings, name: str, use_ppm: bool, progress: Prog
 
 
 def base_model(settings: Settings, progress: Progress = None) -> dict:
-    """Train the IDRec-only ``Base`` (IDRec + MMoE, click and order) on the same split."""
-    return _train_and_save(settings, "base", use_ppm=False, progress=progress)
+    """Train the IDRec-only ``Base`` (IDRec + MMoE, click and order) on the same split; its record also holds
+    the ``Popularity`` row on that split (the item's smoothed train-window rate: what Base must beat)."""
+    from ppm_platform.training.baselines import popularity_report
+
+    res = _train_and_save(settings, "base", use_ppm=False, progress=progress)
+    res["popularity"] = popularity_report(settings, settings.artifacts_dir / "training_set.parquet")
+    return _record(settings, "base_model", res)
 
 
 def urm_model(settings: Settings, progress: Progress = None) -> dict:
@@ -326,10 +341,86 @@ def evaluation_report(settings: Settings, progress: Progress = None) -> dict:
     return _record(settings, "evaluation_report", out)
 
 
+def item_cold_report(settings: Settings, spark, progress: Progress = None) -> dict:
+    """The item-cold protocol (:mod:`ppm_platform.training.item_cold`, DESIGN.md §5): for each of
+    ``evaluation.item_cold_draws`` seeded draws of held-out items, remove their train-window events and run the
+    same stages as the main job (sequences, counters, PPM pre-training, caches, Feast, point-in-time training
+    set) under ``<artifacts>/item_cold/draw_<i>`` with the full data's cut points, then the report rows of
+    ``evaluation.item_cold_models`` (``evaluation.seeds`` model seeds) with the held-out slice. Writes
+    ``reports/item_cold/summary.{json,md}`` and each draw's ``report.{json,md}``.
+
+    Reads the main job's tables and ``item_multimodal`` / profile feature tables (never its models).
+
+    Returns:
+        the summary (:func:`~ppm_platform.training.item_cold.combine_draws`) plus ``seconds`` and ``paths``.
+    """
+    from ppm_platform.features.spark import release_heap
+    from ppm_platform.io import write_json_atomic
+    from ppm_platform.training.artifacts import load_ppm
+    from ppm_platform.training.evaluation import json_safe, run_evaluation, write_report
+    from ppm_platform.training.item_cold import (
+        clean_draw,
+        combine_draws,
+        draw_held_out,
+        draw_settings,
+        prepare_draw,
+        render_summary,
+    )
+    from ppm_platform.training.split import settings_cutoffs
+    from ppm_platform.training.urm_train import HELD_OUT_SLICE
+
+    t0 = time.perf_counter()
+    ev = settings.evaluation
+    say = progress or log.info
+    ts = pd.read_parquet(settings.tables_dir / "interactions.parquet", columns=["event_timestamp"])["event_timestamp"]
+    valid_start, test_start = settings_cutoffs(ts, settings)
+    item_ids = pd.read_parquet(settings.tables_dir / "items.parquet", columns=["item_id"])["item_id"].to_numpy()
+    out_dir = settings.reports_dir / "item_cold"
+    reports, sizes, draws = [], [], []
+    seeds = [settings.seed + i for i in range(ev.item_cold_draws)]
+    for i, seed in enumerate(seeds):
+        held = draw_held_out(item_ids, ev.item_cold_share, seed)
+        d = draw_settings(settings, i, valid_start, test_start)
+        prep = prepare_draw(settings, d, held, valid_start)
+        say(f"item-cold draw {i} (seed {seed}): {prep['held_out_items']} held-out items, "
+            f"{prep['interactions_removed']} train-window events removed")
+        try:
+            for stage in (behavior_sequences, counters):
+                stage(d, spark)
+            ppm_model(d, progress)
+            ppm_item_cache(d, spark)
+            ppm_user_cache(d, spark)
+            feast_definitions(d)
+            training_set(d)
+            ppm, meta = load_ppm(d.models_dir / "ppm")
+            report = run_evaluation(d, pd.read_parquet(d.artifacts_dir / "training_set.parquet"),
+                                    pd.read_parquet(_feature(d, "item_multimodal")), ppm,
+                                    ppm_version=meta.get("ppm_version"), progress=progress,
+                                    held_out_items=set(held.tolist()), models=tuple(ev.item_cold_models),
+                                    data_efficiency=False)
+        finally:
+            release_heap(spark)
+        report["draw"] = {"seed": seed, **prep}
+        write_report(report, out_dir / f"draw_{i}", title=f"Item-cold protocol, draw {i} (seed {seed})")
+        reports.append(report)
+        sizes.append(report["slice_sizes"][HELD_OUT_SLICE])
+        draws.append(report["draw"])
+        clean_draw(d)
+    summary = combine_draws(reports, seeds)
+    summary.update({"held_out_share": ev.item_cold_share, "held_out_slice_sizes": sizes, "draw_inputs": draws,
+                    "valid_start": valid_start.isoformat(), "test_start": test_start.isoformat(),
+                    "model_seeds": reports[0]["protocol"]["seeds"] if reports else [],
+                    "seconds": round(time.perf_counter() - t0, 1)})
+    write_json_atomic(json_safe(summary), out_dir / "summary.json")
+    (out_dir / "summary.md").write_text(render_summary(summary, sizes))
+    summary["paths"] = {"json": str(out_dir / "summary.json"), "markdown": str(out_dir / "summary.md")}
+    return _record(settings, "item_cold_report", summary)
+
+
 # ---- daily partitions: the incremental path (issue #8) ------------------------------------------------
-#: Feast feature views that the daily path refreshes (user-level, time-varying); the other views change
-#: with the catalog or the PPM, i.e. with the full (unpartitioned) assets
-DAILY_USER_VIEWS = ("user_recent_items", "ppm_user_cache")
+#: Feast feature views that the daily path refreshes (time-varying: the user-level views and the item
+#: counters); the other views change with the catalog or the PPM, i.e. with the full (unpartitioned) assets
+DAILY_VIEWS = ("user_recent_items", "ppm_user_cache", "user_stats", "item_stats")
 
 
 def partition_days(settings: Settings, up_to: date) -> list[date]:
@@ -350,17 +441,19 @@ def interactions_daily(settings: Settings, day: date) -> dict:
 
 @_spark_stage
 def user_features_daily(settings: Settings, spark, day: date) -> dict:
-    """Daily partition ``day`` of the user-level feature tables: the ``behavior_sequences`` rows whose as-of
-    time falls on ``day`` (from the interaction partitions up to its end) and their frozen-PPM
-    ``ppm_user_cache`` rows, each replacing ``<table>/<day>.parquet`` of the same day-partitioned folders the
-    full assets write (a day's file is byte-for-byte the full run's).
+    """Daily partition ``day`` of the time-varying feature tables: the ``behavior_sequences`` rows whose as-of
+    time falls on ``day`` (from the interaction partitions up to its end), their frozen-PPM ``ppm_user_cache``
+    rows and the ``user_stats`` / ``item_stats`` counter rows of the day, each replacing ``<table>/<day>.parquet``
+    of the same day-partitioned folders the full assets write (a day's file is byte-for-byte the full run's).
 
     Raises:
         ValueError: an interaction partition on or before ``day`` was never materialized (listed; backfill
             them first), or the PPM item cache is from another ``ppm_version``.
+        FileNotFoundError: the full counters never ran (their prior is missing).
     """
     from ppm_platform.data.ingest import interactions_daily_dir
     from ppm_platform.features.behavior_sequences import compute_behavior_sequences
+    from ppm_platform.features.counters import compute_counters
     from ppm_platform.features.ppm_caches import compute_ppm_user_cache
 
     src = interactions_daily_dir(settings)
@@ -373,15 +466,17 @@ def user_features_daily(settings: Settings, spark, day: date) -> dict:
     cache = compute_ppm_user_cache(spark, settings, _feature(settings, "behavior_sequences") / f"{day.isoformat()}.parquet",
                                    _feature(settings, "ppm_item_cache"), settings.models_dir / "ppm",
                                    _feature(settings, "ppm_user_cache"), day=day)
+    stats = compute_counters(spark, settings, src, day=day)
     out = {"day": day.isoformat(), "behavior_sequences_rows": seq["rows"], "users": seq["users"],
            "ppm_user_cache_rows": cache["rows"], "ppm_version": cache["ppm_version"],
-           "seconds": round(seq["seconds"] + cache["seconds"], 3)}
+           "user_stats_rows": stats["user_stats"]["rows"], "item_stats_rows": stats["item_stats"]["rows"],
+           "seconds": round(seq["seconds"] + cache["seconds"] + stats["seconds"], 3)}
     return _record(settings, f"user_features_daily/{day.isoformat()}", out)
 
 
 def online_user_features(settings: Settings, end: datetime) -> dict:
     """Bring the user-level views of the online store up to ``end`` (tz-aware): Feast's
-    ``materialize_incremental(end)`` over :data:`DAILY_USER_VIEWS`, which loads the rows from each view's last
+    ``materialize_incremental(end)`` over :data:`DAILY_VIEWS`, which loads the rows from each view's last
     materialized end to ``end``. A view never materialized gets one ``materialize`` from the first partition
     (``materialize_incremental`` on a ``ttl=0`` view would start one year before now); a view already
     materialized past ``end`` is left as it is (an online store holds the latest row per entity, so a
@@ -399,7 +494,7 @@ def online_user_features(settings: Settings, end: datetime) -> dict:
     first = datetime.fromisoformat(settings.partitions.start_date).replace(tzinfo=timezone.utc)
     views: dict[str, dict] = {}
     with limit_duckdb_memory(settings, settings.materialize_memory_limit):  # Feast's DuckDB windows
-        for name in DAILY_USER_VIEWS:
+        for name in DAILY_VIEWS:
             last = store.get_feature_view(name).most_recent_end_time
             last = last if last is None or last.tzinfo else last.replace(tzinfo=timezone.utc)
             if last is None:

@@ -1,6 +1,6 @@
-"""Daily group: the incremental path (issue #8). Interactions and the user-level feature tables are
-partitioned by UTC day; each day brings the online store's user views forward with Feast's
-``materialize_incremental``.
+"""Daily group: the incremental path (issue #8). Interactions and the time-varying feature tables (user
+sequences, PPM user cache, user and item counters) are partitioned by UTC day; each day brings the online
+store's time-varying views forward with Feast's ``materialize_incremental``.
 
 The full assets (``interactions``, ``behavior_sequences``, ``ppm_user_cache``, ``online_store``) rebuild
 everything; these daily partitions refresh one day of the same day-partitioned feature folders, so a day's
@@ -48,21 +48,25 @@ def interactions_daily(context: dg.AssetExecutionContext, ppm: PPMSettingsResour
         ("rows_in", "rows_out", "rows_quarantined")))
 
 
-@dg.asset(deps=["interactions_daily", "ppm_model", "ppm_item_cache"], kinds={"spark", "pytorch", "parquet"}, **_KW)
+@dg.asset(deps=["interactions_daily", "ppm_model", "ppm_item_cache", "item_stats", "user_stats"],
+          kinds={"spark", "pytorch", "parquet"}, **_KW)
 def user_features_daily(context: dg.AssetExecutionContext, ppm: PPMSettingsResource,
                         spark: SparkResource) -> dg.MaterializeResult:
-    """One UTC day of the user-level feature tables: ``behavior_sequences`` rows whose as-of time is on the
-    day (from every interaction partition up to its end; earlier days must be materialized) and their
-    frozen-PPM ``ppm_user_cache`` rows."""
+    """One UTC day of the time-varying feature tables: ``behavior_sequences`` rows whose as-of time is on the
+    day (from every interaction partition up to its end; earlier days must be materialized), their
+    frozen-PPM ``ppm_user_cache`` rows and the day's ``user_stats`` / ``item_stats`` counter rows (with the
+    prior of the full counters asset)."""
     settings, session = ppm.get(), spark.session()
     res = [pipeline.user_features_daily(settings, session, d) for d in _days(context)]
-    return dg.MaterializeResult(metadata=_per_day(res, ("behavior_sequences_rows", "ppm_user_cache_rows")))
+    return dg.MaterializeResult(metadata=_per_day(res, ("behavior_sequences_rows", "ppm_user_cache_rows",
+                                                                "user_stats_rows", "item_stats_rows")))
 
 
 @dg.asset(deps=["user_features_daily", "feast_definitions"], kinds={"feast", "sqlite"}, **_KW)
 def online_user_features(context: dg.AssetExecutionContext, ppm: PPMSettingsResource) -> dg.MaterializeResult:
-    """The online store's user views (`user_recent_items`, `ppm_user_cache`) brought up to the end of the
-    day (or range) with Feast's ``materialize_incremental``; never moved backwards."""
+    """The online store's time-varying views (`user_recent_items`, `ppm_user_cache`, `user_stats`,
+    `item_stats`) brought up to the end of the day (or range) with Feast's ``materialize_incremental``; never
+    moved backwards."""
     res = pipeline.online_user_features(ppm.get(), context.partition_time_window.end)
     return dg.MaterializeResult(metadata=metadata_from(res))
 

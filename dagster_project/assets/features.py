@@ -22,3 +22,25 @@ def behavior_sequences(ppm: PPMSettingsResource, spark: SparkResource) -> dg.Mat
     """Per (user, click time t): the last L clicked items with timestamp <= t, stamped t + 1 µs so a
     point-in-time join at t never sees the event that produced the row (leakage rule, DESIGN.md §4)."""
     return dg.MaterializeResult(metadata=metadata_from(pipeline.behavior_sequences(ppm.get(), spark.session())))
+
+
+@dg.multi_asset(
+    specs=[dg.AssetSpec("item_stats", group_name="features", deps=["interactions"], owners=["team:ppm-platform"],
+                        kinds={"spark", "parquet"},
+                        description="Per item, as of each change: impressions, clicks, orders and smoothed click / "
+                                    "order rates strictly before the row's time, all-time and per recent window "
+                                    "(`settings.counters.windows_days`)."),
+           dg.AssetSpec("user_stats", group_name="features", deps=["interactions"], owners=["team:ppm-platform"],
+                        kinds={"spark", "parquet"},
+                        description="The same counters per user (new users' counters grow from their own events "
+                                    "before each impression, as serving sees them).")],
+)
+def counters(ppm: PPMSettingsResource, spark: SparkResource):
+    """Point-in-time counters of every item and user in one Spark job over the interactions: an event enters
+    at t + 1 µs and leaves a window W at t + W + 1 µs, so a join at t never sees the event at t (leakage rule,
+    DESIGN.md §4) and windowed counts decay without a later event."""
+    res = pipeline.counters(ppm.get(), spark.session())
+    common = {"priors": dg.MetadataValue.json(res["priors"]), "windows_days": dg.MetadataValue.json(res["windows_days"]),
+              "seconds": res["seconds"]}
+    for table in ("item_stats", "user_stats"):
+        yield dg.MaterializeResult(asset_key=table, metadata={**metadata_from(res[table]), **common})

@@ -11,10 +11,15 @@ _SKIP = ("slices",)
 
 @dg.asset(group_name="training", deps=["training_set"], owners=["team:ppm-platform"], kinds={"pytorch"})
 def base_model(context: dg.AssetExecutionContext, ppm: PPMSettingsResource) -> dg.MaterializeResult:
-    """IDRec baseline (ID embeddings, DIN attention over the ID sequence, DCN-v2 cross, MMoE towers)."""
+    """IDRec baseline (ID embeddings with trained OOV rows, DIN attention over the ID sequence, the user and
+    item counters, DCN-v2 cross, MMoE towers); its metadata also carries the Popularity row on the same split."""
     settings = ppm.get()
     res = pipeline.base_model(settings, progress=context.log.info)
-    return dg.MaterializeResult(metadata={**metadata_from(res, skip=_SKIP), "test_slices": dg.MetadataValue.json(res["slices"]),
+    pop = res["popularity"]
+    return dg.MaterializeResult(metadata={**metadata_from(res, skip=(*_SKIP, "popularity")),
+                                          "test_slices": dg.MetadataValue.json(res["slices"]),
+                                          "popularity_test_click_auc": pop["test_click_auc"],
+                                          "popularity_test_order_auc": pop["test_order_auc"],
                                           **plot_metadata(res, settings.reports_dir / "plots", "base_model", "Base (IDRec)")})
 
 

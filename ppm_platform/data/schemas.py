@@ -19,6 +19,9 @@ behavior_sequences user      hist_item_ids i64[<=L] (most recent first), hist_ag
 ppm_item_cache     item      ppm_item_vec f32[d], ppm_item_version str
 ppm_user_cache     user      ppm_user_seq f32[L*d] (row-major L x d, zero padded), ppm_seq_len i64,
                              ppm_user_version str
+item_stats         item      item_{impressions,clicks,orders} i64, item_{click,order}_rate f32, all-time and
+                             per recent window (suffix ``_<W>d``): :func:`counter_schema`
+user_stats         user      the same with the ``user_`` prefix
 ================== ========= ==============================================================================
 
 Timestamps of feature rows (the leakage rule, DESIGN.md §4): a user-level row produced by the events of a
@@ -116,6 +119,40 @@ PPM_USER_CACHE = pa.schema([
     ("ppm_seq_len", pa.int64()),
     ("ppm_user_version", pa.string()),
 ])
+
+#: counter tables: entity name -> (join key, column prefix)
+COUNTER_ENTITIES = {"item": ("item_id", "item"), "user": ("user_id", "user")}
+#: the counts of a counter table, in column order (each also per window), then the smoothed rates
+COUNT_FIELDS = ("impressions", "clicks", "orders")
+RATE_FIELDS = ("click_rate", "order_rate")
+
+
+def counter_suffixes(windows_days: tuple[int, ...]) -> list[str]:
+    """Column suffixes of a counter table: ``""`` (all-time) then ``"_<W>d"`` per window, in order."""
+    return ["", *(f"_{int(w)}d" for w in windows_days)]
+
+
+def counter_count_columns(prefix: str, windows_days: tuple[int, ...]) -> list[str]:
+    """The int64 count columns of a counter table (``<prefix>_impressions``, ..., ``<prefix>_orders_<W>d``)."""
+    return [f"{prefix}_{f}{s}" for s in counter_suffixes(windows_days) for f in COUNT_FIELDS]
+
+
+def counter_rate_columns(prefix: str, windows_days: tuple[int, ...]) -> list[str]:
+    """The float32 smoothed-rate columns of a counter table (``<prefix>_click_rate``, ...)."""
+    return [f"{prefix}_{f}{s}" for s in counter_suffixes(windows_days) for f in RATE_FIELDS]
+
+
+def counter_schema(entity: str, windows_days: tuple[int, ...]) -> pa.Schema:
+    """Schema of the ``<entity>_stats`` counter table (``entity`` in :data:`COUNTER_ENTITIES`).
+
+    Raises:
+        KeyError: an unknown entity.
+    """
+    key, prefix = COUNTER_ENTITIES[entity]
+    return pa.schema([(key, pa.int64()), ("event_timestamp", TS),
+                      *((c, pa.int64()) for c in counter_count_columns(prefix, windows_days)),
+                      *((c, pa.float32()) for c in counter_rate_columns(prefix, windows_days))])
+
 
 FEATURE_TABLES = {
     "item_multimodal": ITEM_MULTIMODAL,

@@ -488,3 +488,52 @@ def table_quality(path: Path, schema, keys: list[str] | None = None, non_null: l
             problems.append(f"{acc[c]['zero_rows']} row(s) of {c} with zero norm")
     return {"rows": rows, "schema_ok": schema_ok, "schema_diff": diff, "duplicate_keys": dup,
             "null_counts": nulls, "vectors": acc, "ok": not problems, "problems": problems}
+
+
+def counter_consistency(path: Path, entity: str, windows_days: tuple[int, ...], batch_rows: int = 65_536) -> dict:
+    """Consistency of a counter table (``item_stats`` / ``user_stats``, :mod:`ppm_platform.features.counters`),
+    read in batches: per window ``impressions >= clicks >= orders >= 0``; every window's count <= the all-time
+    count; smoothed rates finite and in [0, 1].
+
+    Returns:
+        ``{"rows", "violations", "by_rule": {rule: rows violating it}}``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist. KeyError: an unknown entity.
+    """
+    import numpy as np
+    import pyarrow.dataset as pds
+
+    from ppm_platform.data.schemas import COUNTER_ENTITIES, counter_rate_columns, counter_suffixes
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: table not written")
+    prefix = COUNTER_ENTITIES[entity][1]
+    rates = counter_rate_columns(prefix, windows_days)
+    by_rule: dict[str, int] = {}
+    rows = bad_rows = 0
+
+    def add(rule: str, mask) -> None:
+        by_rule[rule] = by_rule.get(rule, 0) + int(mask.sum())
+
+    for batch in pds.dataset(path, format="parquet").to_batches(batch_size=batch_rows):
+        df = batch.to_pandas()
+        rows += len(df)
+        bad = np.zeros(len(df), bool)
+        for s in counter_suffixes(windows_days):
+            n, c, o = (df[f"{prefix}_{f}{s}"].to_numpy() for f in ("impressions", "clicks", "orders"))
+            for rule, m in ((f"impressions{s} >= clicks{s}", n < c), (f"clicks{s} >= orders{s} >= 0", (c < o) | (o < 0))):
+                add(rule, m)
+                bad |= m
+            if s:
+                m = n > df[f"{prefix}_impressions"].to_numpy()
+                add(f"impressions{s} <= impressions", m)
+                bad |= m
+        for col in rates:
+            v = df[col].to_numpy(dtype=float)
+            m = ~np.isfinite(v) | (v < 0) | (v > 1)
+            add(f"{col} in [0, 1]", m)
+            bad |= m
+        bad_rows += int(bad.sum())
+    return {"rows": rows, "violations": bad_rows, "by_rule": by_rule}

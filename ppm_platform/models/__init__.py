@@ -7,10 +7,18 @@ from ppm_platform.models.idrec import IDRec
 from ppm_platform.models.layers import MLP, CrossNetV2, DINAttention, DotAttentionPooling, attention_pool, masked_softmax
 from ppm_platform.models.mmoe import MMoE
 from ppm_platform.models.ppm import PPM, PPMConfig, PPMItemTower, PPMReadout, PPMSequenceEncoder
-from ppm_platform.models.urm import PPM_INPUT_NAMES, TASKS, URM, URM_INPUT_NAMES, URMConfig, multitask_bce
+from ppm_platform.models.urm import (
+    IDREC_INPUT_NAMES,
+    PPM_INPUT_NAMES,
+    TASKS,
+    URM,
+    URM_INPUT_NAMES,
+    URMConfig,
+    multitask_bce,
+)
 
 __all__ = [
     "MLP", "CrossNetV2", "DINAttention", "DotAttentionPooling", "attention_pool", "masked_softmax",
     "PPM", "PPMConfig", "PPMItemTower", "PPMReadout", "PPMSequenceEncoder",
-    "IDRec", "MMoE", "URM", "URMConfig", "URM_INPUT_NAMES", "PPM_INPUT_NAMES", "TASKS", "multitask_bce",
+    "IDRec", "MMoE", "URM", "URMConfig", "URM_INPUT_NAMES", "PPM_INPUT_NAMES", "IDREC_INPUT_NAMES", "TASKS", "multitask_bce",
 ]

@@ -2,7 +2,14 @@
 
 Embeddings for user id, item id (shared with the clicked-item history), user side features and the item's
 genre multi-hot; DIN attention (Zhou et al., KDD'18) of the target item over the clicked-item ID sequence;
-a DCN-V2 cross network (Wang et al., WWW'21) over the concatenated embeddings, then a DNN (stacked DCN-V2).
+the standardized point-in-time counters of the user and the item (``user_stats`` / ``item_stats``: what every
+production ranker reads, and what cold entities are scored by); a DCN-V2 cross network (Wang et al.,
+WWW'21) over the concatenation, then a DNN (stacked DCN-V2).
+
+Cold entities: the out-of-vocabulary row of each id table is trained (minimum-count vocabulary and ID
+dropout, :func:`ppm_platform.training.urm_train.id_dropout`), and an item without content features
+(``item_content = 0``) gets a learned no-content genre vector instead of an empty multi-hot (trained by
+content dropout; DropoutNet, Volkovs et al., NeurIPS'17).
 """
 
 from __future__ import annotations
@@ -34,13 +41,16 @@ def safe_index(idx: Tensor, vocab_size: int) -> Tensor:
 class IDRec(nn.Module):
     """ID-based ranking backbone (Base model).
 
-    Embedding vector ``x0 = [user, item, side_1..side_S, genres, din(item, history)]`` (each ``emb_dim``;
-    padding index 0 embeds to zero), then ``DNN(CrossNetV2(x0))``.
+    ``x0 = [user, item, side_1..side_S, genres, din(item, history), user_dense, item_dense]`` (embeddings of
+    ``emb_dim``; padding index 0 embeds to zero; ``genres`` is the no-content vector where
+    ``item_content == 0``), then ``DNN(CrossNetV2(x0))``.
 
     Shapes (forward):
         user_idx int64 ``[B]``, item_idx int64 ``[B]``, user_side int64 ``[B, S]``, item_genres f32 ``[B, G]``,
-        hist_item_idx int64 ``[B, L]``, hist_mask f32 ``[B, L]`` -> rep f32 ``[B, out_dim]``
-        (``out_dim = dnn_hidden[-1]``, or the cross width when ``dnn_hidden`` is empty).
+        item_content f32 ``[B]`` (1 = content features present), user_dense f32 ``[B, Du]``, item_dense f32
+        ``[B, Di]`` (``Du = cfg.n_user_dense``, ``Di = cfg.n_item_dense``, may be 0), hist_item_idx int64
+        ``[B, L]``, hist_mask f32 ``[B, L]`` -> rep f32 ``[B, out_dim]`` (``out_dim = dnn_hidden[-1]``, or the
+        cross width when ``dnn_hidden`` is empty).
         Indices: 0 = padding, 1 = out-of-vocabulary, >= 2 known; indices outside the vocabulary are mapped to 1.
     """
 
@@ -54,19 +64,23 @@ class IDRec(nn.Module):
         self.item_emb = nn.Embedding(cfg.n_items, e, padding_idx=PAD_IDX)
         self.side_embs = nn.ModuleList(nn.Embedding(c, e, padding_idx=PAD_IDX) for c in self.side_cards)
         self.genre_proj = nn.Linear(cfg.n_genres, e, bias=False)
+        #: the genre vector of an item without content features (learned; zero at init)
+        self.no_content = nn.Parameter(torch.zeros(e))
         self.din = DINAttention(e, hidden=(2 * e,), dropout=0.0)
-        x0_dim = e * (4 + len(self.side_cards))
+        x0_dim = e * (4 + len(self.side_cards)) + cfg.n_user_dense + cfg.n_item_dense
         self.cross = CrossNetV2(x0_dim, cfg.cross_layers)
         self.dnn = MLP(x0_dim, list(cfg.dnn_hidden), dropout=cfg.dropout)
         self.out_dim = self.dnn.out_dim
 
     def forward(self, user_idx: Tensor, item_idx: Tensor, user_side: Tensor, item_genres: Tensor,
-                hist_item_idx: Tensor, hist_mask: Tensor) -> Tensor:
+                item_content: Tensor, user_dense: Tensor, item_dense: Tensor, hist_item_idx: Tensor,
+                hist_mask: Tensor) -> Tensor:
         u = self.user_emb(safe_index(user_idx, self.n_users))
         it = self.item_emb(safe_index(item_idx, self.n_items))
         hist = self.item_emb(safe_index(hist_item_idx, self.n_items))            # [B, L, e]
         sides = [emb(safe_index(user_side[:, j], c)) for j, (emb, c) in enumerate(zip(self.side_embs, self.side_cards))]
-        g = self.genre_proj(item_genres.to(u.dtype))
+        has = item_content.to(u.dtype).unsqueeze(-1)
+        g = has * self.genre_proj(item_genres.to(u.dtype)) + (1.0 - has) * self.no_content
         interest = self.din(it, hist, hist_mask)
-        x0 = torch.cat([u, it, *sides, g, interest], dim=-1)
+        x0 = torch.cat([u, it, *sides, g, interest, user_dense.to(u.dtype), item_dense.to(u.dtype)], dim=-1)
         return self.dnn(self.cross(x0))

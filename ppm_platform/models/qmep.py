@@ -146,9 +146,9 @@ class BaseQMEP(nn.Module):
     readout replaced by the un-pre-trained ME branch.
 
     Shapes:
-        forward(user_idx int64 ``[B]``, item_idx int64 ``[B]``, user_side int64 ``[B, S]``, item_genres f32
-        ``[B, G]``, hist_item_idx int64 ``[B, L]``, hist_mask f32 ``[B, L]``, target_me f32 ``[B, me_dim]``,
-        hist_me f32 ``[B, L', me_dim]``, me_mask f32 ``[B, L']``) -> logits f32 ``[B, 2]``.
+        forward(the IDRec inputs of :class:`~ppm_platform.models.idrec.IDRec` (user_idx int64 ``[B]`` ...
+        hist_mask f32 ``[B, L]``, in its order), target_me f32 ``[B, me_dim]``, hist_me f32 ``[B, L', me_dim]``,
+        me_mask f32 ``[B, L']``) -> logits f32 ``[B, 2]``.
         ID conventions as :class:`~ppm_platform.models.idrec.IDRec` (0 pad, 1 OOV).
     """
 
@@ -166,15 +166,18 @@ class BaseQMEP(nn.Module):
         return torch.cat([tower(h) for tower, h in zip(self.towers, task_reps)], dim=-1)
 
     def forward(self, user_idx: Tensor, item_idx: Tensor, user_side: Tensor, item_genres: Tensor,
-                hist_item_idx: Tensor, hist_mask: Tensor, target_me: Tensor, hist_me: Tensor,
-                me_mask: Tensor) -> Tensor:
-        id_rep = self.idrec(user_idx, item_idx, user_side, item_genres, hist_item_idx, hist_mask)
+                item_content: Tensor, user_dense: Tensor, item_dense: Tensor, hist_item_idx: Tensor,
+                hist_mask: Tensor, target_me: Tensor, hist_me: Tensor, me_mask: Tensor) -> Tensor:
+        id_rep = self.idrec(user_idx, item_idx, user_side, item_genres, item_content, user_dense, item_dense,
+                            hist_item_idx, hist_mask)
         return self._head(id_rep, self.me(target_me, hist_me, me_mask))
 
     def forward_catalog(self, user_idx: Tensor, item_idx: Tensor, user_side: Tensor, item_genres: Tensor,
-                        hist_item_idx: Tensor, hist_mask: Tensor, me_table: Tensor, target_row: Tensor,
-                        hist_row: Tensor, me_mask: Tensor) -> Tensor:
+                        item_content: Tensor, user_dense: Tensor, item_dense: Tensor, hist_item_idx: Tensor,
+                        hist_mask: Tensor, me_table: Tensor, target_row: Tensor, hist_row: Tensor,
+                        me_mask: Tensor) -> Tensor:
         """:meth:`forward` with the ME rows gathered from ``me_table`` f32 ``[N, me_dim]`` by ``target_row``
         int64 ``[B]`` / ``hist_row`` int64 ``[B, L']`` -> logits f32 ``[B, 2]``."""
-        id_rep = self.idrec(user_idx, item_idx, user_side, item_genres, hist_item_idx, hist_mask)
+        id_rep = self.idrec(user_idx, item_idx, user_side, item_genres, item_content, user_dense, item_dense,
+                            hist_item_idx, hist_mask)
         return self._head(id_rep, self.me.forward_catalog(me_table, target_row, hist_row, me_mask))

@@ -27,6 +27,9 @@ URM_INPUT_NAMES: tuple[str, ...] = (
     "item_idx",        # int64 [B]
     "user_side",       # int64 [B, S]
     "item_genres",     # float32 [B, G] multi-hot
+    "item_content",    # float32 [B]  1 = the item's content features are present, 0 = learned fallback
+    "user_dense",      # float32 [B, Du] standardized user counters (user_stats)
+    "item_dense",      # float32 [B, Di] standardized item counters (item_stats)
     "hist_item_idx",   # int64 [B, L] most recent first, 0 = padding
     "hist_mask",       # float32 [B, L]
     "ppm_user_seq",    # float32 [B, L, d] cached PPM sequence-encoder output
@@ -35,6 +38,8 @@ URM_INPUT_NAMES: tuple[str, ...] = (
 )
 #: Inputs that only the PPM top reads (ignored, and possibly pruned from the ONNX graph, when use_ppm=False).
 PPM_INPUT_NAMES: tuple[str, ...] = ("ppm_user_seq", "ppm_seq_mask", "ppm_item_vec")
+#: Inputs of IDRec (the Base model's whole input set), in ``URM.forward`` order.
+IDREC_INPUT_NAMES: tuple[str, ...] = tuple(n for n in URM_INPUT_NAMES if n not in PPM_INPUT_NAMES)
 #: Output columns of ``URM.forward``.
 TASKS: tuple[str, ...] = ("click", "order")
 
@@ -47,6 +52,7 @@ class URMConfig:
         n_users, n_items: vocabulary sizes INCLUDING the 2 reserved indices (0 = padding, 1 = OOV).
         user_side_cardinalities: vocabulary size (incl. the 2 reserved) of each categorical user side feature.
         n_genres: width ``G`` of the item genre multi-hot.
+        n_user_dense, n_item_dense: widths ``Du`` / ``Di`` of the dense counter inputs (0 = none).
         max_len: length ``L`` of the clicked-item ID sequence.
         emb_dim, cross_layers, dnn_hidden: IDRec (embeddings, DCN-V2 cross layers, DNN widths).
         n_experts, expert_hidden: MMoE; tower_hidden: hidden width of the click / order towers.
@@ -58,6 +64,8 @@ class URMConfig:
     n_items: int
     user_side_cardinalities: tuple[int, ...]
     n_genres: int
+    n_user_dense: int = 0
+    n_item_dense: int = 0
     max_len: int = 20
     emb_dim: int = 16
     cross_layers: int = 2
@@ -101,9 +109,11 @@ class URM(nn.Module):
 
     Shapes (forward, in :data:`URM_INPUT_NAMES` order):
         user_idx int64 ``[B]``, item_idx int64 ``[B]``, user_side int64 ``[B, S]``, item_genres f32 ``[B, G]``,
-        hist_item_idx int64 ``[B, L]``, hist_mask f32 ``[B, L]``, ppm_user_seq f32 ``[B, L', d]``,
-        ppm_seq_mask f32 ``[B, L']``, ppm_item_vec f32 ``[B, d]`` -> logits f32 ``[B, 2]`` (col 0 click,
-        col 1 order). With ``use_ppm=False`` the ``ppm_*`` inputs are ignored (may be None).
+        item_content f32 ``[B]``, user_dense f32 ``[B, Du]``, item_dense f32 ``[B, Di]``, hist_item_idx int64
+        ``[B, L]``, hist_mask f32 ``[B, L]``, ppm_user_seq f32 ``[B, L', d]``, ppm_seq_mask f32 ``[B, L']``,
+        ppm_item_vec f32 ``[B, d]`` -> logits f32 ``[B, 2]`` (col 0 click, col 1 order). With
+        ``use_ppm=False`` the ``ppm_*`` inputs are ignored (may be None). Where ``item_content == 0`` the PPM
+        top reads a learned no-content item vector instead of ``ppm_item_vec``.
     """
 
     def __init__(self, cfg: URMConfig):
@@ -115,6 +125,8 @@ class URM(nn.Module):
         if cfg.use_ppm:
             assert cfg.ppm is not None
             self.ppm_top = PPMReadout(cfg.ppm)
+            #: the PPM item vector of an item without content features (learned; zero at init)
+            self.no_content_vec = nn.Parameter(torch.zeros(cfg.ppm.d_model))
             in_dim += self.ppm_top.out_dim
         self.mmoe = MMoE(in_dim, cfg.n_experts, cfg.expert_hidden, n_tasks=len(TASKS), dropout=cfg.dropout)
         self.towers = nn.ModuleList(
@@ -123,13 +135,17 @@ class URM(nn.Module):
         )
 
     def forward(self, user_idx: Tensor, item_idx: Tensor, user_side: Tensor, item_genres: Tensor,
-                hist_item_idx: Tensor, hist_mask: Tensor, ppm_user_seq: Tensor | None = None,
-                ppm_seq_mask: Tensor | None = None, ppm_item_vec: Tensor | None = None) -> Tensor:
-        rep = self.idrec(user_idx, item_idx, user_side, item_genres, hist_item_idx, hist_mask)
+                item_content: Tensor, user_dense: Tensor, item_dense: Tensor, hist_item_idx: Tensor,
+                hist_mask: Tensor, ppm_user_seq: Tensor | None = None, ppm_seq_mask: Tensor | None = None,
+                ppm_item_vec: Tensor | None = None) -> Tensor:
+        rep = self.idrec(user_idx, item_idx, user_side, item_genres, item_content, user_dense, item_dense,
+                         hist_item_idx, hist_mask)
         if self.ppm_top is not None:
             if ppm_user_seq is None or ppm_seq_mask is None or ppm_item_vec is None:
                 raise ValueError("use_ppm=True: ppm_user_seq, ppm_seq_mask and ppm_item_vec are required")
-            rep = torch.cat([rep, self.ppm_top(ppm_item_vec, ppm_user_seq, ppm_seq_mask)], dim=-1)
+            has = item_content.to(ppm_item_vec.dtype).unsqueeze(-1)
+            vec = has * ppm_item_vec + (1.0 - has) * self.no_content_vec
+            rep = torch.cat([rep, self.ppm_top(vec, ppm_user_seq, ppm_seq_mask)], dim=-1)
         task_reps = self.mmoe(rep)
         return torch.cat([tower(h) for tower, h in zip(self.towers, task_reps)], dim=-1)
 

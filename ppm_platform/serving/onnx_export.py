@@ -2,7 +2,7 @@
 
 The exported graph maps the :data:`~ppm_platform.models.urm.URM_INPUT_NAMES` inputs (batch axis dynamic,
 named ``batch``) to one output ``probs`` = ``sigmoid(logits)``, f32 ``[B, 2]`` (click, order). A Base model
-(``use_ppm=False``) is exported with only the six IDRec inputs: its graph declares no ``ppm_*`` input, and
+(``use_ppm=False``) is exported with only the IDRec inputs: its graph declares no ``ppm_*`` input, and
 :class:`OnnxScorer` feeds only what a graph declares, so callers can always pass the full input dict.
 
 Exporter: the torch.export-based exporter (``dynamo=True``, torch's default and maintained path, opset 20,
@@ -24,9 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from ppm_platform.onnx_common import cpu_session, quiet_onnx_export
-from ppm_platform.models.urm import URM, URM_INPUT_NAMES
+from ppm_platform.models.urm import IDREC_INPUT_NAMES, URM, URM_INPUT_NAMES
 
-BASE_INPUT_NAMES: tuple[str, ...] = URM_INPUT_NAMES[:6]
+BASE_INPUT_NAMES: tuple[str, ...] = IDREC_INPUT_NAMES
 OUTPUT_NAME = "probs"
 _INT_INPUTS = frozenset({"user_idx", "item_idx", "user_side", "hist_item_idx"})
 LEGACY_OPSET = 17
@@ -42,10 +42,11 @@ class _URMProbs(nn.Module):
         self.model = model
 
     def forward(self, user_idx: Tensor, item_idx: Tensor, user_side: Tensor, item_genres: Tensor,
-                hist_item_idx: Tensor, hist_mask: Tensor, ppm_user_seq: Tensor, ppm_seq_mask: Tensor,
-                ppm_item_vec: Tensor) -> Tensor:
-        return torch.sigmoid(self.model(user_idx, item_idx, user_side, item_genres, hist_item_idx, hist_mask,
-                                        ppm_user_seq, ppm_seq_mask, ppm_item_vec))
+                item_content: Tensor, user_dense: Tensor, item_dense: Tensor, hist_item_idx: Tensor,
+                hist_mask: Tensor, ppm_user_seq: Tensor, ppm_seq_mask: Tensor, ppm_item_vec: Tensor) -> Tensor:
+        return torch.sigmoid(self.model(user_idx, item_idx, user_side, item_genres, item_content, user_dense,
+                                        item_dense, hist_item_idx, hist_mask, ppm_user_seq, ppm_seq_mask,
+                                        ppm_item_vec))
 
 
 class _BaseProbs(nn.Module):
@@ -56,12 +57,15 @@ class _BaseProbs(nn.Module):
         self.model = model
 
     def forward(self, user_idx: Tensor, item_idx: Tensor, user_side: Tensor, item_genres: Tensor,
-                hist_item_idx: Tensor, hist_mask: Tensor) -> Tensor:
-        return torch.sigmoid(self.model(user_idx, item_idx, user_side, item_genres, hist_item_idx, hist_mask))
+                item_content: Tensor, user_dense: Tensor, item_dense: Tensor, hist_item_idx: Tensor,
+                hist_mask: Tensor) -> Tensor:
+        return torch.sigmoid(self.model(user_idx, item_idx, user_side, item_genres, item_content, user_dense,
+                                        item_dense, hist_item_idx, hist_mask))
 
 
 def graph_input_names(model: URM) -> tuple[str, ...]:
-    """The input names the exported graph of ``model`` declares (all 9 for URM, the first 6 for Base)."""
+    """The input names the exported graph of ``model`` declares (all of :data:`URM_INPUT_NAMES` for URM,
+    :data:`BASE_INPUT_NAMES` for Base)."""
     return URM_INPUT_NAMES if model.ppm_top is not None else BASE_INPUT_NAMES
 
 

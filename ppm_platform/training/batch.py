@@ -8,10 +8,14 @@ numpy arrays named by :data:`ppm_platform.models.urm.URM_INPUT_NAMES`:
 =============== ======= ========= ==========================================================
 name            dtype   shape     meaning
 =============== ======= ========= ==========================================================
-user_idx        int64   [B]       0 padding, 1 out-of-vocabulary (cold), >= 2 known user
+user_idx        int64   [B]       0 padding, 1 out-of-vocabulary (cold or rare), >= 2 known user
 item_idx        int64   [B]       same convention, items
-user_side       int64   [B, 3]    age bucket, gender, occupation (0/1 convention as above)
+user_side       int64   [B, 3]    age bucket, gender, occupation (1 = unknown / missing, >= 2 known)
 item_genres     float32 [B, G]    multi-hot of the item's categories
+item_content    float32 [B]       1 = the item has its content features (a profile row, and a PPM item
+                                  vector when the model reads one); 0 = a learned no-content input is used
+user_dense      float32 [B, Du]   the user's counters (``user_stats``), standardized (see below)
+item_dense      float32 [B, Di]   the item's counters (``item_stats``), standardized
 hist_item_idx   int64   [B, L]    clicked-item ID sequence, most recent first, 0 padding
 hist_mask       float32 [B, L]    1 where hist_item_idx is a real behaviour
 ppm_user_seq    float32 [B, L, d] cached PPM sequence-encoder output (zeros where absent)
@@ -20,7 +24,15 @@ ppm_item_vec    float32 [B, d]    cached PPM item-tower output (zeros if the ite
 =============== ======= ========= ==========================================================
 
 Vocabularies are fitted on the training window only, so ids first seen later are out-of-vocabulary:
-exactly what cold-start users and items look like in production.
+exactly what cold-start users and items look like in production. With ``min_count > 1`` the ids with fewer
+train impressions share the OOV row too, so that row is trained (a "minimum-count vocabulary").
+
+Counters (:mod:`ppm_platform.features.counters`; ``counter_windows`` not None): per entity and per window
+(all-time, then each ``_<W>d``) the five inputs ``log1p(impressions)``, ``log1p(clicks)``, ``log1p(orders)``,
+and the smoothed click and order rates ``(count + m p) / (impressions + m)`` recomputed here from the counts
+with the prior ``p`` of the train rows' labels (:meth:`FeatureEncoder.fit`'s ``rate_prior``). A missing
+counter row (an entity with no event yet, or unknown online) is zero impressions, i.e. rate = ``p``; each
+input is then standardized with its train-rows mean and std.
 """
 
 from __future__ import annotations
@@ -31,9 +43,13 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from ppm_platform.data.schemas import COUNT_FIELDS, counter_count_columns, counter_suffixes
+
 PAD, OOV = 0, 1
 #: MovieLens-style age buckets (upper bounds, exclusive); the last bucket is open-ended.
 AGE_BOUNDS = (18, 25, 35, 45, 50, 56)
+#: dense counter inputs per window, in order (see the module docstring)
+DENSE_FIELDS = ("log_impressions", "log_clicks", "log_orders", "click_rate", "order_rate")
 
 
 def _is_missing(v: Any) -> bool:
@@ -44,22 +60,27 @@ def _is_missing(v: Any) -> bool:
     return v is pd.NA
 
 
-def _vocab_keys(values: Iterable[Any]) -> set[str]:
-    return {str(v) for v in values if not _is_missing(v)}
+def _vocab_of(counts: dict[str, int], min_count: int = 1) -> dict[str, int]:
+    return {v: i + 2 for i, v in enumerate(sorted(k for k, n in counts.items() if n >= min_count))}
 
 
-def _vocab_of(keys: set[str]) -> dict[str, int]:
-    return {v: i + 2 for i, v in enumerate(sorted(keys))}
+def _count_keys(acc: dict[str, int], values: Iterable[Any]) -> None:
+    """Add the occurrences of each non-missing ``str(value)`` to ``acc``."""
+    s = pd.Series(list(values) if not isinstance(values, pd.Series) else values, dtype=object)
+    s = s[~s.map(_is_missing)] if len(s) else s
+    for k, n in s.astype(str).value_counts().items():
+        acc[k] = acc.get(k, 0) + int(n)
 
 
-def _build_vocab(values: Iterable[Any]) -> dict[str, int]:
-    return _vocab_of(_vocab_keys(values))
-
-
-def _lookup(vocab: dict[str, int], values: Iterable[Any]) -> np.ndarray:
-    """Vocabulary indices (int64) of ``values``: PAD for missing, OOV for unseen (keys are ``str(value)``)."""
+def _lookup(vocab: dict[str, int], values: Iterable[Any], missing: int = PAD) -> np.ndarray:
+    """Vocabulary indices (int64) of ``values``: ``missing`` for missing values, OOV for unseen (keys are ``str(value)``)."""
     get = vocab.get
-    return np.fromiter((PAD if _is_missing(v) else get(str(v), OOV) for v in values), dtype=np.int64)
+    return np.fromiter((missing if _is_missing(v) else get(str(v), OOV) for v in values), dtype=np.int64)
+
+
+def dense_names(prefix: str, windows: tuple[int, ...]) -> list[str]:
+    """Names of the dense counter inputs of one entity (``<prefix>_<field><suffix>``), in input order."""
+    return [f"{prefix}_{f}{s}" for s in counter_suffixes(windows) for f in DENSE_FIELDS]
 
 
 @dataclass
@@ -70,6 +91,11 @@ class FeatureEncoder:
         max_len: L, the sequence length of ``hist_*`` and ``ppm_*`` inputs.
         ppm_dim: d, the width of the cached PPM vectors (0 when the model does not use PPM).
         users, items, genders, occupations, genres: string-keyed vocabularies (index >= 2).
+        min_count: ids with fewer train impressions were left out of ``users`` / ``items`` (share OOV).
+        counter_windows: windows (days) of the ``user_stats`` / ``item_stats`` counters read, None = no
+            counters (``user_dense`` / ``item_dense`` have width 0).
+        rate_prior: ``{"click", "order", "strength"}`` of the smoothed rates recomputed from the counts.
+        dense_mean, dense_std: ``{"user": [...], "item": [...]}`` standardization of the dense inputs.
     """
 
     max_len: int
@@ -79,32 +105,84 @@ class FeatureEncoder:
     genders: dict[str, int] = field(default_factory=dict)
     occupations: dict[str, int] = field(default_factory=dict)
     genres: dict[str, int] = field(default_factory=dict)
+    min_count: int = 1
+    counter_windows: tuple[int, ...] | None = None
+    rate_prior: dict[str, float] = field(default_factory=dict)
+    dense_mean: dict[str, list[float]] = field(default_factory=dict)
+    dense_std: dict[str, list[float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.counter_windows is not None:  # JSON gives a list
+            self.counter_windows = tuple(int(w) for w in self.counter_windows)
 
     # ---- fitting / persistence -------------------------------------------------------------------
-    @classmethod
-    def fit(cls, train: pd.DataFrame, max_len: int, ppm_dim: int) -> "FeatureEncoder":
-        """Fit vocabularies on the training rows (never on validation/test rows)."""
-        genres = _build_vocab(g for cats in train["categories"] if not _is_missing_list(cats) for g in cats)
-        return cls(max_len=max_len, ppm_dim=ppm_dim,
-                   users=_build_vocab(train["user_id"]), items=_build_vocab(train["item_id"]),
-                   genders=_build_vocab(train["gender"]), occupations=_build_vocab(train["occupation"]),
-                   genres=genres)
-
-    #: the columns :meth:`fit` reads
+    #: the columns :meth:`fit` reads besides the counters (:meth:`fit_columns`)
     FIT_COLUMNS = ("user_id", "item_id", "gender", "occupation", "categories")
 
+    @staticmethod
+    def counter_columns(entity: str, windows: tuple[int, ...] | None) -> list[str]:
+        """The ``<entity>_stats`` count columns an encoder with ``counter_windows=windows`` reads ([] for None)."""
+        return [] if windows is None else counter_count_columns(entity, windows)
+
     @classmethod
-    def fit_chunks(cls, chunks: Iterable[pd.DataFrame], max_len: int, ppm_dim: int) -> "FeatureEncoder":
-        """:meth:`fit` over training rows given in pieces (only :data:`FIT_COLUMNS` are read): the same
-        vocabularies as ``fit(pd.concat(chunks))``, in memory bounded by the distinct values."""
-        keys: dict[str, set[str]] = {c: set() for c in ("user_id", "item_id", "gender", "occupation", "genres")}
+    def fit_columns(cls, counter_windows: tuple[int, ...] | None = None) -> list[str]:
+        """Every column :meth:`fit_chunks` reads: :data:`FIT_COLUMNS`, then the counters' count columns."""
+        return [*cls.FIT_COLUMNS, *cls.counter_columns("user", counter_windows),
+                *cls.counter_columns("item", counter_windows)]
+
+    @classmethod
+    def fit(cls, train: pd.DataFrame, max_len: int, ppm_dim: int, **kw: Any) -> "FeatureEncoder":
+        """Fit vocabularies (and the counters' standardization) on the training rows (never on validation /
+        test rows). Keyword arguments as :meth:`fit_chunks`."""
+        return cls.fit_chunks([train], max_len, ppm_dim, **kw)
+
+    @classmethod
+    def fit_chunks(cls, chunks: Iterable[pd.DataFrame], max_len: int, ppm_dim: int, *, min_count: int = 1,
+                   counter_windows: tuple[int, ...] | None = None,
+                   rate_prior: dict[str, float] | None = None) -> "FeatureEncoder":
+        """:meth:`fit` over training rows given in pieces (only :meth:`fit_columns` are read): the same
+        encoder as ``fit(pd.concat(chunks))``, in memory bounded by the distinct values.
+
+        Args:
+            min_count: users / items with fewer train rows than this map to OOV (1 = every train id).
+            counter_windows: windows of the counter views to read (None = no counters).
+            rate_prior: ``{"click", "order", "strength"}`` prior of the recomputed smoothed rates (required
+                with ``counter_windows``; :func:`label_prior` of the train rows).
+
+        Raises:
+            ValueError: ``min_count < 1``, or counters without a ``rate_prior``.
+        """
+        if min_count < 1:
+            raise ValueError(f"min_count must be >= 1, got {min_count}")
+        if counter_windows is not None and not rate_prior:
+            raise ValueError("counter_windows needs a rate_prior ({'click', 'order', 'strength'})")
+        counts: dict[str, dict[str, int]] = {c: {} for c in ("user_id", "item_id", "gender", "occupation", "genres")}
+        enc = cls(max_len=max_len, ppm_dim=ppm_dim, min_count=min_count, counter_windows=counter_windows,
+                  rate_prior=dict(rate_prior or {}))
+        moments: dict[str, list[np.ndarray]] = {}
+        n_rows = 0
         for df in chunks:
+            if not len(df):
+                continue
+            n_rows += len(df)
             for c in ("user_id", "item_id", "gender", "occupation"):
-                keys[c] |= _vocab_keys(pd.unique(df[c]) if len(df) else [])
-            keys["genres"] |= _vocab_keys(g for cats in df["categories"] if not _is_missing_list(cats) for g in cats)
-        return cls(max_len=max_len, ppm_dim=ppm_dim, users=_vocab_of(keys["user_id"]), items=_vocab_of(keys["item_id"]),
-                   genders=_vocab_of(keys["gender"]), occupations=_vocab_of(keys["occupation"]),
-                   genres=_vocab_of(keys["genres"]))
+                _count_keys(counts[c], df[c])
+            _count_keys(counts["genres"], (g for cats in df["categories"] if not _is_missing_list(cats) for g in cats))
+            for entity in ("user", "item") if counter_windows is not None else ():
+                x = enc._dense(df, entity, len(df)).astype(np.float64)
+                m = moments.setdefault(entity, [np.zeros(x.shape[1]), np.zeros(x.shape[1])])
+                m[0] += x.sum(axis=0)
+                m[1] += (x * x).sum(axis=0)
+        enc.users = _vocab_of(counts["user_id"], min_count)
+        enc.items = _vocab_of(counts["item_id"], min_count)
+        enc.genders, enc.occupations = _vocab_of(counts["gender"]), _vocab_of(counts["occupation"])
+        enc.genres = _vocab_of(counts["genres"])
+        for entity, (s1, s2) in moments.items():
+            mean = s1 / max(n_rows, 1)
+            std = np.sqrt(np.maximum(s2 / max(n_rows, 1) - mean * mean, 0.0))
+            enc.dense_mean[entity] = [float(v) for v in mean]
+            enc.dense_std[entity] = [float(v) if v > 1e-6 else 1.0 for v in std]  # a constant input stays 0
+        return enc
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -130,24 +208,43 @@ class FeatureEncoder:
     def n_genres(self) -> int:
         return max(len(self.genres), 1)
 
+    @property
+    def n_user_dense(self) -> int:
+        """Width ``Du`` of ``user_dense`` (0 without counters)."""
+        return 0 if self.counter_windows is None else len(dense_names("user", self.counter_windows))
+
+    @property
+    def n_item_dense(self) -> int:
+        """Width ``Di`` of ``item_dense`` (0 without counters)."""
+        return 0 if self.counter_windows is None else len(dense_names("item", self.counter_windows))
+
     # ---- transform --------------------------------------------------------------------------------
-    #: feature columns every transform needs (user-level, then item-level)
+    #: feature columns every transform needs (user-level, then item-level); plus :meth:`counter_columns`
     USER_COLUMNS = ("user_id", "age", "gender", "occupation", "hist_item_ids")
     ITEM_COLUMNS = ("item_id", "categories")
+
+    def user_columns(self) -> list[str]:
+        """Every user-level column :meth:`transform_request` reads (the PPM cache columns are optional)."""
+        return [*self.USER_COLUMNS, *self.counter_columns("user", self.counter_windows)]
+
+    def item_columns(self) -> list[str]:
+        """Every item-level column :meth:`transform_request` reads (``ppm_item_vec`` is optional)."""
+        return [*self.ITEM_COLUMNS, *self.counter_columns("item", self.counter_windows)]
 
     def transform(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
         """Convert feature rows to model inputs (see module docstring for names, dtypes, shapes).
 
         Missing features (null from a point-in-time join before the first row, or an entity absent from
-        the online store) become padding/zeros, the same offline and online. Vectorized: the per-row work is
-        a vocabulary ``dict`` lookup per id and one ``np.concatenate`` per list column (no per-element
-        Python loop); about 1 ms for 100 rows on 2 cores.
+        the online store) become the cold-entity inputs, the same offline and online: OOV ids and side
+        features, zero-impression counters, ``item_content`` 0 when the item's content rows are absent.
+        Vectorized: the per-row work is a vocabulary ``dict`` lookup per id and one ``np.concatenate`` per
+        list column (no per-element Python loop).
 
         Raises:
             KeyError: a required feature column is absent from ``df`` (the message names it).
             ValueError: a ``ppm_user_seq`` row is not ``L * d`` long (its row position is named).
         """
-        for col in ("user_id", "item_id", "age", "gender", "occupation", "categories", "hist_item_ids"):
+        for col in (*self.user_columns(), *self.item_columns()):
             if col not in df.columns:
                 raise KeyError(f"feature column {col!r} missing; have {list(df.columns)}")
         out = self._encode_user(df, len(df))
@@ -163,9 +260,8 @@ class FeatureEncoder:
         ``transform_request(u, items)`` equals ``transform(items with u's columns repeated)`` exactly (tested).
 
         Args:
-            user: the user's feature values (``user_id``, ``age``, ``gender``, ``occupation``,
-                ``hist_item_ids``, optional ``ppm_user_seq``/``ppm_seq_len``).
-            items: N rows with ``item_id``, ``categories`` (optional ``ppm_item_vec``).
+            user: the user's feature values (:meth:`user_columns`, optional ``ppm_user_seq``/``ppm_seq_len``).
+            items: N rows with :meth:`item_columns` (optional ``ppm_item_vec``).
 
         Returns:
             the dict of :meth:`transform` with batch size ``N``.
@@ -177,7 +273,7 @@ class FeatureEncoder:
         ucols = user if isinstance(user, pd.DataFrame) else {k: [v] for k, v in user.items()}
         if isinstance(user, pd.DataFrame) and len(user) != 1:
             raise ValueError(f"transform_request takes one user row, got {len(user)}")
-        for col, frame in [*((c, ucols) for c in self.USER_COLUMNS), *((c, items) for c in self.ITEM_COLUMNS)]:
+        for col, frame in [*((c, ucols) for c in self.user_columns()), *((c, items) for c in self.item_columns())]:
             if col not in frame:
                 raise KeyError(f"feature column {col!r} missing; have {list(frame.keys())}")
         n = len(items)
@@ -185,15 +281,38 @@ class FeatureEncoder:
         out.update(self._encode_item(items, n))
         return {k: out[k] for k in _OUTPUT_ORDER}
 
+    def _dense(self, df: "pd.DataFrame | dict[str, list]", entity: str, n: int) -> np.ndarray:
+        """Unstandardized dense counter inputs float32 ``[n, D]`` of ``entity`` (NULL counts = 0)."""
+        windows = self.counter_windows
+        if windows is None:
+            return np.zeros((n, 0), np.float32)
+        cols = []
+        for s in counter_suffixes(windows):
+            imp, clk, ordr = (np.nan_to_num(_numeric(df[f"{entity}_{f}{s}"])) for f in COUNT_FIELDS)
+            m, p = self.rate_prior["strength"], self.rate_prior
+            cols += [np.log1p(imp), np.log1p(clk), np.log1p(ordr),
+                     (clk + m * p["click"]) / (imp + m), (ordr + m * p["order"]) / (imp + m)]
+        return np.stack(cols, axis=1).astype(np.float32)
+
+    def _standardized(self, df, entity: str, n: int) -> np.ndarray:
+        x = self._dense(df, entity, n)
+        if x.shape[1] == 0:
+            return x
+        mean = np.asarray(self.dense_mean[entity], np.float32)
+        std = np.asarray(self.dense_std[entity], np.float32)
+        return ((x - mean) / std).astype(np.float32)
+
     def _encode_user(self, df: "pd.DataFrame | dict[str, list]", n: int) -> dict[str, np.ndarray]:
         # df: a frame or a dict of equally long columns (n rows); ``col in df`` tests a column either way
         L, d = self.max_len, self.ppm_dim
         age = _numeric(df["age"])
-        age_idx = np.where(np.isnan(age), PAD, np.searchsorted(AGE_BOUNDS, np.nan_to_num(age), side="right") + 2)
+        age_idx = np.where(np.isnan(age), OOV, np.searchsorted(AGE_BOUNDS, np.nan_to_num(age), side="right") + 2)
         out: dict[str, np.ndarray] = {
             "user_idx": _lookup(self.users, df["user_id"]),
-            "user_side": np.stack([age_idx.astype(np.int64), _lookup(self.genders, df["gender"]),
-                                   _lookup(self.occupations, df["occupation"])], axis=1),
+            # a missing side feature (no profile row) is "unknown" (OOV), the input content dropout trains
+            "user_side": np.stack([age_idx.astype(np.int64), _lookup(self.genders, df["gender"], OOV),
+                                   _lookup(self.occupations, df["occupation"], OOV)], axis=1),
+            "user_dense": self._standardized(df, "user", n),
         }
         rows, pos, flat = _flatten_lists(df["hist_item_ids"], L)
         hist = np.zeros((n, L), dtype=np.int64)
@@ -228,18 +347,31 @@ class FeatureEncoder:
             keep = j >= 0
             genres[rows[keep], j[keep] - 2] = 1.0
         out["item_genres"] = genres
+        content = ~np.fromiter((_is_missing_list(v) for v in df["categories"]), dtype=bool, count=n)
         item_vec = np.zeros((n, d), dtype=np.float32)
-        if d and "ppm_item_vec" in df:
-            present = ~np.fromiter((_is_missing_list(v) for v in df["ppm_item_vec"]), dtype=bool, count=n)
-            if present.any():
-                item_vec[present] = np.stack([np.asarray(v, dtype=np.float32)
-                                              for v, p in zip(df["ppm_item_vec"], present) if p])
+        if d:
+            has_vec = (~np.fromiter((_is_missing_list(v) for v in df["ppm_item_vec"]), dtype=bool, count=n)
+                       if "ppm_item_vec" in df else np.zeros(n, bool))
+            if has_vec.any():
+                item_vec[has_vec] = np.stack([np.asarray(v, dtype=np.float32)
+                                              for v, p in zip(df["ppm_item_vec"], has_vec) if p])
+            content &= has_vec
         out["ppm_item_vec"] = item_vec
+        out["item_content"] = content.astype(np.float32)
+        out["item_dense"] = self._standardized(df, "item", n)
         return out
 
 
-_OUTPUT_ORDER = ("user_idx", "item_idx", "user_side", "item_genres", "hist_item_idx", "hist_mask",
-                 "ppm_user_seq", "ppm_seq_mask", "ppm_item_vec")
+def label_prior(click: np.ndarray, order: np.ndarray, strength: float) -> dict[str, float]:
+    """The ``rate_prior`` of :meth:`FeatureEncoder.fit_chunks` from the train rows' labels: their click and
+    order rates and the prior ``strength`` (impressions). Empty labels give 0.5 / 0.5 (only tests fit on nothing)."""
+    click, order = np.asarray(click, np.float64), np.asarray(order, np.float64)
+    return {"click": float(click.mean()) if click.size else 0.5,
+            "order": float(order.mean()) if order.size else 0.5, "strength": float(strength)}
+
+
+_OUTPUT_ORDER = ("user_idx", "item_idx", "user_side", "item_genres", "item_content", "user_dense", "item_dense",
+                 "hist_item_idx", "hist_mask", "ppm_user_seq", "ppm_seq_mask", "ppm_item_vec")
 
 
 def _numeric(values: Any) -> np.ndarray:

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from ppm_platform.config import Settings
 from ppm_platform.training.metrics import auc, logloss
-from ppm_platform.training.split import assign_split
+from ppm_platform.training.split import SPLIT_CODES, split_codes, split_labels
 from ppm_platform.runtime import torch_threads
 from ppm_platform.training.streaming import ParquetChunks, parquet_glob
 
@@ -100,7 +100,7 @@ def build_examples(settings: Settings, interactions: pd.DataFrame, item_multimod
         hist = np.vectorize(lambda i: 0 if i == PAD_ITEM_ID else row_of[int(i)], otypes=[np.int64])(ids)
     except KeyError as e:
         raise KeyError(f"history item_id {e.args[0]} has no item_multimodal row") from None
-    split = assign_split(df["event_timestamp"], settings.split.train_frac, settings.split.valid_frac).to_numpy()
+    split = split_labels(df["event_timestamp"], settings).to_numpy()
     return PPMExamples(me, target, hist, age, mask,
                        df["click"].to_numpy(np.float32), split)
 
@@ -179,15 +179,6 @@ class PPMExampleFile:
 
     def count(self, split: int) -> int:
         return int((self.split_code == split).sum())
-
-
-SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}
-
-
-def split_codes(ts: pd.Series, settings: Settings) -> np.ndarray:
-    """int8 split code per event (0 train, 1 valid, 2 test) by :func:`~ppm_platform.training.split.assign_split`."""
-    s = assign_split(ts, settings.split.train_frac, settings.split.valid_frac).to_numpy()
-    return np.select([s == "train", s == "valid"], [0, 1], 2).astype(np.int8)
 
 
 def write_examples(settings: Settings, interactions_path: Path, item_multimodal: pd.DataFrame,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -82,3 +83,60 @@ class ParquetChunks:
         """Chunk indices in file order (``rng`` None) or in a seeded random order."""
         n = len(self.plan)
         return np.arange(n) if rng is None else rng.permutation(n)
+
+    # ---- the chunk-source interface of the CTR trainer (shared with FrameChunks) -------------------------
+    #: whether the rows are in memory already (the trainer then encodes each chunk once)
+    in_memory = False
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.file.schema_arrow.names)
+
+    def columns_frame(self, columns: list[str]) -> pd.DataFrame:
+        """Whole (small) columns of every row as a DataFrame (e.g. timestamps, labels)."""
+        return pq.read_table(self.path, columns=columns).to_pandas()
+
+    def column(self, name: str) -> pd.Series:
+        return self.columns_frame([name])[name]
+
+    def read_frame(self, k: int, columns: list[str], mask: np.ndarray | None = None) -> pd.DataFrame:
+        """Chunk ``k``'s ``columns`` as a DataFrame, only the rows where ``mask`` (bool, chunk length) is true."""
+        tbl = self.read(k, columns)
+        return (tbl if mask is None else tbl.filter(pa.array(mask))).to_pandas()
+
+
+class FrameChunks:
+    """An in-memory DataFrame behind the same chunk interface as :class:`ParquetChunks` (the CTR trainer's
+    chunk source): chunks are :func:`chunk_ranges` of its rows, so a frame and its parquet file give the
+    trainer the same chunks, hence the same SGD order and model.
+
+    Args:
+        df: the rows (index 0..n-1); chunk_rows: rows per chunk.
+    """
+
+    in_memory = True
+
+    def __init__(self, df: pd.DataFrame, chunk_rows: int):
+        self.df = df.reset_index(drop=True)
+        self.num_rows = len(self.df)
+        self.plan = chunk_ranges(self.num_rows, chunk_rows)
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    order = ParquetChunks.order
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.df.columns)
+
+    def columns_frame(self, columns: list[str]) -> pd.DataFrame:
+        return self.df[columns]
+
+    def column(self, name: str) -> pd.Series:
+        return self.df[name]
+
+    def read_frame(self, k: int, columns: list[str], mask: np.ndarray | None = None) -> pd.DataFrame:
+        start, n = self.plan[k]
+        part = self.df.iloc[start:start + n][columns]
+        return (part if mask is None else part[mask]).reset_index(drop=True)

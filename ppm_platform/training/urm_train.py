@@ -17,8 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
@@ -27,7 +25,7 @@ from ppm_platform.training.batch import FeatureEncoder, labels
 from ppm_platform.runtime import torch_threads
 from ppm_platform.training.streaming import ParquetChunks
 from ppm_platform.training.metrics import auc, task_metrics
-from ppm_platform.training.split import assign_split
+from ppm_platform.training.split import split_codes
 
 log = logging.getLogger("ppm_platform.training")
 
@@ -139,29 +137,44 @@ def predict_rows(model: torch.nn.Module, logits_of: Callable[[np.ndarray], torch
     return torch.cat(out).double().numpy() if out else np.zeros((0, 2))
 
 
-def evaluate_slices(test: pd.DataFrame, probs: np.ndarray, train: pd.DataFrame) -> dict:
-    """Per-task AUC / GAUC / logloss on the slices of DESIGN.md §5.
-
-    Slices: ``all``; ``cold_items`` (test items with <= 10 training impressions); ``warm_items``;
-    ``new_users`` (no training impressions).
-    """
-    return evaluate_slices_counts(test, probs, train["item_id"].value_counts(), set(train["user_id"]))
+#: slices of DESIGN.md §5, in report order; :data:`HELD_OUT_SLICE` is added on the item-cold protocol's runs
+SLICES: tuple[str, ...] = ("all", "cold_items", "warm_items", "new_users")
+#: the item-cold protocol's slice: test impressions of the items whose train-window events were removed
+HELD_OUT_SLICE = "held_out_items"
 
 
-def evaluate_slices_counts(test: pd.DataFrame, probs: np.ndarray, item_counts: pd.Series, train_users: set) -> dict:
-    """:func:`evaluate_slices` from the train split's impressions per item (``item_counts``, indexed by
-    item id) and its set of user ids, instead of the train rows themselves."""
+def slice_masks(test: pd.DataFrame, item_counts: pd.Series, train_users: set,
+                held_out_items: set | None = None) -> dict[str, np.ndarray]:
+    """Boolean masks (``[len(test)]``) of the slices of DESIGN.md §5 over ``test`` rows: ``all``;
+    ``cold_items`` (items with <= :data:`COLD_ITEM_MAX_TRAIN_IMPRESSIONS` train impressions, from
+    ``item_counts`` indexed by item id); ``warm_items``; ``new_users`` (not in ``train_users``); plus
+    :data:`HELD_OUT_SLICE` when ``held_out_items`` is given. THE definition (training metrics and the report)."""
     n_train = test["item_id"].map(item_counts).fillna(0).to_numpy()
-    slices = {
+    out = {
         "all": np.ones(len(test), bool),
         "cold_items": n_train <= COLD_ITEM_MAX_TRAIN_IMPRESSIONS,
         "warm_items": n_train > COLD_ITEM_MAX_TRAIN_IMPRESSIONS,
         "new_users": ~test["user_id"].isin(train_users).to_numpy(),
     }
+    if held_out_items is not None:
+        out[HELD_OUT_SLICE] = test["item_id"].isin(held_out_items).to_numpy()
+    return out
+
+
+def evaluate_slices(test: pd.DataFrame, probs: np.ndarray, train: pd.DataFrame,
+                    held_out_items: set | None = None) -> dict:
+    """Per-task AUC / GAUC / logloss on the slices of :func:`slice_masks` (from the ``train`` rows)."""
+    return evaluate_slices_counts(test, probs, train["item_id"].value_counts(), set(train["user_id"]), held_out_items)
+
+
+def evaluate_slices_counts(test: pd.DataFrame, probs: np.ndarray, item_counts: pd.Series, train_users: set,
+                           held_out_items: set | None = None) -> dict:
+    """:func:`evaluate_slices` from the train split's impressions per item (``item_counts``, indexed by
+    item id) and its set of user ids, instead of the train rows themselves."""
     y = labels(test)
     users = test["user_id"].to_numpy()
     out = {}
-    for name, m in slices.items():
+    for name, m in slice_masks(test, item_counts, train_users, held_out_items).items():
         out[name] = {t: task_metrics(users[m], y[m, k], probs[m, k]) for k, t in enumerate(TASKS)} if m.any() else {}
         out[name]["impressions"] = int(m.sum())
     return out
@@ -182,25 +195,52 @@ def id_dropout(inputs: list[torch.Tensor], p: float, gen: torch.Generator) -> li
     return out
 
 
+def content_dropout(inputs: list[torch.Tensor], p: float, gen: torch.Generator) -> list[torch.Tensor]:
+    """Content dropout (DropoutNet, as :func:`id_dropout`): with probability ``p`` per row, ``item_content``
+    (input 4, f32 ``[B]``) becomes 0, so the model's learned no-content inputs are trained (what an item with
+    no catalog row gets online), and, drawn separately, the row's ``user_side`` (input 2, int64 ``[B, S]``)
+    becomes OOV (a user with no profile row). ``inputs`` unchanged when ``p == 0``; training only."""
+    if p <= 0:
+        return inputs
+    out = list(inputs)
+    side, content = out[2], out[4]
+    hide_side = torch.rand(side.shape[0], generator=gen) < p
+    out[2] = torch.where(hide_side.unsqueeze(-1) & (side > 0), torch.ones_like(side), side)
+    out[4] = torch.where(torch.rand(content.shape, generator=gen) < p, torch.zeros_like(content), content)
+    return out
+
+
+def training_inputs(inputs: list[torch.Tensor], settings: Settings, gen: torch.Generator) -> list[torch.Tensor]:
+    """The training-time input noise of every CTR model here: :func:`id_dropout` then :func:`content_dropout`
+    with ``settings.urm``'s rates (``inputs`` in :data:`~ppm_platform.models.urm.URM_INPUT_NAMES` order, at least
+    the first five)."""
+    return content_dropout(id_dropout(inputs, settings.urm.id_dropout, gen), settings.urm.content_dropout, gen)
+
+
 def train_ctr_model(settings: Settings, training_set: "pd.DataFrame | Path", use_ppm: bool, ppm=None,
-                    progress=None, recent_train_fraction: float = 1.0) -> TrainedCTRModel:
+                    progress=None, recent_train_fraction: float = 1.0,
+                    held_out_items: set | None = None) -> TrainedCTRModel:
     """Train the URM (``use_ppm=True``, PPM top warm-started from ``ppm``) or the Base IDRec
     (``use_ppm=False``) end-to-end on click + order with a weighted sum of per-task BCE.
 
-    Vocabularies are fitted on the train split; the epoch with the best validation click AUC is kept
-    (the test split is only scored, never used for selection).
+    Vocabularies, the counters' standardization and their rate prior are fitted on the train split
+    (:class:`~ppm_platform.training.batch.FeatureEncoder`, ``urm.min_count``); training adds ID and content
+    dropout (:func:`training_inputs`); the epoch with the best validation click AUC is kept (the test split is
+    only scored, never used for selection).
 
     Args:
         training_set: point-in-time training set (one row per impression, ``urm_training`` features + labels):
-            a DataFrame, or the path of the ``training_set`` parquet, which is then read ``urm.chunk_rows`` rows
-            at a time (vocabularies from the train split's id columns only, batches shuffled by chunk order
-            and within chunks, validation / test scored chunk by chunk): memory bounded by the chunk, not by
-            the number of impressions. Both forms give the same model when the data fit in one chunk.
+            a DataFrame (encoded once, kept in memory) or the path of the ``training_set`` parquet, read
+            ``urm.chunk_rows`` rows at a time (memory bounded by the chunk, not by the number of impressions).
+            Both go through the same loop (:class:`~ppm_platform.training.streaming.FrameChunks` /
+            :class:`~ppm_platform.training.streaming.ParquetChunks`): batches shuffled by chunk order and
+            within chunks, validation / test scored chunk by chunk; they give the same model.
         ppm: the pre-trained PPM (required when ``use_ppm``).
         progress: optional callable(str) for one line per epoch.
         recent_train_fraction: train on only the most recent fraction (by ``event_timestamp``) of the train
             window (data-efficiency runs, DESIGN.md §5); vocabularies and the cold/new-user slices then
             follow those rows. Validation and test rows are unchanged.
+        held_out_items: the item-cold protocol's held-out items: adds their slice to the metrics.
 
     Returns:
         :class:`TrainedCTRModel` whose ``metrics`` hold per-epoch curves, validation and test metrics by
@@ -208,124 +248,141 @@ def train_ctr_model(settings: Settings, training_set: "pd.DataFrame | Path", use
 
     Raises:
         ValueError: ``use_ppm`` without a ``ppm``, an empty split, or ``recent_train_fraction`` outside (0, 1].
+        KeyError: ``urm.use_counters`` and the training set lacks a counter column (named).
     """
+    from ppm_platform.training.streaming import FrameChunks
+
     if use_ppm and ppm is None:
         raise ValueError("use_ppm=True needs the pre-trained PPM")
     if not 0 < recent_train_fraction <= 1:
         raise ValueError(f"recent_train_fraction must be in (0, 1], got {recent_train_fraction}")
     with torch_threads(settings.urm.threads):
         if isinstance(training_set, (str, Path)):
-            return _train_file(settings, Path(training_set), use_ppm, ppm, progress, recent_train_fraction)
-        return _train_frame(settings, training_set, use_ppm, ppm, progress, recent_train_fraction)
+            src = ParquetChunks(Path(training_set), settings.urm.chunk_rows)
+        else:
+            src = FrameChunks(training_set.reset_index(drop=True), settings.urm.chunk_rows)
+        return _train(settings, src, use_ppm, ppm, progress, recent_train_fraction, held_out_items)
+
+
+def counter_windows(settings: Settings) -> tuple[int, ...] | None:
+    """The counter windows the CTR models read (``counters.windows_days``), None when ``urm.use_counters`` is off."""
+    return tuple(settings.counters.windows_days) if settings.urm.use_counters else None
+
+
+def fit_encoder(settings: Settings, train: pd.DataFrame, ppm_dim: int) -> FeatureEncoder:
+    """The :class:`FeatureEncoder` of ``settings`` fitted on in-memory train rows (what :func:`train_ctr_model`
+    fits chunk by chunk): ``urm.min_count`` vocabularies, the counters of :func:`counter_windows` with the rate
+    prior of the rows' labels."""
+    from ppm_platform.training.batch import label_prior
+
+    return FeatureEncoder.fit(train, settings.sequence.max_len, ppm_dim, min_count=settings.urm.min_count,
+                              counter_windows=counter_windows(settings),
+                              rate_prior=label_prior(train["click"], train["order"], settings.counters.prior_strength))
+
+
+def urm_config(settings: Settings, enc: FeatureEncoder, use_ppm: bool, ppm_cfg=None):
+    """The :class:`~ppm_platform.models.urm.URMConfig` of ``settings.urm`` for the vocabularies and dense widths
+    of ``enc`` (``ppm_cfg``: the PPM config whose readout is plugged in, with ``use_ppm``)."""
+    from ppm_platform.models.urm import URMConfig
+
+    u = settings.urm
+    return URMConfig(n_users=enc.n_users, n_items=enc.n_items, user_side_cardinalities=enc.user_side_cardinalities,
+                     n_genres=enc.n_genres, n_user_dense=enc.n_user_dense, n_item_dense=enc.n_item_dense,
+                     max_len=settings.sequence.max_len, emb_dim=u.emb_dim, cross_layers=u.cross_layers,
+                     dnn_hidden=tuple(u.dnn_hidden), n_experts=u.n_experts, expert_hidden=u.expert_hidden,
+                     tower_hidden=u.tower_hidden, dropout=u.dropout, use_ppm=use_ppm,
+                     ppm=ppm_cfg if use_ppm else None)
 
 
 def _urm(settings: Settings, enc: FeatureEncoder, use_ppm: bool, ppm):
-    from ppm_platform.models.urm import URM, URMConfig
+    from ppm_platform.models.urm import URM
 
-    u = settings.urm
-    cfg = URMConfig(n_users=enc.n_users, n_items=enc.n_items, user_side_cardinalities=enc.user_side_cardinalities,
-                    n_genres=enc.n_genres, max_len=settings.sequence.max_len, emb_dim=u.emb_dim,
-                    cross_layers=u.cross_layers, dnn_hidden=tuple(u.dnn_hidden), n_experts=u.n_experts,
-                    expert_hidden=u.expert_hidden, tower_hidden=u.tower_hidden, dropout=u.dropout,
-                    use_ppm=use_ppm, ppm=ppm.cfg if use_ppm else None)
+    cfg = urm_config(settings, enc, use_ppm, ppm.cfg if use_ppm else None)
     model = URM(cfg)
     if use_ppm:
         model.load_ppm_top(ppm)
     return model, cfg
 
 
-def _train_frame(settings: Settings, training_set: pd.DataFrame, use_ppm: bool, ppm, progress,
-                 recent_train_fraction: float) -> TrainedCTRModel:
-    torch.manual_seed(settings.seed)
-    u = settings.urm
-    df = training_set.reset_index(drop=True)
-    split = assign_split(df["event_timestamp"], settings.split.train_frac, settings.split.valid_frac).to_numpy()
-    rows = {s: np.flatnonzero(split == s) for s in ("train", "valid", "test")}
-    for s, r in rows.items():
-        if len(r) == 0:
-            raise ValueError(f"the {s} split is empty ({len(df)} rows in the training set)")
-    if recent_train_fraction < 1:
-        tr = rows["train"][np.argsort(df["event_timestamp"].to_numpy()[rows["train"]], kind="stable")]
-        rows["train"] = np.sort(tr[len(tr) - max(1, int(round(len(tr) * recent_train_fraction))):])
-    # Base ignores the ppm_* inputs (URM with use_ppm=False), so one encoder layout serves both models
-    enc = FeatureEncoder.fit(df.iloc[rows["train"]], settings.sequence.max_len, settings.ppm.d_model)
-    x = enc.transform(df)
-    y = labels(df)
-    model, cfg = _urm(settings, enc, use_ppm, ppm)
-    gen = torch.Generator().manual_seed(settings.seed)
-
-    def logits_of(b: np.ndarray) -> torch.Tensor:
-        t = _to_tensors(x, b)
-        return model(*(id_dropout(t, u.id_dropout, gen) if model.training else t))
-
-    t0 = time.perf_counter()
-    history = fit_multitask(model, logits_of, y, rows, settings, u.epochs, "URM" if use_ppm else "Base", progress)
-    train_df = df.iloc[rows["train"]]
-    metrics = {"rows": {s: int(len(r)) for s, r in rows.items()}, "epochs": history,
-               "train_seconds": round(time.perf_counter() - t0, 1)}
-    for s in ("valid", "test"):
-        p = predict(model, {k: v[rows[s]] for k, v in x.items()})
-        metrics[s] = evaluate_slices(df.iloc[rows[s]], p, train_df)
-    return TrainedCTRModel(model, cfg, enc, metrics, use_ppm)
-
-
-#: training-set columns the streaming trainer reads (the rest, e.g. ``hist_age_s`` and versions, are not inputs)
+#: training-set columns the trainer reads besides the counters (the rest, e.g. ``hist_age_s`` and versions,
+#: are not inputs)
 _READ_COLUMNS = ("user_id", "item_id", "click", "order", "age", "gender", "occupation", "hist_item_ids",
                  "ppm_user_seq", "ppm_seq_len", "categories", "ppm_item_vec")
 
 
-def _train_file(settings: Settings, path: Path, use_ppm: bool, ppm, progress,
-                recent_train_fraction: float) -> TrainedCTRModel:
-    """:func:`train_ctr_model` over the training-set parquet, a chunk at a time (see its docstring)."""
-    from ppm_platform.models.urm import URM_INPUT_NAMES
-    from ppm_platform.training.ppm_train import split_codes
+def split_plan(settings: Settings, ts: pd.Series, recent_train_fraction: float = 1.0) -> np.ndarray:
+    """int8 code per training-set row: 0 train, 1 valid, 2 test (:func:`~ppm_platform.training.split.split_codes`),
+    3 = a train row older than the most recent ``recent_train_fraction`` of the train window (not trained on).
 
-    torch.manual_seed(settings.seed)
-    u = settings.urm
-    src = ParquetChunks(path, u.chunk_rows)
-    ts = pq.read_table(path, columns=["event_timestamp"]).column(0).to_pandas()
+    Raises:
+        ValueError: an empty train, valid or test split.
+    """
     codes = split_codes(ts, settings) if len(ts) >= 3 else np.full(len(ts), 2, np.int8)
     for name, c in (("train", 0), ("valid", 1), ("test", 2)):
         if not (codes == c).any():
             raise ValueError(f"the {name} split is empty ({len(ts)} rows in the training set)")
-    if recent_train_fraction < 1:  # the older part of the train window gets code 3 (not read)
+    if recent_train_fraction < 1:
         tr = np.flatnonzero(codes == 0)
         tr = tr[np.argsort(ts.to_numpy()[tr], kind="stable")]
         codes[tr[:len(tr) - max(1, int(round(len(tr) * recent_train_fraction)))]] = 3
-    del ts
-    names = set(src.file.schema_arrow.names)
-    cols = [c for c in _READ_COLUMNS if c in names]
+    return codes
+
+
+def _train(settings: Settings, src, use_ppm: bool, ppm, progress, recent_train_fraction: float,
+           held_out_items: set | None) -> TrainedCTRModel:
+    """:func:`train_ctr_model` over a chunk source (see its docstring)."""
+    from ppm_platform.models.urm import URM_INPUT_NAMES
+    from ppm_platform.training.batch import label_prior
+
+    torch.manual_seed(settings.seed)
+    u = settings.urm
+    codes = split_plan(settings, src.column("event_timestamp"), recent_train_fraction)
+    names = set(src.columns)
+    windows = counter_windows(settings)
+    needed = FeatureEncoder.counter_columns("user", windows) + FeatureEncoder.counter_columns("item", windows)
+    if missing := [c for c in needed if c not in names]:
+        raise KeyError(f"training set lacks counter column(s) {missing[:4]}{' ...' if len(missing) > 4 else ''}: "
+                       "rebuild it with the item_stats / user_stats views (or set urm.use_counters false)")
+    cols = [c for c in _READ_COLUMNS if c in names] + needed
+    labels_all = src.columns_frame(["click", "order"])
+    prior = label_prior(labels_all["click"].to_numpy()[codes == 0], labels_all["order"].to_numpy()[codes == 0],
+                        settings.counters.prior_strength)
+    del labels_all
 
     def frame(k: int, code: int, columns: list[str]) -> pd.DataFrame | None:
         start, n = src.plan[k]
         m = codes[start:start + n] == code
         if not m.any():
             return None
-        tbl = src.read(k, columns)
-        return (tbl if m.all() else tbl.filter(pa.array(m))).to_pandas()
+        return src.read_frame(k, columns, None if m.all() else m)
 
-    # pass 1: vocabularies (train split, id columns only) + the train-split figures of the cold / new slices
+    # pass 1: the encoder (train split only) + the train-split figures of the cold / new slices
     item_counts: list[pd.Series] = []
     users: set = set()
 
-    def train_id_frames():
+    def train_frames():
         for k in range(len(src)):
-            df = frame(k, 0, [c for c in FeatureEncoder.FIT_COLUMNS if c in names])
+            df = frame(k, 0, [c for c in FeatureEncoder.fit_columns(windows) if c in names])
             if df is not None:
                 item_counts.append(df["item_id"].value_counts())
                 users.update(df["user_id"].tolist())
                 yield df
 
-    enc = FeatureEncoder.fit_chunks(train_id_frames(), settings.sequence.max_len, settings.ppm.d_model)
+    enc = FeatureEncoder.fit_chunks(train_frames(), settings.sequence.max_len, settings.ppm.d_model if use_ppm else 0,
+                                    min_count=u.min_count, counter_windows=windows, rate_prior=prior)
     counts = pd.concat(item_counts).groupby(level=0).sum() if item_counts else pd.Series(dtype="int64")
     model, cfg = _urm(settings, enc, use_ppm, ppm)
     gen = torch.Generator().manual_seed(settings.seed)
+    cache: dict[tuple[int, int], tuple] = {}
 
     def encoded(k: int, code: int):
+        if (k, code) in cache:
+            return cache[(k, code)]
         df = frame(k, code, cols)
-        if df is None:
-            return None
-        return enc.transform(df), labels(df), df[["user_id", "item_id", "click", "order"]]
+        e = None if df is None else (enc.transform(df), labels(df), df[["user_id", "item_id", "click", "order"]])
+        if src.in_memory:  # the frame is in memory anyway: encode each chunk once
+            cache[(k, code)] = e
+        return e
 
     def train_batches(rng: np.random.Generator):
         for k in src.order(rng):
@@ -334,12 +391,12 @@ def _train_file(settings: Settings, path: Path, use_ppm: bool, ppm, progress,
                 continue
             x, y, _ = e
             perm = rng.permutation(len(y))
-            xt = [torch.from_numpy(x[n]) for n in URM_INPUT_NAMES]  # gathered per batch: no permuted copy
+            xt = [torch.from_numpy(np.ascontiguousarray(x[n])) for n in URM_INPUT_NAMES]  # gathered per batch
             yt = torch.from_numpy(y)
             for s in range(0, len(perm), u.batch_size):
                 b = torch.from_numpy(perm[s:s + u.batch_size])
                 t = [a[b] for a in xt]
-                yield (lambda t=t: model(*(id_dropout(t, u.id_dropout, gen) if model.training else t))), yt[b]
+                yield (lambda t=t: model(*(training_inputs(t, settings, gen) if model.training else t))), yt[b]
 
     def score(code: int, keep_rows: bool = False):
         ys, ps, frames = [], [], []
@@ -361,5 +418,5 @@ def _train_file(settings: Settings, path: Path, use_ppm: bool, ppm, progress,
     metrics = {"rows": n_rows, "epochs": history, "train_seconds": round(time.perf_counter() - t0, 1)}
     for s, c in (("valid", 1), ("test", 2)):
         _, p, df = score(c, keep_rows=True)
-        metrics[s] = evaluate_slices_counts(df, p, counts, users)
+        metrics[s] = evaluate_slices_counts(df, p, counts, users, held_out_items)
     return TrainedCTRModel(model, cfg, enc, metrics, use_ppm)

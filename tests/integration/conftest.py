@@ -17,7 +17,8 @@ def pipeline_run(tmp_path_factory):
     art = tmp_path_factory.mktemp("artifacts")
     cfg = art / "config.json"
     cfg.write_text(json.dumps({"ppm": {"epochs": 1}, "urm": {"epochs": 2},
-                               "evaluation": {"seeds": 1, "epochs": 1},
+                               "evaluation": {"seeds": 1, "epochs": 1, "item_cold_draws": 1,
+                                              "gbdt_learning_rates": [0.1], "gbdt_max_leaf_nodes": [15, 31]},
                                "serving": {"parity_pairs": 1000},
                                "finetune": {"text": {"epochs": 1, "max_steps": 3, "batch_size": 16},
                                             "image": {"epochs": 1, "max_items": 48}}}))

@@ -36,7 +36,7 @@ def daily(pipeline_run, tmp_path_factory):
     s = settings.model_copy(update={"artifacts_dir": art})
     shutil.rmtree(s.feast_dir)  # fresh registry (it holds absolute source paths) and empty online store
     pipeline.feast_definitions(s)
-    for table in ("behavior_sequences", "ppm_user_cache"):  # the backfill must rebuild these day files
+    for table in ("behavior_sequences", "ppm_user_cache", "user_stats", "item_stats"):  # the backfill rebuilds these
         for d in DAYS:
             (s.features_dir / f"{table}.parquet" / f"{d}.parquet").unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PPM_")}
@@ -65,8 +65,8 @@ def test_backfill_writes_each_day_with_row_accounting(daily):
 
 
 def test_daily_feature_files_equal_the_full_runs(daily):
-    """A day's file is the same whichever path wrote it: the sequences byte-for-byte, the PPM cache within
-    float noise of other Spark batch boundaries."""
+    """A day's file is the same whichever path wrote it: the sequences and the counters byte-for-byte, the PPM
+    cache within float noise of other Spark batch boundaries."""
     s, orig, _ = daily
     n_rows = 0
     for d in DAYS:
@@ -75,6 +75,10 @@ def test_daily_feature_files_equal_the_full_runs(daily):
         if old.exists():
             assert new.read_bytes() == old.read_bytes(), d
             n_rows += pq.read_metadata(new).num_rows
+        for table in ("user_stats", "item_stats"):  # counters: byte for byte too
+            cnew, cold = (p / f"{table}.parquet" / f"{d}.parquet" for p in (s.features_dir, orig.features_dir))
+            assert cold.exists() == cnew.exists() and (not cold.exists() or cnew.read_bytes() == cold.read_bytes()), \
+                (table, d)
         cn, co = (pd.read_parquet(p / "ppm_user_cache.parquet" / f"{d}.parquet") for p in (s.features_dir, orig.features_dir))
         assert cn[["user_id", "event_timestamp", "ppm_seq_len"]].equals(co[["user_id", "event_timestamp", "ppm_seq_len"]])
         if len(cn):
@@ -95,12 +99,13 @@ def test_online_store_moves_forward_with_materialize_incremental(daily):
 
     from dagster_project.assets.daily import interactions_daily, online_user_features, user_features_daily
     from dagster_project.resources import PPMSettingsResource, SparkResource
+    from ppm_platform import pipeline
     from ppm_platform.feature_store import get_store
 
     s, _, env = daily
     end = datetime.combine(LAST + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
     store = get_store(s)
-    for view in ("user_recent_items", "ppm_user_cache"):
+    for view in pipeline.DAILY_VIEWS:
         assert store.get_feature_view(view).most_recent_end_time.replace(tzinfo=timezone.utc) == end
     # the online row of the most active user of the range = the last offline row as of the range's end
     seq = pd.concat([pd.read_parquet(s.features_dir / "behavior_sequences.parquet" / f"{d}.parquet") for d in DAYS])
@@ -131,8 +136,14 @@ def test_online_store_moves_forward_with_materialize_incremental(daily):
     finally:
         mp.undo()
     new_end = end + timedelta(days=1)
-    for view in ("user_recent_items", "ppm_user_cache"):
+    for view in pipeline.DAILY_VIEWS:
         assert get_store(s).get_feature_view(view).most_recent_end_time.replace(tzinfo=timezone.utc) == new_end
+    # the user counters online are those of the offline table as of the new end (the daily path moved them)
+    stats = pd.read_parquet(s.features_dir / "user_stats.parquet")
+    row = stats[(stats["user_id"] == user) & (stats["event_timestamp"] <= new_end)].iloc[-1]
+    online = get_store(s).get_online_features(features=["user_stats:user_impressions", "user_stats:user_clicks_7d"],
+                                              entity_rows=[{"user_id": user}]).to_dict()
+    assert (online["user_impressions"][0], online["user_clicks_7d"][0]) == (row["user_impressions"], row["user_clicks_7d"])
 
 
 def test_daily_features_refuse_a_gap_in_the_interaction_partitions(daily):

@@ -16,6 +16,7 @@ from ppm_platform.config import Settings
 from ppm_platform.features.item_multimodal import IMAGE_DIM, TEXT_DIM
 from ppm_platform.models.ppm import PPM, PPMConfig
 from ppm_platform.models.qmep import QMEP, BaseQMEP, MEConfig
+from ppm_platform.testing.frames import with_counters
 from ppm_platform.models.urm import URMConfig
 from ppm_platform.training import evaluation as ev
 from ppm_platform.training.metrics import auc
@@ -54,7 +55,8 @@ def test_base_qmep_uses_ids_and_me_features():
                     dnn_hidden=(16,), n_experts=2, expert_hidden=8, tower_hidden=4, use_ppm=False)
     m = BaseQMEP(cfg, MEConfig(me_dim=20, d_model=D, proj_hidden=16)).eval()
     ids = dict(user_idx=torch.arange(2, 8), item_idx=tgt, user_side=torch.ones(6, 3, dtype=torch.long),
-               item_genres=torch.zeros(6, 3), hist_item_idx=hist, hist_mask=mask)
+               item_genres=torch.zeros(6, 3), item_content=torch.ones(6), user_dense=torch.zeros(6, 0),
+               item_dense=torch.zeros(6, 0), hist_item_idx=hist, hist_mask=mask)
     out = m(**ids, target_me=table[tgt], hist_me=table[hist], me_mask=mask)
     assert out.shape == (6, 2)
     torch.testing.assert_close(out, m.forward_catalog(**ids, me_table=table, target_row=tgt, hist_row=hist,
@@ -80,8 +82,9 @@ def _run(model, window, seed, click):
 
 
 def test_aggregate_mean_std_and_targets_hand_computed():
-    runs = [_run("Base", ev.FULL, 1, 0.60), _run("Base", ev.FULL, 2, 0.64),
-            _run("URM", ev.FULL, 1, 0.70), _run("URM", ev.FULL, 2, 0.70),
+    runs = [_run("Popularity", ev.FULL, None, 0.55), _run("GBDT", ev.FULL, None, 0.63),
+            _run("Base", ev.FULL, 1, 0.60), _run("Base", ev.FULL, 2, 0.64),
+            _run("URM", ev.FULL, 1, 0.70), _run("URM", ev.FULL, 2, 0.71),
             _run("URM", ev.RECENT, 1, 0.61), _run("URM", ev.RECENT, 2, 0.61)]
     rep = ev.aggregate(runs)
     r = ev.lookup(rep, "Base")
@@ -89,13 +92,25 @@ def test_aggregate_mean_std_and_targets_hand_computed():
     assert r["n_seeds"] == 2 and r["values"] == [0.60, 0.64]
     assert ev.lookup(rep, "URM", "gauc_users_skipped")["mean"] == 2
     # every (model, window) x split x slice x task x metric is one record
-    assert len(rep["records"]) == 3 * 2 * len(ev.SLICES) * 2 * len(ev.METRICS)
+    assert len(rep["records"]) == 5 * 2 * len(ev.SLICES) * 2 * len(ev.METRICS)
+    # URM - Base paired by seed: +0.10, +0.07 -> mean 0.085, std 0.0212; required max(0.010, 2 std)
+    lift = ev.paired_lift(rep, "URM", "Base")
+    assert lift["mean"] == pytest.approx(0.085) and lift["std"] == pytest.approx(np.std([0.10, 0.07], ddof=1))
+    assert ev.paired_lift(rep, "Base", "GBDT") == {"mean": pytest.approx(-0.01), "std": 0.0, "n": 1}
+    rep["protocol"] = {"models": ["Popularity", "GBDT", "Base", "URM"], "data_efficiency": True,
+                       "slices": list(ev.SLICES)}
     t = {x["target"]: x for x in ev.targets(rep)}
-    lift = t["URM click AUC >= Base + 0.010"]
-    assert lift["measured"] == pytest.approx(0.08) and lift["gap"] == pytest.approx(0.07) and lift["met"]
-    assert t["cold-item lift >= +0.03"]["measured"] == pytest.approx(0.08)
-    eff = t["URM@recent >= Base@100%"]
-    assert eff["measured"] == pytest.approx(-0.01) and not eff["met"] and eff["gap"] == pytest.approx(-0.01)
+    click = t["URM - Base >= +0.010, >= 2 std (click AUC)"]
+    assert click["required"] == pytest.approx(2 * lift["std"]) and click["met"]
+    assert click["gap"] == pytest.approx(0.085 - 2 * lift["std"])
+    assert t["URM - Base >= +0.010, >= 2 std (order AUC)"]["measured"] == pytest.approx(0.0)  # 0.6 both
+    assert not t["URM - Base >= +0.010, >= 2 std (order AUC)"]["met"]
+    gb = t["Base >= GBDT - 0.005 (click AUC)"]
+    assert gb["measured"] == pytest.approx(-0.01) and not gb["met"] and gb["gap"] == pytest.approx(-0.005)
+    assert t["Base >= Popularity + 0.02 (click AUC)"]["met"]
+    eff = t["URM@recent >= Base@100% (click AUC)"]
+    assert eff["measured"] == pytest.approx(-0.01) and not eff["met"]
+    assert not any("held-out" in k for k in t)  # only on the item-cold protocol
 
 
 # ---- smoke run on a tiny synthetic dataset -------------------------------------------------------------------
@@ -147,7 +162,7 @@ def _synthetic(seed=0):
                      "ppm_item_vec": item_vec[it[k] - 1].tolist(), "ppm_item_version": "v1"})
         if click[k]:
             past[u] = [(int(it[k]), int(ts[k]))] + past.get(u, [])
-    return pd.DataFrame(rows), mm, ppm
+    return with_counters(pd.DataFrame(rows)), mm, ppm
 
 
 @pytest.fixture(scope="module")
@@ -182,9 +197,30 @@ def test_harness_smoke_all_rows_and_schema(smoke):
     assert all(r["best_epoch"] in (1, 2) for r in recent) and len(recent) == 2
     assert report["rows"]["train_recent"] == round(report["rows"]["train"] * 0.5)
     # targets are the lookups' differences
-    t0 = report["targets"][0]
+    t0 = {t["target"]: t for t in report["targets"]}["URM - Base >= +0.010, >= 2 std (click AUC)"]
     assert t0["measured"] == pytest.approx(ev.lookup(report, "URM")["mean"] - ev.lookup(report, "Base")["mean"])
     assert t0["met"] == (t0["gap"] >= 0)
+
+
+def test_baseline_rows_hand_computed(smoke):
+    """Popularity = the item's smoothed train-window rate, computed here independently; GBDT: one run, its grid
+    point selected on validation AUC, and it beats chance on data whose clicks depend on item quality."""
+    settings, df, _, _, report, _ = smoke
+    from ppm_platform.training.split import assign_split
+
+    split = assign_split(df["event_timestamp"], 0.8, 0.1).to_numpy()
+    train, test = df[split == "train"], df[split == "test"]
+    m, p = settings.counters.prior_strength, train["click"].mean()
+    rate = {i: (g["click"].sum() + m * p) / (len(g) + m) for i, g in train.groupby("item_id")}
+    score = test["item_id"].map(lambda i: rate.get(i, p)).to_numpy()
+    assert ev.lookup(report, "Popularity")["mean"] == pytest.approx(auc(test["click"].to_numpy(), score), abs=1e-12)
+    gbdt = next(r for r in report["runs"] if r["model"] == "GBDT")
+    assert gbdt["seed"] is None and ev.lookup(report, "GBDT")["n_seeds"] == 1
+    for task, sel in gbdt["selected"].items():
+        cands = [g for g in gbdt["grid"] if g["task"] == task]
+        assert len(cands) == len(settings.evaluation.gbdt_learning_rates) * len(settings.evaluation.gbdt_max_leaf_nodes)
+        assert sel["valid_auc"] == max(g["valid_auc"] for g in cands)
+    assert ev.lookup(report, "GBDT")["mean"] > 0.6
 
 
 def test_ppm_row_is_the_pretrained_ppm_scored_directly(smoke):
@@ -213,7 +249,8 @@ def test_report_files(smoke):
         assert f"| {m} |" in md
     lift = ev.lookup(report, "URM")["mean"] - ev.lookup(report, "Base")["mean"]
     assert f"| **URM − Base** | {lift:+.4f}" in md
-    assert md.count("| met |") + md.count("| missed |") == 3
+    assert md.count("| met |") + md.count("| missed |") == len(report["targets"]) == 6
+    assert "GBDT selected on validation AUC: click learning_rate" in md
     for key in ("auc_by_model_and_slice", "data_efficiency"):
         assert paths[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert ev.markdown_image(paths["data_efficiency"], "x").startswith("![x](data:image/png;base64,iVBOR")

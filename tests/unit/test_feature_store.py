@@ -62,6 +62,24 @@ def _write_tables(settings: Settings) -> None:
     write_parquet_atomic(pd.DataFrame(seq), fd / "behavior_sequences.parquet", schemas.BEHAVIOR_SEQUENCES)
     cache = [_cache_row(1, T0, 1), _cache_row(1, T, 2), _cache_row(2, S0, 3), _cache_row(2, S1, 4), _cache_row(3, T0, 5)]
     write_parquet_atomic(pd.DataFrame(cache), fd / "ppm_user_cache.parquet", schemas.PPM_USER_CACHE)
+    write_counter_tables(settings, INTERACTIONS)
+
+
+#: the impressions behind the sequence rows above (every one a click), from which the counter tables are built
+INTERACTIONS = pd.DataFrame({"user_id": [1, 1, 2, 2, 3], "item_id": [10, 11, 12, 10, 11],
+                             "event_timestamp": pd.to_datetime([T0, T, S0, S1, T0], utc=True),
+                             "click": 1, "order": [0, 1, 0, 0, 0]}).astype({"click": "int8", "order": "int8"})
+
+
+def write_counter_tables(settings: Settings, interactions: pd.DataFrame) -> None:
+    """``item_stats`` / ``user_stats`` of ``interactions`` by the counters' own definition."""
+    from ppm_platform.features.counters import counters_reference
+    from ppm_platform.testing.frames import TEST_PRIORS
+
+    windows = tuple(settings.counters.windows_days)
+    for entity in ("item", "user"):
+        write_parquet_atomic(counters_reference(interactions, entity, windows, TEST_PRIORS),
+                             settings.features_dir / f"{entity}_stats.parquet", schemas.counter_schema(entity, windows))
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +98,8 @@ def test_apply_registers_views_and_services(env):
     settings, store, applied = env
     assert applied["entities"] == ["item", "user"]
     assert applied["feature_views"] == sorted(["item_multimodal", "item_profile", "user_profile",
-                                               "user_recent_items", "ppm_item_cache", "ppm_user_cache"])
+                                               "user_recent_items", "ppm_item_cache", "ppm_user_cache",
+                                               "item_stats", "user_stats"])
     assert applied["feature_services"] == ["idrec_user", "urm_item", "urm_training", "urm_user"]
     # paths honour the non-default artifacts dir
     assert (settings.feast_dir / "registry.db").is_file()
@@ -91,7 +110,9 @@ def test_apply_registers_views_and_services(env):
     assert (tags["layout"], tags["L"], tags["d"]) == ("row-major", str(L), str(DM))
     assert store.get_feature_view("ppm_user_cache").ttl == timedelta(0)
     training = {p.name for p in store.get_feature_service("urm_training").feature_view_projections}
-    assert training == {"user_profile", "user_recent_items", "ppm_user_cache", "item_profile", "ppm_item_cache"}
+    assert training == {"user_profile", "user_recent_items", "ppm_user_cache", "user_stats", "item_profile",
+                        "ppm_item_cache", "item_stats"}
+    assert store.get_feature_view("user_stats").tags["windows_days"] == "7,30"
     # idempotent
     again = fsmod.apply_definitions(settings)
     assert {k: again[k] for k in ("entities", "feature_views", "feature_services")} == \
@@ -115,7 +136,7 @@ def test_cluster_profile_config(env, tmp_path):
     assert all(isinstance(x, SparkSource) for x in srcs)
     assert {x.path for x in srcs} == {str(tmp_path / "features" / f"{t}.parquet") for t in
                                       ["item_multimodal", "item_profile", "user_profile", "behavior_sequences",
-                                       "ppm_item_cache", "ppm_user_cache"]}
+                                       "ppm_item_cache", "ppm_user_cache", "item_stats", "user_stats"]}
 
 
 def test_point_in_time_no_leakage(env):
@@ -217,7 +238,7 @@ def test_training_frame_rejects_bad_input(env):
 def test_materialize_and_online_lookups(env):
     settings, store, _ = env
     res = fsmod.materialize(settings)
-    assert res["views"] == 6
+    assert res["views"] == 8
     store = fsmod.get_store(settings)
     u1 = fsmod.online_user_features(store, 1)
     assert u1["user_id"] == 1 and u1["age"] == 20
@@ -225,13 +246,18 @@ def test_materialize_and_online_lookups(env):
     assert u1["ppm_user_version"] == "v2" and list(u1["ppm_user_seq"]) == [2.0] * (L * DM)
     u2 = fsmod.online_user_features(store, 2, service="idrec_user")
     assert list(u2["hist_item_ids"]) == [10, 12] and "ppm_user_seq" not in u2
+    # counters as of now (the materialize end): every event counted, the windows long decayed to zero
+    assert (u1["user_impressions"], u1["user_clicks"], u1["user_orders"]) == (2, 2, 1)
+    assert u1["user_impressions_7d"] == 0 and u1["user_click_rate_30d"] == pytest.approx(0.5)
+    assert u2["user_impressions"] == 2  # idrec_user reads user_stats too
     unknown = fsmod.online_user_features(store, 12345)
-    assert unknown["age"] is None and unknown["ppm_user_seq"] is None
+    assert unknown["age"] is None and unknown["ppm_user_seq"] is None and unknown["user_impressions"] is None
     items = fsmod.online_item_features(store, [12, 999, 10, 12])
     assert items["item_id"].tolist() == [12, 999, 10, 12]
     assert items["release_year"].tolist()[0] == 1997 and items["release_year"].tolist()[2] == 1995
     assert items["ppm_item_vec"][1] is None and items["ppm_item_version"][1] is None
     assert list(items["ppm_item_vec"][2]) == [10.0, 10.0]
+    assert items["item_impressions"].tolist()[2] == 2 and pd.isna(items["item_impressions"][1])  # 999: unknown
 
 
 def test_materialize_reads_latest_rows_and_writes_in_batches(env, monkeypatch):

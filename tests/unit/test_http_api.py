@@ -54,10 +54,13 @@ def served(tmp_path_factory):
     fsmod.materialize(settings, end=AS_OF)
     entity = pd.DataFrame([(u, i) for u in USERS for i in ITEMS], columns=["user_id", "item_id"])
     frame = fsmod.get_training_frame(settings, entity.assign(event_timestamp=AS_OF))
-    enc = FeatureEncoder.fit(frame[frame["item_id"] != ITEMS[-1]], max_len=L, ppm_dim=DM)  # item 12 -> OOV
+    train = frame[frame["item_id"] != ITEMS[-1]]  # item 12 -> OOV
+    enc = FeatureEncoder.fit(train, max_len=L, ppm_dim=DM, counter_windows=tuple(settings.counters.windows_days),
+                             rate_prior={"click": 0.5, "order": 0.2, "strength": 10.0})
     torch.manual_seed(0)
     cfg = URMConfig(n_users=enc.n_users, n_items=enc.n_items, user_side_cardinalities=enc.user_side_cardinalities,
-                    n_genres=enc.n_genres, max_len=L, emb_dim=4, cross_layers=1, dnn_hidden=(8,), n_experts=2,
+                    n_genres=enc.n_genres, n_user_dense=enc.n_user_dense, n_item_dense=enc.n_item_dense, max_len=L,
+                    emb_dim=4, cross_layers=1, dnn_hidden=(8,), n_experts=2,
                     expert_hidden=8, tower_hidden=4, dropout=0.0, use_ppm=True,
                     ppm=PPMConfig(me_dim=6, d_model=DM, n_layers=1, n_heads=1, ff_dim=4, max_len=L,
                                   n_time_buckets=4, readout_hidden=4, dropout=0.0))
@@ -173,9 +176,9 @@ def test_health_without_model_is_unavailable(tmp_path):
 
 def test_transform_request_equals_transform_on_broadcast_rows(served):
     *_, enc, frame = served
-    user_cols = [c for c in frame.columns if c not in ("item_id", "categories", "release_year", "ppm_item_vec",
-                                                       "ppm_item_version", "event_timestamp")]
-    items = frame[frame["user_id"] == 2][["item_id", "categories", "ppm_item_vec"]].reset_index(drop=True)
+    item_cols = [*enc.item_columns(), "ppm_item_vec"]
+    user_cols = [*enc.user_columns(), "ppm_user_seq", "ppm_seq_len"]
+    items = frame[frame["user_id"] == 2][item_cols].reset_index(drop=True)
     for u in (1, 2, 3):
         urow = frame[frame["user_id"] == u].iloc[0]
         wide = items.assign(**{c: [urow[c]] * len(items) for c in user_cols})
@@ -183,3 +186,31 @@ def test_transform_request_equals_transform_on_broadcast_rows(served):
         assert list(a) == list(b)
         for k in b:
             assert a[k].shape == b[k].shape and a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
+
+
+def test_cold_entities_get_the_same_fallback_tensors_offline_and_online(served):
+    """An unknown user and an item with no catalog row (issue #14 §2): the offline point-in-time frame (Feast
+    get_historical_features -> transform, training's path) and the online lookup (Feast get_online_features ->
+    transform_request, serving's path) give identical tensors, and they are the trained fallback inputs: OOV
+    ids (1) and side features, zero-impression counters, the no-content flag."""
+    settings, ranker, _, _, enc, _ = served
+    user, item, known = 424242, 777, 10
+    offline = enc.transform(fsmod.get_training_frame(
+        settings, pd.DataFrame({"user_id": [user, user], "item_id": [item, known], "event_timestamp": AS_OF}),
+        store=ranker.store))
+    u, items = ranker.lookup(user, [item, known])
+    online = enc.transform_request(u, items)
+    assert list(offline) == list(online)
+    for k in offline:
+        assert offline[k].dtype == online[k].dtype and np.array_equal(offline[k], online[k]), k
+    assert offline["user_idx"].tolist() == [1, 1] and offline["item_idx"][0] == 1
+    assert offline["user_side"].tolist() == [[1, 1, 1]] * 2 and offline["hist_mask"].sum() == 0
+    assert offline["item_content"].tolist() == [0.0, 1.0]
+    zero = {f"{e}_{f}{sfx}": [0] for e in ("user", "item") for sfx in ("", "_7d", "_30d")
+            for f in ("impressions", "clicks", "orders")}
+    np.testing.assert_array_equal(online["user_dense"][0], enc.transform(pd.DataFrame(
+        {**zero, "user_id": [user], "item_id": [item], "age": [None], "gender": [None], "occupation": [None],
+         "categories": [None], "hist_item_ids": [None]}))["user_dense"][0])
+    np.testing.assert_array_equal(online["item_dense"][0], enc.transform(pd.DataFrame(
+        {**zero, "user_id": [user], "item_id": [item], "age": [None], "gender": [None], "occupation": [None],
+         "categories": [None], "hist_item_ids": [None]}))["item_dense"][0])

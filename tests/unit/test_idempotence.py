@@ -83,6 +83,8 @@ STAGES = {  # stage -> (function, outputs relative to the artifacts dir)
                 "features/item_profile.parquet", "features/user_profile.parquet"]),
     "item_multimodal": (pipeline.item_multimodal, ["features/item_multimodal.parquet"]),
     "behavior_sequences": (pipeline.behavior_sequences, ["features/behavior_sequences.parquet"]),
+    "counters": (pipeline.counters, ["features/item_stats.parquet", "features/user_stats.parquet",
+                                     "features/counter_priors.json"]),
     "ppm_model": (lambda s, sp: pipeline.ppm_model(s), ["models/ppm/weights.safetensors"]),
     "ppm_item_cache": (pipeline.ppm_item_cache, ["features/ppm_item_cache.parquet"]),
     "ppm_user_cache": (pipeline.ppm_user_cache, ["features/ppm_user_cache.parquet"]),

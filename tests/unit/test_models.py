@@ -13,7 +13,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from ppm_platform.models import (
-    MLP, PPM, URM, URM_INPUT_NAMES, CrossNetV2, DINAttention, IDRec, MMoE, PPMConfig, PPMItemTower,
+    IDREC_INPUT_NAMES, MLP, PPM, URM, URM_INPUT_NAMES, CrossNetV2, DINAttention, IDRec, MMoE, PPMConfig, PPMItemTower,
     PPMReadout, PPMSequenceEncoder, URMConfig, masked_softmax, multitask_bce,
 )
 from ppm_platform.models.idrec import safe_index
@@ -31,7 +31,8 @@ def small_ppm_cfg(**kw) -> PPMConfig:
 
 
 def small_urm_cfg(use_ppm: bool = True, **kw) -> URMConfig:
-    base = dict(n_users=30, n_items=40, user_side_cardinalities=SIDE_CARDS, n_genres=G, max_len=L, emb_dim=8,
+    base = dict(n_users=30, n_items=40, user_side_cardinalities=SIDE_CARDS, n_genres=G, n_user_dense=4,
+                n_item_dense=3, max_len=L, emb_dim=8,
                 cross_layers=2, dnn_hidden=(32, 16), n_experts=3, expert_hidden=16, tower_hidden=8, dropout=0.1,
                 use_ppm=use_ppm, ppm=small_ppm_cfg() if use_ppm else None)
     base.update(kw)
@@ -57,6 +58,9 @@ def urm_batch(cfg: URMConfig, b: int = B, seed: int = 0) -> dict[str, torch.Tens
         "item_idx": torch.randint(0, cfg.n_items, (b,), generator=g),
         "user_side": torch.stack([torch.randint(0, c, (b,), generator=g) for c in cfg.user_side_cardinalities], 1),
         "item_genres": (torch.rand(b, cfg.n_genres, generator=g) > 0.6).float(),
+        "item_content": (torch.rand(b, generator=g) > 0.2).float(),
+        "user_dense": torch.randn(b, cfg.n_user_dense, generator=g),
+        "item_dense": torch.randn(b, cfg.n_item_dense, generator=g),
         "hist_item_idx": torch.randint(2, cfg.n_items, (b, cfg.max_len), generator=g) * mask.long(),
         "hist_mask": mask,
         "ppm_user_seq": torch.randn(b, cfg.max_len, d, generator=g) * mask.unsqueeze(-1),
@@ -264,7 +268,7 @@ def test_idrec_shapes_and_oov_mapping():
     cfg = small_urm_cfg(use_ppm=False)
     idrec = IDRec(cfg)
     b = urm_batch(cfg)
-    rep = idrec(*(b[n] for n in URM_INPUT_NAMES[:6]))
+    rep = idrec(*(b[n] for n in IDREC_INPUT_NAMES))
     assert rep.shape == (B, idrec.out_dim) and idrec.out_dim == 16 and rep.dtype == torch.float32
     assert torch.isfinite(rep).all()
     idx = torch.tensor([0, 1, 5, 39, 40, 1000, -3])
@@ -275,8 +279,8 @@ def test_idrec_shapes_and_oov_mapping():
     b2["item_idx"] = torch.full((B,), 10_000)
     b3 = dict(b)
     b3["item_idx"] = torch.ones(B, dtype=torch.long)
-    args2 = [b2[n] for n in URM_INPUT_NAMES[:6]]
-    args3 = [b3[n] for n in URM_INPUT_NAMES[:6]]
+    args2 = [b2[n] for n in IDREC_INPUT_NAMES]
+    args3 = [b3[n] for n in IDREC_INPUT_NAMES]
     assert torch.equal(idrec(*args2), idrec(*args3))
 
 
@@ -324,6 +328,28 @@ def test_urm_forward_shapes_and_one_train_step(use_ppm):
     changed = [n for n, p in urm.named_parameters() if not torch.equal(p, before[n])]
     assert any(n.startswith("idrec.") for n in changed) and any(n.startswith("towers.") for n in changed)
     assert any(n.startswith("ppm_top.") for n in changed) == use_ppm
+
+
+@pytest.mark.parametrize("use_ppm", [False, True])
+def test_no_content_items_read_the_learned_fallback_not_their_content(use_ppm):
+    """item_content = 0 (an item with no catalog row): genres and the PPM item vector are replaced by learned
+    vectors, so whatever sits in those inputs does not change the score; the fallback vectors train."""
+    torch.manual_seed(0)
+    cfg = small_urm_cfg(use_ppm=use_ppm)
+    urm = URM(cfg).eval()
+    b = urm_batch(cfg)
+    b["item_content"] = torch.zeros(B)
+    junk = {**b, "item_genres": 1 - b["item_genres"], "ppm_item_vec": b["ppm_item_vec"] * 50 + 3}
+    with torch.no_grad():
+        torch.testing.assert_close(urm.forward_dict(b), urm.forward_dict(junk), rtol=0, atol=0)
+        # with content present the same change moves the scores
+        b1, junk1 = {**b, "item_content": torch.ones(B)}, {**junk, "item_content": torch.ones(B)}
+        assert not torch.allclose(urm.forward_dict(b1), urm.forward_dict(junk1))
+    urm.train()
+    urm.forward_dict(b).sum().backward()
+    assert urm.idrec.no_content.grad is not None and urm.idrec.no_content.grad.abs().sum() > 0
+    if use_ppm:
+        assert urm.no_content_vec.grad is not None and urm.no_content_vec.grad.abs().sum() > 0
 
 
 def test_multitask_bce_matches_hand_computation():

@@ -1,7 +1,8 @@
 """Point-in-time leakage (issue #5, DESIGN.md §4 leakage rule): the event at time t is never visible in
 features joined at t.
 
-* For every user-level feature view (``user_recent_items``, ``ppm_user_cache``, ``user_profile``) a
+* For every user-level feature view (``user_recent_items``, ``ppm_user_cache``, ``user_profile``,
+  ``user_stats``) and the item counters (``item_stats``) a
   constructed case through the real Feast ``get_historical_features`` (DuckDB offline store, tmp
   artifacts dir): the producing event and the impression in the same second, and sub-second apart.
   The feature rows are made by the pipeline's own code (``behavior_sequences_reference``, the PPM user-cache
@@ -9,7 +10,8 @@ features joined at t.
 * A property test (hypothesis) over random event streams: behaviour sequences + an as-of join
   (``feature_ts <= entity_ts``, Feast's rule) never contain a click at or after the impression time and
   contain every earlier click, most recent first, up to L.
-* The same property on one random stream through Spark (``compute_behavior_sequences``) and Feast.
+* The same property on one random stream through Spark (``compute_behavior_sequences``, ``compute_counters``)
+  and Feast.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from ppm_platform import feature_store as fsmod
 from ppm_platform.config import Settings
 from ppm_platform.data import schemas
 from ppm_platform.features.behavior_sequences import behavior_sequences_reference
+from ppm_platform.features.counters import counters_reference
+from ppm_platform.testing.frames import TEST_PRIORS
 from ppm_platform.io import write_parquet_atomic
 
 US = pd.Timedelta(microseconds=1)
@@ -81,7 +85,12 @@ def _write_feature_tables(settings: Settings, inter: pd.DataFrame) -> dict:
                             "event_timestamp": [pd.Timestamp(0, tz="UTC")] * 3 + [T + D, S0 + D, S1 + D],
                             "age": [20, 30, 40, 21, 31, 32], "gender": "F", "occupation": "x"})
     write_parquet_atomic(profile, fd / "user_profile.parquet", schemas.USER_PROFILE)
-    return {"seqs": seqs, "cache": cache}
+    windows = tuple(settings.counters.windows_days)
+    stats = {}
+    for entity in ("item", "user"):  # the counters' own definition, stamped by their rule
+        stats[entity] = counters_reference(inter, entity, windows, TEST_PRIORS)
+        write_parquet_atomic(stats[entity], fd / f"{entity}_stats.parquet", schemas.counter_schema(entity, windows))
+    return {"seqs": seqs, "cache": cache, "stats": stats}
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +157,32 @@ def test_user_profile_same_second_and_sub_second(feast_env):
     _, store, _ = feast_env
     out = _historical(store, ["user_profile:age"])
     assert out["age"].astype(int).tolist() == [20, 20, 21, 21, 30, 31, 31, 32]
+
+
+def test_user_stats_same_second_and_sub_second(feast_env):
+    """user_stats through Feast: the impression at t never counts the event at t (nor other events of the same
+    second / microsecond); 1 µs later it does."""
+    _, store, _ = feast_env
+    out = _historical(store, ["user_stats:user_impressions", "user_stats:user_clicks", "user_stats:user_impressions_7d"])
+    # user 1: T0 (click), T-1min (no click), T (click on 10); user 2: T0, S0, S1 (all clicks)
+    assert out["user_impressions"].astype(int).tolist() == [2, 2, 3, 3, 1, 2, 2, 3]
+    assert out["user_clicks"].astype(int).tolist() == [1, 1, 2, 2, 1, 2, 2, 3]
+    # T0 is 36 h before T: still inside the 7-day window
+    assert out["user_impressions_7d"].astype(int).tolist() == [2, 2, 3, 3, 1, 2, 2, 3]
+
+
+def test_item_stats_same_second_and_sub_second(feast_env):
+    """item_stats through Feast: item 10 is shown at T (user 1) and at S1 (user 2, 500 µs after S0)."""
+    _, store, _ = feast_env
+    probes = [(10, T), (10, T + D), (10, S1), (10, S1 + D), (12, S0), (12, S0 + D)]
+    ent = pd.DataFrame({"item_id": [i for i, _ in probes], "event_timestamp": [t for _, t in probes],
+                        "probe": np.arange(len(probes))})
+    out = store.get_historical_features(entity_df=ent, features=["item_stats:item_impressions",
+                                                                 "item_stats:item_click_rate"],
+                                        full_feature_names=False).to_df().sort_values("probe")
+    imp = [0 if pd.isna(v) else int(v) for v in out["item_impressions"]]
+    assert imp == [0, 1, 1, 2, 0, 1]  # NULL (no row yet) before the first impression: zero impressions
+    assert out["item_click_rate"].iloc[1] == pytest.approx((1 + 10 * 0.5) / (1 + 10))
 
 
 def test_pipeline_user_profile_is_static_at_the_epoch(tmp_path):
@@ -243,3 +278,12 @@ def test_spark_sequences_through_feast_never_leak(spark, tmp_path):
         clicks = inter[(inter.user_id == r.user_id) & (inter.click == 1)]
         leaks += bool(set(hist) - set(clicks.loc[clicks.event_timestamp < r.event_timestamp, "item_id"]))
     assert leaks == 0 and mismatches == 0
+    # the counters' Spark job through Feast: a user's impressions as of t are exactly the user's events before t
+    from ppm_platform.features.counters import compute_counters
+
+    compute_counters(spark, s, s.tables_dir / "interactions.parquet")
+    out = fsmod.get_training_frame(s, ent, service="idrec_user")
+    got = out["user_impressions"].fillna(0).astype(int).tolist()
+    want = [int(((inter.user_id == r.user_id) & (inter.event_timestamp < r.event_timestamp)).sum())
+            for r in ent.itertuples(index=False)]
+    assert got == want

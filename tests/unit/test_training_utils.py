@@ -51,7 +51,10 @@ def test_feature_encoder_train_vocab_and_padding():
     x = enc.transform(df)
     assert x["user_idx"].tolist() == [2, 3, 1]            # user 3 unseen in train -> OOV
     assert x["item_idx"].tolist() == [2, 3, 1]
-    assert x["user_side"].tolist() == [[2, 3, 2], [4, 2, 3], [0, 0, 1]]  # age<18 -> bucket 0 (+2); missing -> pad
+    # age<18 -> bucket 0 (+2); missing (no profile row) and unseen values -> unknown (OOV 1), what content dropout trains
+    assert x["user_side"].tolist() == [[2, 3, 2], [4, 2, 3], [1, 1, 1]]
+    assert x["item_content"].tolist() == [1, 1, 0]        # item 99 has no categories / PPM vector: no content
+    assert x["user_dense"].shape == (3, 0) and x["item_dense"].shape == (3, 0)  # no counters read
     assert x["item_genres"].tolist() == [[0, 1], [1, 1], [0, 0]]
     assert x["hist_item_idx"].tolist() == [[3, 2, 0], [0, 0, 0], [2, 1, 3]]
     assert x["hist_mask"].tolist() == [[1, 1, 0], [0, 0, 0], [1, 1, 1]]
@@ -61,6 +64,38 @@ def test_feature_encoder_train_vocab_and_padding():
     # round trip through JSON-able dict gives the same tensors (the serving path loads it this way)
     x2 = FeatureEncoder.from_dict(enc.to_dict()).transform(df)
     assert all(np.array_equal(x[k], x2[k]) for k in x)
+
+
+def test_feature_encoder_counters_and_cold_entities():
+    """Counter inputs: log counts and rates recomputed from the counts with the train prior, standardized on
+    the train rows; a NULL counter row (an entity with no event yet, or unknown online) is exactly a
+    zero-impression entity; min_count sends rare ids to the shared OOV row."""
+    from ppm_platform.training.batch import dense_names
+
+    df = _rows()
+    n = {"user_impressions": [3, 0, None], "user_clicks": [2, 0, None], "user_orders": [1, 0, None],
+         "item_impressions": [10, 1, None], "item_clicks": [5, 0, None], "item_orders": [0, 0, None]}
+    df = df.assign(**n, user_id=[1, 1, 3])
+    prior = {"click": 0.6, "order": 0.25, "strength": 10.0}
+    enc = FeatureEncoder.fit(df.iloc[:2], max_len=3, ppm_dim=2, min_count=2, counter_windows=(), rate_prior=prior)
+    assert dense_names("item", ()) == ["item_log_impressions", "item_log_clicks", "item_log_orders",
+                                       "item_click_rate", "item_order_rate"]
+    assert enc.users == {"1": 2}                          # user 1 has 2 train rows; min_count=2
+    assert enc.items == {}                                # items 10, 11 have one row each -> OOV
+    x = enc.transform(df)
+    assert x["user_idx"].tolist() == [2, 2, 1] and x["item_idx"].tolist() == [1, 1, 1]
+    raw = np.array([[np.log1p(10), np.log1p(5), 0.0, (5 + 6) / 20, (0 + 2.5) / 20],
+                    [np.log1p(1), 0.0, 0.0, 6 / 11, 2.5 / 11],
+                    [0.0, 0.0, 0.0, 0.6, 0.25]], np.float32)  # row 2: NULL counters = zero impressions
+    mean, std = raw[:2].mean(0), raw[:2].std(0)
+    std[std == 0] = 1.0                                   # a constant input (no orders) stays 0
+    np.testing.assert_allclose(x["item_dense"], (raw - mean) / std, rtol=1e-5, atol=1e-6)
+    unknown = df.iloc[[2]].assign(item_impressions=0, item_clicks=0, item_orders=0)
+    np.testing.assert_array_equal(enc.transform(unknown)["item_dense"], x["item_dense"][[2]])
+    with pytest.raises(KeyError, match="user_impressions"):
+        enc.transform(df.drop(columns="user_impressions"))
+    with pytest.raises(ValueError, match="rate_prior"):
+        FeatureEncoder.fit(df, max_len=3, ppm_dim=2, counter_windows=())
 
 
 def test_feature_encoder_rejects_wrong_cache_width():
