@@ -145,6 +145,11 @@ class PPMSettings(BaseModel):
     #: torch intra-op threads while pre-training (None = torch's default, one per core). The steps are small
     #: ([B*L, d] matrices): 1 thread measured 17x faster than 2 on the shared 2-core machine (docs/scale.md §3)
     threads: int | None = 1
+    #: learn a per-item logit offset during pre-training, discarded after (the saved PPM stays ID-free): it
+    #: absorbs each item's popularity, so the item tower learns content that transfers instead of memorizing
+    #: the train window's item click rates, which the URM then trusted for warm and misapplied to cold items
+    #: (validation, docs/evaluation.md); the URM reads popularity from the counters, point-in-time
+    item_bias: bool = True
     #: examples read (and shuffled) at a time from the on-disk as-of join (bounded memory; issue #8 §4)
     chunk_rows: int = 262_144
     #: DuckDB memory limit of the as-of join that writes the examples (it spills to disk beyond it)
@@ -154,7 +159,9 @@ class PPMSettings(BaseModel):
 class URMSettings(BaseModel):
     """URM / IDRec hyper-parameters (IDRec + PPM top + MMoE, click and order towers)."""
 
-    emb_dim: int = 16
+    #: embedding width; 8 and lr 5e-4 over 5 epochs were chosen on validation over lr {5e-4, 1e-3, 2e-3} x
+    #: emb_dim {8, 16} (benchmarks/results/select_ctr_optimizer.json)
+    emb_dim: int = 8
     cross_layers: int = 2
     dnn_hidden: tuple[int, ...] = (128, 64)
     n_experts: int = 4
@@ -163,15 +170,16 @@ class URMSettings(BaseModel):
     dropout: float = 0.1
     click_weight: float = 1.0
     order_weight: float = 1.0
-    epochs: int = 4
+    epochs: int = 5
     batch_size: int = 512
-    lr: float = 2e-3
+    lr: float = 5e-4
     weight_decay: float = 1e-6
     #: probability of replacing a training row's user / item id by the out-of-vocabulary index (ID dropout,
     #: Volkovs et al., "DropoutNet", NeurIPS'17): trains the OOV embedding that cold users / items get at test
-    #: time, so the model learns to fall back on counters, side and PPM features. 0 = off. Chosen on
-    #: validation with ``min_count`` (docs/evaluation.md, benchmarks/results/oov_selection.json)
-    id_dropout: float = 0.1
+    #: time, so the model learns to fall back on counters, side and PPM features. 0 = off. Chosen with
+    #: ``min_count`` on validation over {1, 2, 5} x {0, 0.1, 0.2} (benchmarks/results/select_ctr_fallbacks.json:
+    #: min_count 2 trains the OOV row on the singleton ids; ID dropout on top added nothing)
+    id_dropout: float = 0.0
     #: users / items with fewer train impressions than this share the OOV row (minimum-count vocabulary)
     min_count: int = 2
     #: probability of hiding a training row's content inputs (item genres + PPM item vector -> the learned

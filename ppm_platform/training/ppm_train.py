@@ -277,13 +277,16 @@ def iter_split(ex: "PPMExamples | PPMExampleFile", split: str, rng: np.random.Ge
             yield a
 
 
-def _predict_arrays(ppm, item_vecs: torch.Tensor, a: dict[str, np.ndarray], batch_size: int) -> list[torch.Tensor]:
+def _predict_arrays(ppm, item_vecs: torch.Tensor, a: dict[str, np.ndarray], batch_size: int,
+                    item_bias: torch.Tensor | None = None) -> list[torch.Tensor]:
     out = []
     for s in range(0, len(a["click"]), batch_size):
         sl = slice(s, s + batch_size)
         mask = torch.from_numpy(a["mask"][sl])
+        target = torch.from_numpy(a["target"][sl])
         seq = ppm.encode_sequence(item_vecs[torch.from_numpy(a["hist"][sl])], torch.from_numpy(a["age_s"][sl]), mask)
-        out.append(torch.sigmoid(ppm.logit_from_cache(item_vecs[torch.from_numpy(a["target"][sl])], seq, mask)))
+        logit = ppm.logit_from_cache(item_vecs[target], seq, mask)
+        out.append(torch.sigmoid(logit if item_bias is None else logit + item_bias[target]))
     return out
 
 
@@ -295,17 +298,17 @@ def predict_ppm(ppm, ex: PPMExamples, rows: np.ndarray, batch_size: int = 2048) 
     return torch.cat(out).double().numpy() if out else np.zeros(0)
 
 
-def predict_split(ppm, ex: "PPMExamples | PPMExampleFile", split: str,
-                  batch_size: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+def predict_split(ppm, ex: "PPMExamples | PPMExampleFile", split: str, batch_size: int = 2048,
+                  item_bias: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(click labels float32, probabilities float64) of the ``split`` rows of ``ex``, in row order, read a
-    chunk at a time."""
+    chunk at a time (``item_bias``: the pre-training's per-item logit offsets, f32 ``[N_items + 1]``)."""
     ppm.eval()
     ys, ps = [], []
     with torch.inference_mode():
         item_vecs = ppm.encode_items(torch.from_numpy(ex.me))
         for a in iter_split(ex, split):
             ys.append(a["click"])
-            ps += _predict_arrays(ppm, item_vecs, a, batch_size)
+            ps += _predict_arrays(ppm, item_vecs, a, batch_size, item_bias)
     y = np.concatenate(ys) if ys else np.zeros(0, np.float32)
     return y, (torch.cat(ps).double().numpy() if ps else np.zeros(0))
 
@@ -335,7 +338,13 @@ def _pretrain(settings: Settings, ex, progress) -> tuple[object, dict]:
                     ff_dim=p.ff_dim, max_len=settings.sequence.max_len, n_time_buckets=p.n_time_buckets,
                     readout_hidden=p.readout_hidden, dropout=p.dropout)
     ppm = PPM(cfg)
-    opt = torch.optim.AdamW(ppm.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    # a per-item logit offset during pre-training only (discarded after): it absorbs each item's popularity so
+    # the content tower is not pushed to memorize it (the URM reads popularity from the counters, leak-free)
+    bias = torch.nn.Parameter(torch.zeros(ex.me.shape[0])) if p.item_bias else None
+    groups = [{"params": list(ppm.parameters())}]
+    if bias is not None:  # one scalar per item, seen ~ (its impressions / batch) times an epoch: a larger step
+        groups.append({"params": [bias], "lr": p.lr * 10, "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, lr=p.lr, weight_decay=p.weight_decay)
     if isinstance(ex, PPMExamples):
         n_train, n_valid = int((ex.split == "train").sum()), int((ex.split == "valid").sum())
     else:
@@ -353,6 +362,8 @@ def _pretrain(settings: Settings, ex, progress) -> tuple[object, dict]:
             for s in range(0, len(a["click"]), p.batch_size):
                 sl = slice(s, s + p.batch_size)
                 logits = _ppm_logits(ppm, me_t, t["target"][sl], t["hist"][sl], t["age_s"][sl], t["mask"][sl])
+                if bias is not None:
+                    logits = logits + bias[t["target"][sl]]
                 loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, t["click"][sl])
                 opt.zero_grad()
                 loss.backward()
@@ -360,7 +371,7 @@ def _pretrain(settings: Settings, ex, progress) -> tuple[object, dict]:
                 losses.append(loss.item())
                 bar.update(len(t["click"][sl]))
         bar.close()
-        yv, pv = predict_split(ppm, ex, "valid")
+        yv, pv = predict_split(ppm, ex, "valid", item_bias=None if bias is None else bias.detach())
         v_auc = auc(yv, pv) if len(yv) else float("nan")
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "valid_click_auc": v_auc})
         if progress:
@@ -376,7 +387,11 @@ def _pretrain(settings: Settings, ex, progress) -> tuple[object, dict]:
         "train_rows": n_train, "valid_rows": n_valid,
         "seconds": round(secs, 1), "train_rows_per_s": round(n_train * p.epochs / secs, 1) if secs else None,
         "epochs": history,
+        # the saved PPM (ID-free: without the pre-training's item offsets); the per-epoch figures and the
+        # epoch selection use the pre-training objective (with them when ppm.item_bias)
         "valid_click_auc": auc(yv, v_prob) if len(yv) else float("nan"),
+        "valid_click_auc_pretraining": best[0] if best[1] is not None else float("nan"),
+        "item_bias": bias is not None,
         "valid_click_logloss": logloss(yv, v_prob) if len(yv) else float("nan"),
         "config": cfg.__dict__,
     }

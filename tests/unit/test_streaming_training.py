@@ -124,6 +124,28 @@ def test_ppm_pretraining_streamed_equals_in_memory_and_is_deterministic(tmp_path
     assert mc["train_rows"] == ma["train_rows"] and np.isfinite(mc["valid_click_auc"])
 
 
+def test_ppm_item_offsets_are_pretraining_only(tmp_path, ppm_data):
+    """ppm.item_bias: per-item logit offsets absorb item popularity during pre-training and are discarded: the
+    saved PPM has the same parameters as without them (ID-free), the selection metric is the objective's, and
+    the reported validation AUC is the saved model's."""
+    from ppm_platform.training.ppm_train import build_examples, predict_split, pretrain_ppm
+
+    inter, me = ppm_data
+    s = _settings(tmp_path, ppm={"item_bias": True})
+    ex = build_examples(s, inter, me, tmp_path / "seq.parquet")
+    with_bias, m = pretrain_ppm(s, ex)
+    without, m0 = pretrain_ppm(_settings(tmp_path, ppm={"item_bias": False}), ex)
+    assert set(with_bias.state_dict()) == set(without.state_dict())  # nothing item-indexed is kept
+    assert m["item_bias"] and not m0["item_bias"]
+    assert m["valid_click_auc_pretraining"] == max(h["valid_click_auc"] for h in m["epochs"])
+    yv, pv = predict_split(with_bias, ex, "valid")
+    from ppm_platform.training.metrics import auc
+
+    assert m["valid_click_auc"] == pytest.approx(auc(yv, pv), abs=1e-12)
+    # the offsets changed what the towers learned
+    assert not all(torch.equal(v, without.state_dict()[k]) for k, v in with_bias.state_dict().items())
+
+
 def test_ppm_logits_per_distinct_item_is_exact():
     from ppm_platform.models.ppm import PPM, PPMConfig
     from ppm_platform.training.ppm_train import _ppm_logits
