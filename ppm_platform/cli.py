@@ -269,7 +269,7 @@ def rank(user_id: int, item_ids: tuple[int, ...], model: str) -> None:
     """
     from ppm_platform.serving.ranker import Ranker
 
-    res = Ranker(_settings(), model).rank(user_id, list(item_ids))
+    res = Ranker(_settings(), model, item_cache=False).rank(user_id, list(item_ids))  # one call: no cache to fill
     click.echo(res.scores.to_string(index=False))
     click.echo(f"lookup {res.lookup_ms:.1f} ms, model {res.model_ms:.1f} ms")
 
@@ -279,7 +279,10 @@ def rank(user_id: int, item_ids: tuple[int, ...], model: str) -> None:
 @click.option("--port", default=None, type=int, help="Port (default serving.port = 8000).")
 @click.option("--model", default=None, type=click.Choice(["urm", "base"]),
               help="Model to serve (default serving.model = urm).")
-def serve(host: str | None, port: int | None, model: str | None) -> None:
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Worker processes (uvicorn); each scores one request at a time with its own ONNX session, "
+                   "Feast store and item cache. About one per core.")
+def serve(host: str | None, port: int | None, model: str | None, workers: int) -> None:
     """Start the HTTP ranking service: POST /rank {user_id, item_ids} and GET /health (docs/serving.md).
 
     Features come from the Feast online store, scores from onnxruntime. Needs a finished run (`ppm demo`).
@@ -288,8 +291,8 @@ def serve(host: str | None, port: int | None, model: str | None) -> None:
 
     settings = _settings()
     click.echo(f"serving {model or settings.serving.model} on http://{host or settings.serving.host}:"
-               f"{port or settings.serving.port} (POST /rank, GET /health)")
-    run_service(settings, host, port, model)
+               f"{port or settings.serving.port} with {workers} worker(s) (POST /rank, GET /health)")
+    run_service(settings, host, port, model, workers=workers)
 
 
 # ---- ppm doctor -------------------------------------------------------------------------------------------

@@ -291,6 +291,14 @@ class ServingSettings(BaseModel):
     max_candidates: int = 500
     #: largest accepted request body (bytes); 500 ids of 19 digits fit in ~10 kB
     max_body_bytes: int = 65_536
+    #: keep the candidates' encoded inputs in process (:mod:`ppm_platform.serving.item_cache`), filled from
+    #: the Feast online store; False = read them from Feast in every request
+    item_cache: bool = True
+    #: most items the cache holds (~0.3 kB each with the default shapes); ids beyond are read per request
+    item_cache_max_items: int = 500_000
+    #: seconds between two background reloads of the cached items from the online store (the staleness
+    #: bound of a re-materialized or re-pushed item's features, plus one reload); 0 = never
+    item_cache_refresh_s: float = 30.0
     #: (user, item) pairs the ``serving_parity`` asset check compares (fewer if the data has fewer)
     parity_pairs: int = 1000
     #: largest allowed |online score - offline score| (probabilities)
@@ -313,6 +321,9 @@ class Settings(BaseModel):
     feature_repo_dir: Path = Field(default_factory=lambda: REPO_ROOT / "feature_repo")
     max_items: int | None = None
     redis: str = "127.0.0.1:6379"
+    #: online store type regardless of the profile (None = the profile's: ``sqlite`` local, ``redis`` cluster);
+    #: e.g. the latency benchmark runs the local profile against Redis too
+    online_store: Literal["sqlite", "redis"] | None = None
     #: DuckDB memory limit while Feast materializes views into the online store (``local`` profile; DuckDB
     #: spills beyond it). Feast's DuckDB store picks the latest row per entity with a window over the whole
     #: view; at 1e7 synthetic impressions that took 6.73 GiB RSS uncapped, 1.70 GiB with "1GB" (docs/scale.md §3)

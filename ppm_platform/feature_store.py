@@ -102,9 +102,11 @@ def repo_config_dict(settings: Settings) -> dict[str, Any]:
         # 2.27 M rows x 640 floats; docs/scale.md §4)
         "materialization": {"pull_latest_features": True, "online_write_batch_size": MATERIALIZE_BATCH_ROWS},
     }
+    online = settings.online_store or ("redis" if settings.profile == "cluster" else "sqlite")
+    cfg["online_store"] = ({"type": "redis", "connection_string": settings.redis} if online == "redis" else
+                           {"type": "sqlite", "path": str(feast_dir / "online_store.db")})
     if settings.profile == "cluster":
         sp = settings.spark
-        cfg["online_store"] = {"type": "redis", "connection_string": settings.redis}
         cfg["offline_store"] = {"type": "spark", "spark_conf": {
             "spark.master": sp.master,
             "spark.ui.enabled": "false",
@@ -115,7 +117,6 @@ def repo_config_dict(settings: Settings) -> dict[str, Any]:
             "spark.driver.extraJavaOptions": sp.java_options,
         }}
     else:
-        cfg["online_store"] = {"type": "sqlite", "path": str(feast_dir / "online_store.db")}
         cfg["offline_store"] = {"type": ASOF_STORE_TYPE}
     return cfg
 

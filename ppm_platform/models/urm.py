@@ -40,6 +40,11 @@ URM_INPUT_NAMES: tuple[str, ...] = (
 PPM_INPUT_NAMES: tuple[str, ...] = ("ppm_user_seq", "ppm_seq_mask", "ppm_item_vec")
 #: Inputs of IDRec (the Base model's whole input set), in ``URM.forward`` order.
 IDREC_INPUT_NAMES: tuple[str, ...] = tuple(n for n in URM_INPUT_NAMES if n not in PPM_INPUT_NAMES)
+#: The inputs that depend on the user only (one row per request; broadcast to the candidates in the serving
+#: graph), and those that depend on the candidate item; together :data:`URM_INPUT_NAMES`.
+USER_INPUT_NAMES: tuple[str, ...] = ("user_idx", "user_side", "user_dense", "hist_item_idx", "hist_mask",
+                                     "ppm_user_seq", "ppm_seq_mask")
+ITEM_INPUT_NAMES: tuple[str, ...] = ("item_idx", "item_genres", "item_content", "item_dense", "ppm_item_vec")
 #: Output columns of ``URM.forward``.
 TASKS: tuple[str, ...] = ("click", "order")
 

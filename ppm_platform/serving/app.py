@@ -13,8 +13,8 @@ Errors are JSON ``{"detail": message}``: ``413`` body larger than ``settings.ser
 than the URM's) or the model is not loaded. A client error is never a 500.
 
 Cold start (defined behaviour, see :class:`~ppm_platform.serving.ranker.Ranker`): unknown users and items
-are scored (OOV id + zero PPM vectors) and flagged: ``user_known=false``, ``unknown_item_ids``,
-``known=false`` per score row.
+are scored with the trained fallbacks (OOV id row, zero-impression counters, learned no-content input) and
+flagged: ``user_known=false``, ``unknown_item_ids``, ``known=false`` per score row.
 
 ``GET /health`` -> ``200 {"status": "ok", "model", "ppm_version", "user_feature_service",
 "item_feature_service", "cache_versions_seen", "error": null}``; ``503`` with ``status="version_mismatch"``
@@ -24,6 +24,7 @@ could not be loaded. Each call probes the online store (1 user + 5 items the mod
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Annotated, Any
 
@@ -126,8 +127,8 @@ def create_app(settings: Settings, model_name: str | None = None, ranker: Ranker
             fails (no model exported yet), ``/health`` answers 503 ``unavailable`` with the reason.
 
     Returns:
-        a FastAPI app; requests are scored one at a time (a lock around the Ranker: the SQLite
-        connection and the 1-thread onnxruntime session are shared; run more processes to scale).
+        a FastAPI app; requests are scored one at a time (a lock around the Ranker: the online-store
+        connection and the 1-thread onnxruntime session are shared; scale with worker processes, ``serve``).
     """
     cfg = settings.serving
     name = model_name or cfg.model
@@ -193,11 +194,39 @@ def create_app(settings: Settings, model_name: str | None = None, ranker: Ranker
     return app
 
 
+#: environment variable naming the model the worker processes of ``ppm serve --workers N`` serve
+SERVE_MODEL_ENV = "PPM_SERVE_MODEL"
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker process of ``ppm serve --workers N`` (a uvicorn factory): settings from the
+    ``PPM_*`` environment, the model from ``PPM_SERVE_MODEL``. Each worker builds its own Ranker: its own
+    ONNX sessions, Feast store (online-store connection) and item cache."""
+    return create_app(Settings.from_env(), os.environ.get(SERVE_MODEL_ENV) or None)
+
+
 def serve(settings: Settings, host: str | None = None, port: int | None = None, model_name: str | None = None,
-          log_level: str = "warning") -> None:
-    """Run the service with uvicorn (blocking) on ``host:port`` (defaults ``settings.serving``)."""
+          log_level: str = "warning", workers: int = 1, access_log: bool = False) -> None:
+    """Run the service with uvicorn (blocking) on ``host:port`` (defaults ``settings.serving``).
+
+    Args:
+        workers: uvicorn worker processes (uvicorn docs, "Deployment": ``--workers``); > 1 runs
+            :func:`app_from_env` in each, all on the same port. A process scores one request at a time, so
+            workers are how the service uses more than one core.
+        access_log: uvicorn's per-request access log.
+
+    Raises:
+        ValueError: ``workers < 1``.
+    """
     import uvicorn
 
-    app = create_app(settings, model_name)
-    uvicorn.run(app, host=host or settings.serving.host, port=port or settings.serving.port,
-                log_level=log_level, access_log=False)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    host, port = host or settings.serving.host, port or settings.serving.port
+    if workers == 1:
+        uvicorn.run(create_app(settings, model_name), host=host, port=port, log_level=log_level,
+                    access_log=access_log)
+        return
+    os.environ[SERVE_MODEL_ENV] = model_name or settings.serving.model
+    uvicorn.run("ppm_platform.serving.app:app_from_env", factory=True, workers=workers, host=host, port=port,
+                log_level=log_level, access_log=access_log)

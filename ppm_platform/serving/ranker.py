@@ -1,8 +1,10 @@
-"""Online ranking: Feast online lookups (1 user row + N item rows) + one onnxruntime run.
+"""Online ranking: one Feast online lookup of the user row, the candidates' inputs from the in-process item
+cache (filled from the Feast online store, :mod:`ppm_platform.serving.item_cache`), one onnxruntime run of the
+serving graph (the user row broadcast inside it).
 
 No encoder and no Transformer run here: PPM's heavy parts were run offline and their outputs are read from
 the online store like any other feature (DESIGN.md §4), which is why plugging PPM in adds no model latency
-beyond the light top.
+beyond the light top. Only the features the model reads are read (:func:`model_feature_refs`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,34 @@ import pandas as pd
 from ppm_platform.config import Settings
 from ppm_platform.training.batch import FeatureEncoder
 
+#: the version fields the Ranker reads besides the model's inputs (DESIGN.md §4 version rule)
+USER_VERSION_FIELD, ITEM_VERSION_FIELD = "ppm_user_version", "ppm_item_version"
+
+
+def model_feature_refs(store, service: str, encoder: FeatureEncoder, entity: str, use_ppm: bool) -> list[str]:
+    """The ``"view:feature"`` references of feature service ``service`` that a model with ``encoder`` reads for
+    ``entity`` (``"user"`` / ``"item"``): its encoder's columns, the PPM cache columns and their version field
+    when ``use_ppm``; nothing else (e.g. ``hist_age_s``, ``hist_len``, ``release_year``, the counters' rates
+    are never fetched online).
+
+    Raises:
+        KeyError: a column the encoder needs is in no view of the service (named).
+    """
+    if entity == "user":
+        need = [*encoder.user_columns(), *(("ppm_user_seq", "ppm_seq_len", USER_VERSION_FIELD) if use_ppm else ())]
+        key = "user_id"
+    else:
+        need = [*encoder.item_columns(), *(("ppm_item_vec", ITEM_VERSION_FIELD) if use_ppm else ())]
+        key = "item_id"
+    where: dict[str, str] = {}
+    for proj in store.get_feature_service(service, allow_cache=True).feature_view_projections:
+        for f in proj.features:
+            where.setdefault(f.name, proj.name)
+    missing = [c for c in need if c != key and c not in where]
+    if missing:
+        raise KeyError(f"feature service {service!r} has no view with {missing}: the model reads them")
+    return [f"{where[c]}:{c}" for c in need if c != key]
+
 
 class VersionMismatchError(RuntimeError):
     """The cached PPM features were produced by a different PPM than the one the URM was trained with."""
@@ -30,9 +60,11 @@ class RankResult:
         user_id: the request's user.
         scores: one row per candidate, in descending click probability: ``item_id`` (int64), ``click``,
             ``order`` (float32 probabilities), ``known`` (bool: the item has a row in the online store).
-        lookup_ms: Feast online lookup wall time (ms); model_ms: feature encoding + onnxruntime wall time (ms).
+        lookup_ms: feature read wall time (ms): the user's Feast lookup + the candidates from the item cache
+            (or Feast); model_ms: encoding the user row + onnxruntime (ms).
         user_known: the user has a row in the online store (False = cold-start user, scored from padding).
-        unknown_item_ids: candidates with no online row at all (scored with OOV id, no genres, zero PPM vector).
+        unknown_item_ids: candidates with no online row at all (scored with the trained OOV id, zero-impression
+            counters and the learned no-content input).
     """
 
     user_id: int
@@ -50,33 +82,41 @@ class RankResult:
 class Ranker:
     """Scores candidate items for a user with the exported URM (or Base) ONNX model.
 
-    Request path (DESIGN.md §4): two Feast ``get_online_features`` calls (the user's feature service, 1
-    row; the item feature service, N rows), :meth:`FeatureEncoder.transform_request` (the user row encoded
-    once and broadcast; the same code as training's :meth:`FeatureEncoder.transform`), one onnxruntime run.
+    Request path (DESIGN.md §4): one Feast ``get_online_features`` of the user's features (only those the model
+    reads, from the user feature service recorded in ``model.json``), the candidates' encoded inputs from the
+    :class:`~ppm_platform.serving.item_cache.ItemFeatureCache` (filled from the Feast online store; an id not
+    cached is read from Feast in the request), the user row encoded once
+    (:meth:`FeatureEncoder.encode_user`, the same code as training's :meth:`FeatureEncoder.transform`) and one
+    onnxruntime run of ``model_serving.onnx``, which broadcasts the user row to the candidates inside the graph.
 
     Cold start (defined behaviour, never an error): an unknown user or item (no row in the online store) is
-    scored with the out-of-vocabulary ID, no side features, an empty history and zero PPM vectors -- the
-    same tensors a cold entity gets offline -- and is flagged in :class:`RankResult` (``user_known``,
-    ``unknown_item_ids``). Known items the URM never saw in training (new items pushed by
-    :mod:`ppm_platform.serving.new_item`) get the OOV id but their real genres and PPM item vector.
+    scored with the trained out-of-vocabulary ID row, unknown side features, zero-impression counters, an
+    empty history and, for an item, the learned no-content input -- the same tensors a cold entity gets
+    offline -- and is flagged in :class:`RankResult` (``user_known``, ``unknown_item_ids``). Known items the
+    URM never saw in training (new items pushed by :mod:`ppm_platform.serving.new_item`) get the OOV id but
+    their real genres and PPM item vector.
 
     Args:
-        settings: platform settings (locate the Feast repo and the model artifacts).
+        settings: platform settings (locate the Feast repo and the model artifacts; ``settings.serving``:
+            item cache on/off, size, refresh interval).
         model_name: ``urm`` (default) or ``base`` (the IDRec-only baseline).
         store: an existing ``feast.FeatureStore`` (default: :func:`ppm_platform.feature_store.get_store`).
-        user_service / item_service: override the feature services recorded in ``model.json``
-            (``user_feature_service`` / ``item_feature_service``): another service name, or a list of
-            ``"view:feature"`` references (e.g. only the features the model reads).
+        user_service / item_service: override the feature references (default: the model's own, from the
+            feature services recorded in ``model.json``): another service name, or a list of
+            ``"view:feature"`` references.
+        item_cache: override ``settings.serving.item_cache`` (False: the candidates are read from Feast per
+            request).
 
     Raises:
         FileNotFoundError: the model artifact or its ONNX export does not exist yet.
     """
 
     def __init__(self, settings: Settings, model_name: str = "urm", store=None,
-                 user_service: "str | list[str] | None" = None, item_service: "str | list[str] | None" = None):
+                 user_service: "str | list[str] | None" = None, item_service: "str | list[str] | None" = None,
+                 item_cache: bool | None = None):
         from ppm_platform.feature_store import get_store
-        from ppm_platform.serving.onnx_export import OnnxScorer
         from ppm_platform.io import read_json
+        from ppm_platform.serving.onnx_export import SERVING_FILE, OnnxScorer
 
         model_dir = settings.models_dir / model_name
         meta_path, onnx_path = model_dir / "model.json", model_dir / "model.onnx"
@@ -88,27 +128,62 @@ class Ranker:
         self.model_name = model_name
         self.encoder = FeatureEncoder.from_dict(meta["feature_encoder"])
         self.ppm_version: str | None = meta.get("ppm_version")
+        self.store = store if store is not None else get_store(settings)
+        use_ppm = self.encoder.ppm_dim > 0
         self.user_service = user_service or meta["user_feature_service"]
         self.item_service = item_service or meta["item_feature_service"]
+        self.user_refs = (self.user_service if isinstance(self.user_service, list) else
+                          model_feature_refs(self.store, self.user_service, self.encoder, "user", use_ppm))
+        self.item_refs = (self.item_service if isinstance(self.item_service, list) else
+                          model_feature_refs(self.store, self.item_service, self.encoder, "item", use_ppm))
+        #: the batch-form graph (offline scoring, parity) and the serving graph (user row broadcast inside)
         self.scorer = OnnxScorer(Path(onnx_path))
-        self.store = store if store is not None else get_store(settings)
+        serving_path = model_dir / SERVING_FILE
+        self.serving_scorer = OnnxScorer(serving_path) if serving_path.exists() else None
         #: every ppm_*_version value read from the online store so far (reported by /health)
         self.cache_versions_seen: set[str] = set()
+        sv = settings.serving
+        self.item_cache = None
+        if sv.item_cache if item_cache is None else item_cache:
+            from ppm_platform.serving.item_cache import ItemFeatureCache
 
-    def check_versions(self, user_row: dict, items: pd.DataFrame) -> None:
+            self.item_cache = ItemFeatureCache(self._fetch_items, self.encoder,
+                                               ITEM_VERSION_FIELD if use_ppm else None, sv.item_cache_max_items,
+                                               sv.item_cache_refresh_s)
+            self.item_cache.load(catalog_item_ids(settings, self.encoder))
+            self.item_cache.start()
+
+    def close(self) -> None:
+        """Stop the item cache's refresh thread."""
+        if self.item_cache is not None:
+            self.item_cache.stop()
+
+    def _fetch_items(self, item_ids: list[int]) -> pd.DataFrame:
+        from ppm_platform.feature_store import online_item_features
+
+        return online_item_features(self.store, item_ids, service=self.item_refs)
+
+    def check_versions(self, user_row: dict, item_versions: "pd.DataFrame | set[str]") -> None:
         """Refuse to score features cached by another PPM than the URM's (DESIGN.md §4 version rule).
 
-        Records every version read in :attr:`cache_versions_seen` (also for a Base model, which reads no
-        PPM cache and so never refuses).
+        Args:
+            user_row: the user's online features (its ``ppm_user_version``, when read).
+            item_versions: the candidates' rows (their ``ppm_item_version`` column) or the set of their versions.
+
+        Records every version read in :attr:`cache_versions_seen` (a Base model reads no PPM cache: it never
+        refuses).
 
         Raises:
             VersionMismatchError: naming both versions.
         """
         found = set()
-        if user_row.get("ppm_user_version") is not None:
-            found.add(user_row["ppm_user_version"])
-        if "ppm_item_version" in items:
-            found |= {v for v in items["ppm_item_version"] if v is not None}
+        if user_row.get(USER_VERSION_FIELD) is not None:
+            found.add(user_row[USER_VERSION_FIELD])
+        if isinstance(item_versions, pd.DataFrame):
+            if ITEM_VERSION_FIELD in item_versions:
+                found |= {v for v in item_versions[ITEM_VERSION_FIELD] if v is not None}
+        else:
+            found |= set(item_versions)
         self.cache_versions_seen |= found
         if self.ppm_version is None:
             return
@@ -118,18 +193,20 @@ class Ranker:
                 f"URM was trained with ppm_version {self.ppm_version} but the online PPM caches hold {sorted(bad)}: "
                 "recompute ppm_item_cache/ppm_user_cache and materialize, or retrain the URM")
 
-    def lookup(self, user_id: int, item_ids: list[int]) -> tuple[dict, pd.DataFrame]:
-        """The online features of the user (dict) and of the items (DataFrame, request order) from Feast."""
-        from ppm_platform.feature_store import online_item_features, online_user_features
+    def lookup_user(self, user_id: int) -> dict:
+        """The user's online features the model reads (values None for an unknown user)."""
+        from ppm_platform.feature_store import online_user_features
 
-        user = online_user_features(self.store, int(user_id), service=self.user_service)
-        items = online_item_features(self.store, [int(i) for i in item_ids], service=self.item_service)
-        return user, items
+        return online_user_features(self.store, int(user_id), service=self.user_refs)
+
+    def lookup(self, user_id: int, item_ids: list[int]) -> tuple[dict, pd.DataFrame]:
+        """The online features the model reads of the user (dict) and of the items (DataFrame, request order),
+        both read from Feast (no item cache)."""
+        return self.lookup_user(user_id), self._fetch_items([int(i) for i in item_ids])
 
     def probe(self, n_items: int = 5) -> dict:
-        """Look up one user and ``n_items`` items the model was trained on and check their cache versions.
-
-        Used by the HTTP service at start-up and by ``GET /health``.
+        """Look up one user and ``n_items`` items the model was trained on (from Feast, not the cache) and check
+        their cache versions. Used by the HTTP service at start-up and by ``GET /health``.
 
         Returns:
             ``{"status": "ok" | "version_mismatch", "error": str | None, "cache_versions_seen": [...]}``.
@@ -145,10 +222,9 @@ class Ranker:
                     "cache_versions_seen": sorted(self.cache_versions_seen)}
 
     def rank(self, user_id: int, item_ids: list[int]) -> RankResult:
-        """Score ``item_ids`` for ``user_id`` from online features.
+        """Score ``item_ids`` for ``user_id`` from online features (see the class docstring).
 
-        Unknown users/items are scored with padding features (cold start, see the class docstring) and
-        flagged, never rejected.
+        Unknown users/items are scored with the trained fallbacks (cold start) and flagged, never rejected.
 
         Raises:
             ValueError: ``item_ids`` is empty.
@@ -156,17 +232,39 @@ class Ranker:
         """
         if not item_ids:
             raise ValueError("no candidate item ids")
+        ids = [int(i) for i in item_ids]
         t0 = time.perf_counter()
-        user, items = self.lookup(user_id, item_ids)
+        user = self.lookup_user(user_id)
+        if self.item_cache is not None:
+            batch = self.item_cache.get(ids)
+            item_x, known, versions = batch.inputs, batch.known, batch.versions
+        else:
+            rows = self._fetch_items(ids)
+            feats = [c for c in rows.columns if c != "item_id"]
+            known = rows[feats].notna().any(axis=1).to_numpy() if feats else np.ones(len(rows), bool)
+            versions = {v for v in rows.get(ITEM_VERSION_FIELD, []) if v is not None}
+            item_x = self.encoder.encode_items(rows)
         t1 = time.perf_counter()
-        self.check_versions(user, items)
-        probs = self.scorer.predict(self.encoder.transform_request(user, items))
+        self.check_versions(user, versions)
+        user_x = self.encoder.encode_user(user)
+        if self.serving_scorer is not None:
+            probs = self.serving_scorer.predict({**user_x, **item_x})
+        else:  # an export without the serving graph: the batch form, user row broadcast here
+            probs = self.scorer.predict({**{k: np.broadcast_to(v, (len(ids), *v.shape[1:])) for k, v in user_x.items()},
+                                         **item_x})
         t2 = time.perf_counter()
-        feats = [c for c in items.columns if c != "item_id"]
-        known = items[feats].notna().any(axis=1).to_numpy() if feats else np.ones(len(items), bool)
         user_known = any(v is not None for k, v in user.items() if k != "user_id")
-        scores = pd.DataFrame({"item_id": items["item_id"].astype("int64"), "click": probs[:, 0],
+        scores = pd.DataFrame({"item_id": np.asarray(ids, dtype=np.int64), "click": probs[:, 0],
                                "order": probs[:, 1], "known": known})
         scores = scores.sort_values("click", ascending=False, kind="stable").reset_index(drop=True)
-        unknown = [int(i) for i, k in zip(items["item_id"], known) if not k]
+        unknown = [i for i, k in zip(ids, known) if not k]
         return RankResult(int(user_id), scores, (t1 - t0) * 1e3, (t2 - t1) * 1e3, user_known, unknown)
+
+
+def catalog_item_ids(settings: Settings, encoder: FeatureEncoder) -> list[int]:
+    """The ids the item cache loads at start: the canonical items table of the artifacts when there is one,
+    else the model's item vocabulary."""
+    path = settings.tables_dir / "items.parquet"
+    if path.exists():
+        return pd.read_parquet(path, columns=["item_id"])["item_id"].astype("int64").tolist()
+    return [int(k) for k in encoder.items]

@@ -49,9 +49,11 @@ def test_parity_fails_on_a_perturbed_online_feature(pipeline_run):
     ranker = Ranker(settings, store=store)
     try:
         store.write_to_online_store("ppm_item_cache", perturbed)
+        ranker.item_cache.refresh()  # the serving path reads items through its cache (its refresh is periodic)
         bad = check_parity(settings, pairs=pairs, ranker=ranker)
     finally:
         store.write_to_online_store("ppm_item_cache", original)
+        ranker.item_cache.refresh()
     assert not bad["passed"] and bad["max_abs_diff"] > 1e-3
     assert bad["pairs_above_atol"] == n_item_pairs
     assert {w["item_id"] for w in bad["worst"][:min(5, n_item_pairs)]} == {item}
@@ -153,3 +155,60 @@ def test_http_service_on_the_real_online_store(pipeline_run):
     assert body["unknown_item_ids"] == [] and all(0 < s["click"] < 1 for s in body["scores"])
     too_many = client.post("/rank", json={"user_id": user, "item_ids": list(range(settings.serving.max_candidates + 1))})
     assert too_many.status_code == 422
+
+
+def test_serve_with_two_workers_starts_answers_and_stops(pipeline_run):
+    """`ppm serve --workers 2` (uvicorn worker processes, each with its own Ranker): both workers come up,
+    requests are answered with the HTTP contract, SIGTERM stops the parent and its workers."""
+    import http.client
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ppm_platform.testing.cluster import free_port
+
+    settings, _ = pipeline_run
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PPM_")}
+    env.update({"PPM_ARTIFACTS_DIR": str(settings.artifacts_dir), "PPM_DATA_DIR": str(settings.data_dir),
+                "PPM_MAX_ITEMS": str(settings.max_items), "PPM_CONFIG": str(settings.artifacts_dir / "config.json")})
+    server = subprocess.Popen([sys.executable, "-m", "ppm_platform.cli", "serve", "--port", str(port), "--workers",
+                               "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    inter = pd.read_parquet(settings.tables_dir / "interactions.parquet")
+    body = json.dumps({"user_id": int(inter["user_id"].iloc[-1]),
+                       "item_ids": [int(i) for i in inter["item_id"].value_counts().index[:20]]})
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert server.poll() is None, server.stdout.read().decode()[-3000:]
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                c.request("GET", "/health")
+                if c.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the 2-worker service did not come up in 300 s"
+            time.sleep(0.5)
+        for _ in range(20):  # new connections: spread over the workers
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            c.request("POST", "/rank", body=body, headers={"Content-Type": "application/json"})
+            r = c.getresponse()
+            doc = json.loads(r.read())
+            assert r.status == 200 and len(doc["scores"]) == 20 and set(doc) >= {"user_id", "scores", "ppm_version"}
+        children = [int(p) for p in subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True,
+                                                   text=True).stdout.split()]
+        assert len(children) >= 2, children
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            raise
+    time.sleep(1)
+    assert not [p for p in children if os.path.exists(f"/proc/{p}")], "worker processes left behind"

@@ -214,3 +214,62 @@ def test_cold_entities_get_the_same_fallback_tensors_offline_and_online(served):
     np.testing.assert_array_equal(online["item_dense"][0], enc.transform(pd.DataFrame(
         {**zero, "user_id": [user], "item_id": [item], "age": [None], "gender": [None], "occupation": [None],
          "categories": [None], "hist_item_ids": [None]}))["item_dense"][0])
+
+
+def test_item_cache_serves_pushed_and_rematerialized_items_and_refuses_a_new_version(served):
+    """The Ranker's item cache over the real Feast store (issue #15): an item pushed after start is served with
+    its content at once (a miss read from Feast); a re-materialized item's new value is served after a refresh;
+    a cache row of another ppm_version is refused as without the cache. Generous timeouts: the staleness bound
+    itself is measured in benchmarks/latency.py."""
+    import time
+
+    from ppm_platform.serving.new_item import push_item_rows
+    from ppm_platform.serving.ranker import VersionMismatchError
+
+    settings, ranker, *_ = served
+    s = settings.model_copy(update={"serving": settings.serving.model_copy(update={"item_cache_refresh_s": 0.2})})
+    r = Ranker(s, store=ranker.store)
+    # no items table in this artifacts dir: the cache starts from the model's vocabulary (items 10, 11)
+    assert r.item_cache is not None and r.item_cache.size == 2
+    try:
+        now = pd.Timestamp.now(tz="UTC")
+        new_id = 4242
+        rows = {"item_profile": pd.DataFrame({"item_id": [new_id], "event_timestamp": [now], "categories": [["Drama"]],
+                                              "release_year": [2026]}),
+                "ppm_item_cache": pd.DataFrame({"item_id": [new_id], "event_timestamp": [now],
+                                                "ppm_item_vec": [[0.5] * DM], "ppm_item_version": [VERSION]})}
+        assert r.rank(1, [new_id]).unknown_item_ids == [new_id]
+        push_item_rows(r.store, rows)
+        res = r.rank(1, [new_id, 11])
+        assert res.unknown_item_ids == [] and bool(res.scores.set_index("item_id").at[new_id, "known"])
+
+        cache = pd.read_parquet(settings.features_dir / "ppm_item_cache.parquet")
+        orig = cache[cache["item_id"] == 10].reset_index(drop=True)
+        before = float(r.rank(1, [10, 11]).scores.set_index("item_id").at[10, "click"])
+
+        def served_until(pred, what):
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if pred():
+                        return
+                except VersionMismatchError:
+                    if what == "refused":
+                        return
+                    raise
+                assert time.monotonic() < deadline, f"not {what} within 60 s"
+                time.sleep(0.05)
+
+        r.store.write_to_online_store("ppm_item_cache", orig.assign(
+            ppm_item_vec=[[v + 3.0 for v in orig.at[0, "ppm_item_vec"]]], event_timestamp=pd.Timestamp.now(tz="UTC")))
+        served_until(lambda: abs(float(r.rank(1, [10, 11]).scores.set_index("item_id").at[10, "click"]) - before) > 1e-6,
+                     "re-materialized value served")
+        r.store.write_to_online_store("ppm_item_cache", orig.assign(ppm_item_version="another-ppm",
+                                                                      event_timestamp=pd.Timestamp.now(tz="UTC")))
+        served_until(lambda: r.rank(1, [10, 11]) is None, "refused")  # rank raises once the refresh read it
+    finally:
+        r.store.write_to_online_store("ppm_item_cache", orig.assign(event_timestamp=pd.Timestamp.now(tz="UTC")))
+        r.close()
+    fresh = Ranker(settings, store=ranker.store)  # the restored row serves as before
+    assert float(fresh.rank(1, [10, 11]).scores.set_index("item_id").at[10, "click"]) == pytest.approx(before, abs=1e-6)
+    fresh.close()

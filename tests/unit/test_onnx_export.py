@@ -38,7 +38,7 @@ def exported(tmp_path_factory):
         example = np_batch(cfg, b, seed=1)
         if not use_ppm:  # Base needs no ppm_* inputs at all
             example = {k: v for k, v in example.items() if not k.startswith("ppm_")}
-        info = export_urm_onnx(model, example, d / f"urm_{use_ppm}.onnx")
+        info = export_urm_onnx(model, example, d / ("urm" if use_ppm else "base") / "model.onnx")
         out[use_ppm] = (model, cfg, info)
     return out
 
@@ -101,7 +101,37 @@ def test_legacy_exporter_and_parity_failure_leaves_no_file(tmp_path):
 
     with pytest.raises(ValueError, match="parity"):
         export_urm_onnx(model, example, tmp_path / "bad.onnx", atol=-1.0, dynamo=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no partial or temp file
+    # no partial or temp file: the failed export wrote neither graph (the serving graph is the good export's)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "model_serving.onnx"]
     with pytest.raises(KeyError, match="ppm_item_vec"):
         export_urm_onnx(model, {k: v for k, v in example.items() if k != "ppm_item_vec"}, tmp_path / "x.onnx",
                         dynamo=False)
+
+
+@pytest.mark.parametrize("use_ppm", [True, False])
+def test_serving_graph_broadcasts_the_user_row_and_matches_torch(exported, use_ppm):
+    """model_serving.onnx (issue #15 §2): the user inputs have batch 1 (static), the item inputs batch N
+    (symbolic); scores equal torch on the user row repeated N times within 1e-5, at N = 1, 7, 100."""
+    from ppm_platform.models.urm import ITEM_INPUT_NAMES, USER_INPUT_NAMES
+    from ppm_platform.serving.onnx_export import SERVING_FILE, serving_input_names
+
+    model, cfg, info = exported[use_ppm]
+    serving = info["serving"]
+    assert serving["max_abs_diff"] <= 1e-5 and serving["path"].endswith(SERVING_FILE)
+    graph = onnx.load(serving["path"]).graph
+    assert [i.name for i in graph.input] == list(serving_input_names(model)) == serving["input_names"]
+    for vi in graph.input:
+        dim0 = vi.type.tensor_type.shape.dim[0]
+        if vi.name in USER_INPUT_NAMES:
+            assert dim0.dim_value == 1, vi.name
+        else:
+            assert vi.name in ITEM_INPUT_NAMES and dim0.dim_param and not dim0.HasField("dim_value"), vi.name
+    scorer = OnnxScorer(serving["path"])
+    for n in (1, 7, 100):
+        data = np_batch(cfg, n, seed=200 + n)
+        user = {k: data[k][:1] for k in USER_INPUT_NAMES}
+        items = {k: data[k] for k in ITEM_INPUT_NAMES}
+        got = scorer.predict({**user, **items})
+        wide = {**{k: np.repeat(v, n, axis=0) for k, v in user.items()}, **items}
+        assert got.shape == (n, 2)
+        np.testing.assert_allclose(got, torch_probs(model, wide), atol=1e-5, rtol=0)
