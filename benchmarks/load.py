@@ -76,15 +76,32 @@ class Client:
             return False, f"{type(e).__name__}: {e}", 0.0, 0.0
 
 
-def _summary(lat, errors, lookup, model, wall, sent) -> dict:
-    return {"requests": sent, "ok": len(lat), "errors": len(errors), "error_samples": errors[:5],
-            "wall_s": round(wall, 2), "achieved_rps": round(len(lat) / wall, 1) if wall else None,
-            "latency_ms": _pcts(lat), "server_lookup_ms": _pcts(lookup), "server_model_ms": _pcts(model)}
+class Tally:
+    """Thread-safe outcome counts of one run: latencies (ms) and server timings of the OK answers, errors."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.lat, self.errors, self.lookup, self.model, self.sent = [], [], [], [], 0
+
+    def add(self, ok: bool, err: str | None, ms: float, lookup_ms: float, model_ms: float) -> None:
+        with self.lock:
+            self.sent += 1
+            if ok:
+                self.lat.append(ms)
+                self.lookup.append(lookup_ms)
+                self.model.append(model_ms)
+            else:
+                self.errors.append(err)
+
+    def summary(self, wall: float) -> dict:
+        return {"requests": self.sent, "ok": len(self.lat), "errors": len(self.errors),
+                "error_samples": self.errors[:5], "wall_s": round(wall, 2),
+                "achieved_rps": round(len(self.lat) / wall, 1) if wall else None, "latency_ms": _pcts(self.lat),
+                "server_lookup_ms": _pcts(self.lookup), "server_model_ms": _pcts(self.model)}
 
 
 def closed_loop(port: int, bodies: list[str], n: int, clients: int, seconds: float) -> dict:
-    lock = threading.Lock()
-    lat, errors, lookup, model, sent = [], [], [], [], [0]
+    tally = Tally()
     stop_at = time.perf_counter() + seconds
 
     def run(k: int) -> None:
@@ -94,15 +111,7 @@ def closed_loop(port: int, bodies: list[str], n: int, clients: int, seconds: flo
             i += clients
             t0 = time.perf_counter()
             ok, err, lk, md = c.rank(body, n)
-            dt = (time.perf_counter() - t0) * 1e3
-            with lock:
-                sent[0] += 1
-                if ok:
-                    lat.append(dt)
-                    lookup.append(lk)
-                    model.append(md)
-                else:
-                    errors.append(err)
+            tally.add(ok, err, (time.perf_counter() - t0) * 1e3, lk, md)
 
     threads = [threading.Thread(target=run, args=(k,)) for k in range(clients)]
     t0 = time.perf_counter()
@@ -110,14 +119,13 @@ def closed_loop(port: int, bodies: list[str], n: int, clients: int, seconds: flo
         t.start()
     for t in threads:
         t.join()
-    return {"mode": "closed", "clients": clients, **_summary(lat, errors, lookup, model, time.perf_counter() - t0, sent[0])}
+    return {"mode": "closed", "clients": clients, **tally.summary(time.perf_counter() - t0)}
 
 
 def open_loop(port: int, bodies: list[str], n: int, rate: float, seconds: float, pool: int = 64) -> dict:
     """Requests scheduled every 1/rate s; ``pool`` sender threads take them in order; latency from the
     scheduled time."""
-    lock = threading.Lock()
-    lat, errors, lookup, model = [], [], [], []
+    tally = Tally()
     todo: queue.Queue = queue.Queue()
     total = int(rate * seconds)
     t_start = time.perf_counter() + 0.5
@@ -133,14 +141,7 @@ def open_loop(port: int, bodies: list[str], n: int, rate: float, seconds: float,
             if wait > 0:
                 time.sleep(wait)
             ok, err, lk, md = c.rank(bodies[k % len(bodies)], n)
-            dt = (time.perf_counter() - due) * 1e3
-            with lock:
-                if ok:
-                    lat.append(dt)
-                    lookup.append(lk)
-                    model.append(md)
-                else:
-                    errors.append(err)
+            tally.add(ok, err, (time.perf_counter() - due) * 1e3, lk, md)
 
     threads = [threading.Thread(target=sender, daemon=True) for _ in range(pool)]
     for t in threads:
@@ -151,9 +152,8 @@ def open_loop(port: int, bodies: list[str], n: int, rate: float, seconds: float,
         todo.put(None)
     for t in threads:
         t.join()
-    wall = time.perf_counter() - t_start
     return {"mode": "open", "target_rps": rate, "sender_threads": pool,
-            **_summary(lat, errors, lookup, model, wall, total)}
+            **tally.summary(time.perf_counter() - t_start)}
 
 
 def start_server(workers: int, port: int, model: str, timeout: float) -> tuple[subprocess.Popen, float]:

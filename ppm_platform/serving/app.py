@@ -183,12 +183,15 @@ def create_app(settings: Settings, model_name: str | None = None, ranker: Ranker
         except VersionMismatchError as e:
             return JSONResponse({"detail": str(e), "status": "version_mismatch"}, status_code=503)
         s = res.scores
-        return RankResponse(
-            user_id=res.user_id, model=r.model_name, ppm_version=r.ppm_version, user_known=res.user_known,
-            unknown_item_ids=res.unknown_item_ids, lookup_ms=round(res.lookup_ms, 3),
-            model_ms=round(res.model_ms, 3),
-            scores=[ScoreRow(item_id=int(i), click=float(c), order=float(o), known=bool(k))
-                    for i, c, o, k in zip(s["item_id"], s["click"], s["order"], s["known"])])
+        # the RankResponse shape, built as plain JSON: returning a Response skips FastAPI's re-validation of
+        # the declared response_model (N pydantic rows; ~2 ms at 500 candidates) while /docs keeps the schema
+        return JSONResponse({
+            "user_id": res.user_id, "model": r.model_name, "ppm_version": r.ppm_version,
+            "user_known": bool(res.user_known), "unknown_item_ids": [int(i) for i in res.unknown_item_ids],
+            "lookup_ms": round(res.lookup_ms, 3), "model_ms": round(res.model_ms, 3),
+            "scores": [{"item_id": int(i), "click": float(c), "order": float(o), "known": bool(k)}
+                       for i, c, o, k in zip(s["item_id"].tolist(), s["click"].tolist(), s["order"].tolist(),
+                                             s["known"].tolist())]})
 
     app.state.ppm = state
     return app

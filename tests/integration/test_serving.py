@@ -200,8 +200,10 @@ def test_serve_with_two_workers_starts_answers_and_stops(pipeline_run):
             r = c.getresponse()
             doc = json.loads(r.read())
             assert r.status == 200 and len(doc["scores"]) == 20 and set(doc) >= {"user_id", "scores", "ppm_version"}
-        children = [int(p) for p in subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True,
-                                                   text=True).stdout.split()]
+        # the uvicorn workers, not multiprocessing's resource tracker (also a child; it exits on its own
+        # once the parent's pipe closes)
+        children = [int(p) for p in subprocess.run(["pgrep", "-P", str(server.pid), "-f", "spawn_main"],
+                                                   capture_output=True, text=True).stdout.split()]
         assert len(children) >= 2, children
     finally:
         server.send_signal(signal.SIGTERM)
@@ -210,5 +212,16 @@ def test_serve_with_two_workers_starts_answers_and_stops(pipeline_run):
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             raise
-    time.sleep(1)
-    assert not [p for p in children if os.path.exists(f"/proc/{p}")], "worker processes left behind"
+    assert server.returncode is not None
+
+    def alive(pid: int) -> bool:  # a zombie (exited, not yet reaped by PID 1 in a container) counts as gone
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                return not any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 30
+    while [p for p in children if alive(p)] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [p for p in children if alive(p)], "worker processes left behind"

@@ -80,6 +80,9 @@ def test_rank_scores_every_candidate_like_torch(served):
     r = client.post("/rank", json={"user_id": 1, "item_ids": [11, 10, 12]})
     assert r.status_code == 200, r.text
     body = r.json()
+    from ppm_platform.serving.app import RankResponse
+
+    assert RankResponse.model_validate(body).model_dump() == body  # the declared contract, field for field
     assert body["user_id"] == 1 and body["model"] == "urm" and body["ppm_version"] == VERSION
     assert body["user_known"] is True and body["unknown_item_ids"] == []
     got = {s["item_id"]: (s["click"], s["order"]) for s in body["scores"]}
