@@ -93,8 +93,11 @@ def repo_config_dict(settings: Settings) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "project": PROJECT,
         "provider": "local",
+        # serve_features_while_materializing: materialize flips a view to MATERIALIZING in the registry, and
+        # Feast >= 0.64 refuses online reads of such a view (feast#6780) -- a serving outage for every
+        # materialize or daily run; with it, reads keep the last materialized values until the run ends
         "registry": {"registry_type": "file", "path": str(feast_dir / "registry.db"),
-                     "cache_ttl_seconds": 60},
+                     "cache_ttl_seconds": 60, "serve_features_while_materializing": True},
         "entity_key_serialization_version": 3,
         # materialize reads the latest row per entity (a window in the offline store), not every row of the
         # range followed by a pandas dedupe, and writes the online store 10k rows at a time: Feast's

@@ -273,3 +273,33 @@ def test_materialize_reads_latest_rows_and_writes_in_batches(env, monkeypatch):
     for user, hist, version in ((1, [11, 10], "v2"), (2, [10, 12], "v4"), (3, [11], "v5")):
         u = fsmod.online_user_features(store, user)
         assert list(u["hist_item_ids"]) == hist and u["ppm_user_version"] == version, user
+
+
+def test_online_reads_keep_serving_while_a_view_is_materializing(env):
+    """Issue 16 finding 8: ``FeatureStore.materialize`` first commits the view's state MATERIALIZING to the
+    registry; a store opened meanwhile (a service whose registry cache refreshed) must keep serving the last
+    materialized values (registry option ``serve_features_while_materializing``), where Feast's default
+    refuses the read with ``ValueError: ... in state 'MATERIALIZING'``."""
+    from feast import FeatureStore, RepoConfig
+    from feast.feature_view import FeatureViewState
+
+    settings, _, _ = env
+    fsmod.materialize(settings)
+    writer = fsmod.get_store(settings)
+    fv = writer.get_feature_view("ppm_user_cache")
+    previous = fv.state
+    fv.state = FeatureViewState.MATERIALIZING
+    writer.registry.apply_feature_view(fv, writer.project, commit=True)
+    try:
+        reader = fsmod.get_store(settings)
+        assert reader.get_feature_view("ppm_user_cache").state == FeatureViewState.MATERIALIZING
+        u1 = fsmod.online_user_features(reader, 1)
+        assert u1["ppm_user_version"] == "v2" and list(u1["ppm_user_seq"]) == [2.0] * (L * DM)
+        cfg = fsmod.repo_config_dict(settings)
+        cfg["registry"]["serve_features_while_materializing"] = False  # Feast's default: the outage
+        strict = FeatureStore(repo_path=str(settings.feature_repo_dir), config=RepoConfig(**cfg))
+        with pytest.raises(ValueError, match="MATERIALIZING"):
+            fsmod.online_user_features(strict, 1)
+    finally:
+        fv.state = previous
+        writer.registry.apply_feature_view(fv, writer.project, commit=True)
