@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -164,7 +165,25 @@ def _to_int64(q: _Quarantine, column: str) -> None:
     q.reject((num % 1 != 0), f"{column} not an integer")
     num = pd.to_numeric(q.df[column], errors="coerce")
     q.reject(num <= 0, f"{column} not positive")
+    q.reject(_beyond_int64(q.df[column]), f"{column} beyond int64")
     q.df = q.df.assign(**{column: pd.to_numeric(q.df[column]).astype("int64")})
+
+
+#: the largest id an int64 column (Feast entity key, parquet, ONNX input) holds
+INT64_MAX = 2**63 - 1
+
+
+def _beyond_int64(values: pd.Series) -> np.ndarray:
+    """Which (integral, positive) values exceed :data:`INT64_MAX`, decided exactly: a float cannot tell
+    2**63 - 1 from 2**63, and ``astype("int64")`` of a larger value wraps to a negative id."""
+    num = pd.to_numeric(values, errors="coerce").astype(float)
+    near = (num >= 2.0**62).to_numpy()  # only these can overflow; the exact test is per value
+    out = np.zeros(len(values), dtype=bool)
+    for k in np.flatnonzero(near):
+        v = values.iloc[k]
+        exact = int(v) if isinstance(v, (int, np.integer)) else int(Decimal(str(v).strip()))
+        out[k] = exact > INT64_MAX
+    return out
 
 
 def parse_utc(raw: pd.Series, where: str) -> pd.Series:
