@@ -299,6 +299,9 @@ class ServingSettings(BaseModel):
     #: seconds between two background reloads of the cached items from the online store (the staleness
     #: bound of a re-materialized or re-pushed item's features, plus one reload); 0 = never
     item_cache_refresh_s: float = 30.0
+    #: seconds a ``GET /health`` probe of the online store is reused; a probe never waits for a running
+    #: ``/rank`` (the last result answers), so a version change shows on /health within this bound
+    health_probe_s: float = Field(default=5.0, ge=0)
     #: (user, item) pairs the ``serving_parity`` asset check compares (fewer if the data has fewer)
     parity_pairs: int = 1000
     #: largest allowed |online score - offline score| (probabilities)

@@ -19,13 +19,15 @@ flagged: ``user_known=false``, ``unknown_item_ids``, ``known=false`` per score r
 ``GET /health`` -> ``200 {"status": "ok", "model", "ppm_version", "user_feature_service",
 "item_feature_service", "cache_versions_seen", "error": null}``; ``503`` with ``status="version_mismatch"``
 (and the error) when the online caches hold another ``ppm_version``, ``status="unavailable"`` when the model
-could not be loaded. Each call probes the online store (1 user + 5 items the model was trained on).
+could not be loaded. A probe of the online store (1 user + 5 items the model was trained on) is reused for
+serving.health_probe_s and never waits for a running /rank.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -132,8 +134,9 @@ def create_app(settings: Settings, model_name: str | None = None, ranker: Ranker
     """
     cfg = settings.serving
     name = model_name or cfg.model
-    state: dict[str, Any] = {"ranker": ranker, "load_error": None}
     lock = threading.Lock()
+    # probe: the last /health probe (monotonic time, result), reused for serving.health_probe_s
+    state: dict[str, Any] = {"ranker": ranker, "load_error": None, "lock": lock, "probe": (None, None)}
     if ranker is None:
         try:
             state["ranker"] = Ranker(settings, name)
@@ -161,11 +164,21 @@ def create_app(settings: Settings, model_name: str | None = None, ranker: Ranker
         if r is None:
             return JSONResponse({"status": "unavailable", "model": name, "error": state["load_error"]},
                                 status_code=503)
-        with lock:
-            probe = r.probe()
+        at, probe = state["probe"]
+        if probe is None or time.monotonic() - at >= cfg.health_probe_s:
+            # only the first probe waits for the Ranker; a later one never queues behind a /rank (probes
+            # every second from a load balancer must not slow ranking): if it is busy, the last result answers
+            if lock.acquire(blocking=probe is None):
+                try:
+                    probe = r.probe()
+                    at = time.monotonic()
+                    state["probe"] = (at, probe)
+                finally:
+                    lock.release()
         body = {"status": probe["status"], "model": r.model_name, "ppm_version": r.ppm_version,
                 "user_feature_service": r.user_service, "item_feature_service": r.item_service,
-                "cache_versions_seen": probe["cache_versions_seen"], "error": probe["error"]}
+                "cache_versions_seen": probe["cache_versions_seen"], "error": probe["error"],
+                "probe_age_s": round(time.monotonic() - at, 3)}
         return JSONResponse(body, status_code=200 if probe["status"] == "ok" else 503)
 
     @app.post("/rank", response_model=RankResponse)

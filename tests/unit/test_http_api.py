@@ -157,6 +157,38 @@ def test_health_ok(served):
     assert (h["user_feature_service"], h["item_feature_service"]) == ("urm_user", "urm_item")
 
 
+def test_health_never_waits_for_a_rank_and_reuses_its_probe(served, monkeypatch):
+    """Issue 16 finding 6: /health took the /rank lock on every call. Now the first probe runs, later calls
+    within serving.health_probe_s reuse it, and a due probe finds the Ranker busy (a /rank holding the lock)
+    and answers the last result at once instead of queueing behind it."""
+    import threading
+
+    settings, ranker, *_ = served
+    calls = []
+    real_probe = ranker.probe
+    monkeypatch.setattr(ranker, "probe", lambda *a, **k: calls.append(1) or real_probe(*a, **k))
+    app = create_app(settings.model_copy(update={"serving": settings.serving.model_copy(
+        update={"health_probe_s": 3600.0})}), ranker=ranker)
+    client = TestClient(app)
+    bodies = [client.get("/health").json() for _ in range(20)]
+    assert len(calls) == 1 and all(b["status"] == "ok" for b in bodies)
+    assert bodies[-1]["probe_age_s"] >= bodies[0]["probe_age_s"]
+    app.state.ppm["probe"] = (-1e9, app.state.ppm["probe"][1])  # the probe is due ...
+    lock: threading.Lock = app.state.ppm["lock"]
+    assert lock.acquire(timeout=10)  # ... while a /rank holds the Ranker
+    try:
+        answered = []
+        t = threading.Thread(target=lambda: answered.append(client.get("/health")))
+        t.start()
+        t.join(timeout=60)
+        assert answered and answered[0].status_code == 200 and answered[0].json()["status"] == "ok"
+        assert len(calls) == 1  # answered from the last probe, not by waiting for the lock
+    finally:
+        lock.release()
+    app.state.ppm["probe"] = (-1e9, app.state.ppm["probe"][1])
+    assert client.get("/health").status_code == 200 and len(calls) == 2  # due and free: probed again
+
+
 def test_version_mismatch_is_refused_and_reported(served):
     """A URM that records another ppm_version than the online caches (PPM retrained, caches not recomputed)."""
     settings, ranker, _, *_ = served
