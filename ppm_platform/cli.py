@@ -228,7 +228,7 @@ def run(select: str, profile: str | None) -> None:
 @click.option("--profile", type=click.Choice(["local", "cluster"]), default=None, help="Resource profile.")
 def backfill(first, last, select: str, profile: str | None) -> None:
     """Backfill the daily partitions of a date range in one Dagster run: interactions, user features (Spark +
-    frozen PPM) and the online store's user views (Feast materialize_incremental). The unpartitioned
+    frozen PPM) and the online store's user views (the range's rows, Feast materialize). The unpartitioned
     assets they read (canonical tables, ppm_model, ppm_item_cache, feast_definitions) must exist: `ppm demo`."""
     if last < first:
         raise PPMError(f"--to {last:%Y-%m-%d} is before --from {first:%Y-%m-%d}", EXIT_USAGE)

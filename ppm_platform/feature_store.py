@@ -106,8 +106,8 @@ def repo_config_dict(settings: Settings) -> dict[str, Any]:
         "materialization": {"pull_latest_features": True, "online_write_batch_size": MATERIALIZE_BATCH_ROWS},
     }
     online = settings.online_store or ("redis" if settings.profile == "cluster" else "sqlite")
-    cfg["online_store"] = ({"type": "redis", "connection_string": settings.redis} if online == "redis" else
-                           {"type": "sqlite", "path": str(feast_dir / "online_store.db")})
+    cfg["online_store"] = ({"type": "redis", "connection_string": redis_connection_string(settings.redis)}
+                           if online == "redis" else {"type": "sqlite", "path": str(feast_dir / "online_store.db")})
     if settings.profile == "cluster":
         sp = settings.spark
         cfg["offline_store"] = {"type": "spark", "spark_conf": {
@@ -124,14 +124,74 @@ def repo_config_dict(settings: Settings) -> dict[str, Any]:
     return cfg
 
 
+#: Redis client bounds (added to ``settings.redis`` unless it names them, e.g. ``"host:6379,socket_timeout=5"``):
+#: seconds one socket read/write and one connect may block. redis-py waits forever by default, so a hung Redis
+#: hung every ``/rank``; a killed one is refused at once (no timeout involved)
+REDIS_SOCKET_TIMEOUT_S = 1.0
+REDIS_CONNECT_TIMEOUT_S = 0.5
+#: retries of a failed Redis command, immediate (redis-py's default is 3 with 1-10 s exponential backoff: a
+#: request took 8.4 s to fail while Redis was down); one retry on a new connection covers a pooled
+#: connection that a restarted Redis closed while idle
+REDIS_RETRIES = 1
+
+
+def redis_connection_string(conn: str) -> str:
+    """Feast's Redis ``connection_string`` (``host:port[,param=value...]``, passed to ``redis.Redis``) with
+    ``socket_timeout`` / ``socket_connect_timeout`` set to :data:`REDIS_SOCKET_TIMEOUT_S` /
+    :data:`REDIS_CONNECT_TIMEOUT_S` where ``conn`` does not set them."""
+    given = {p.split("=", 1)[0].strip() for p in conn.split(",") if "=" in p}
+    extra = [f"{k}={v}" for k, v in (("socket_timeout", REDIS_SOCKET_TIMEOUT_S),
+                                     ("socket_connect_timeout", REDIS_CONNECT_TIMEOUT_S)) if k not in given]
+    return ",".join([conn, *extra])
+
+
 def get_store(settings: Settings) -> "FeatureStore":
-    """A :class:`feast.FeatureStore` configured from ``settings`` (see the module docstring)."""
+    """A :class:`feast.FeatureStore` configured from ``settings`` (see the module docstring). On a Redis
+    online store its client retries a failed command :data:`REDIS_RETRIES` time(s) without backoff (Feast's
+    config has no retry setting, so the policy is set on the client Feast creates)."""
     from feast import FeatureStore, RepoConfig
 
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
     config = RepoConfig(**repo_config_dict(settings))
     config.repo_path = settings.feature_repo_dir
-    return FeatureStore(repo_path=str(settings.feature_repo_dir), config=config)
+    store = FeatureStore(repo_path=str(settings.feature_repo_dir), config=config)
+    if config.online_store.type == "redis" and config.online_store.redis_type.value == "redis":
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        # creating the client does not connect (redis-py connects on the first command)
+        client = store._get_provider().online_store._get_client(config.online_store)
+        client.set_retry(Retry(NoBackoff(), REDIS_RETRIES))
+    return store
+
+
+def overwrite_online_rows(store: "FeatureStore") -> "FeatureStore":
+    """Make ``store``'s online writes replace the stored row whatever its timestamp, as a materialize needs:
+    it writes the offline table's latest row per entity as of its end, so the online store must equal it.
+    Feast's SQLite store always overwrites; its Redis store skips a row whose ``event_timestamp`` is not newer
+    than the stored one (``tests/unit/test_online_daily.py``), which kept stale values online where a table
+    was recomputed with unchanged timestamps (caches of a retrained PPM; a day re-run for late events). Sets
+    Feast's ``skip_dedup`` on a Redis store; a no-op on SQLite. Returns ``store``."""
+    if store.config.online_store.type == "redis":
+        store.config.online_store.skip_dedup = True
+    return store
+
+
+def online_store_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions of an online store that is down or busy (not a bug, not a bad request): the Redis
+    client's ``ConnectionError`` / ``TimeoutError`` and SQLite's ``OperationalError`` (``database is
+    locked`` past the busy timeout, Python's ``sqlite3`` default of 5 s; Feast's SQLite store sets none)."""
+    import sqlite3
+
+    errors: list[type[BaseException]] = [sqlite3.OperationalError]
+    try:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        errors += [RedisConnectionError, RedisTimeoutError]
+    except ImportError:  # no redis client installed: no Redis store either
+        pass
+    return tuple(errors)
 
 
 def load_definitions(settings: Settings) -> dict[str, list[Any]]:
@@ -509,6 +569,7 @@ def materialize(settings: Settings, end: datetime | None = None,
     from tqdm.auto import tqdm
 
     view_seconds = {}
+    overwrite_online_rows(store)
     with limit_duckdb_memory(settings, settings.materialize_memory_limit):
         for fv in tqdm(sorted(views, key=lambda v: v.name), desc="materialize", unit="view", disable=None):
             tv = time.perf_counter()

@@ -474,36 +474,57 @@ def user_features_daily(settings: Settings, spark, day: date) -> dict:
     return _record(settings, f"user_features_daily/{day.isoformat()}", out)
 
 
-def online_user_features(settings: Settings, end: datetime) -> dict:
-    """Bring the user-level views of the online store up to ``end`` (tz-aware): Feast's
-    ``materialize_incremental(end)`` over :data:`DAILY_VIEWS`, which loads the rows from each view's last
-    materialized end to ``end``. A view never materialized gets one ``materialize`` from the first partition
-    (``materialize_incremental`` on a ``ttl=0`` view would start one year before now); a view already
-    materialized past ``end`` is left as it is (an online store holds the latest row per entity, so a
-    backfill of older days must not overwrite newer values).
+def online_user_features(settings: Settings, end: datetime, start: datetime | None = None) -> dict:
+    """Write the rows of the (re)processed partitions ``[start, end)`` (tz-aware; ``start`` default
+    ``end - 1 day``) of :data:`DAILY_VIEWS` to the online store, whatever the views' ``most_recent_end_time``.
+
+    Each view gets one Feast ``materialize(lo, hi)`` (the latest row per entity with ``lo <= ts <= hi``) with
+    ``lo = min(start, last)`` and ``hi = max(end, last)``, ``last`` the view's ``most_recent_end_time``:
+
+    * from ``start``, not from ``last`` (Feast's ``materialize_incremental``): a full ``online_store`` run at
+      mid-day moves ``last`` past rows of the day written after it, and a day re-run for late events lies
+      wholly before ``last``; both were left out of the online store for good (issue #16 finding 3);
+    * up to ``last`` when it is later than ``end`` (a backfill or re-run of an older day): an entity's online
+      row is then the latest row as of ``last`` again, never an older one (Feast's SQLite store overwrites
+      whatever the timestamp; these views take no pushes, so every online row came from a materialize to at
+      most ``last``). The cost is that of materializing ``[start, last]``;
+    * down to ``last`` when it is earlier than ``start`` (days never brought online); a view never
+      materialized starts at ``settings.partitions.start_date``.
+
+    Rows are written whatever the stored timestamp (:func:`~ppm_platform.feature_store.overwrite_online_rows`):
+    a late event changes the content of the user's later rows of the day, not their timestamps, which Feast's
+    Redis store would skip. Runs of this and of ``online_store`` should not overlap (the later end wins only
+    when the runs are ordered).
 
     Returns:
-        ``{"end", "views": {view: {"action", "from", "to"}}, "seconds"}``.
+        ``{"start", "end", "views": {view: {"action": "materialize", "from", "to", "previous_end"}},
+        "seconds"}``.
+
+    Raises:
+        ValueError: ``start`` is not before ``end``.
     """
-    from datetime import timezone
+    from datetime import timedelta, timezone
 
-    from ppm_platform.feature_store import get_store, limit_duckdb_memory
+    from ppm_platform.feature_store import get_store, limit_duckdb_memory, overwrite_online_rows
 
+    def utc(t: datetime | None) -> datetime | None:
+        return t if t is None or t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+    end = utc(end)
+    start = utc(start) if start is not None else end - timedelta(days=1)
+    if start >= end:
+        raise ValueError(f"online_user_features: start {start.isoformat()} is not before end {end.isoformat()}")
     t0 = time.perf_counter()
-    store = get_store(settings)
+    store = overwrite_online_rows(get_store(settings))
     first = datetime.fromisoformat(settings.partitions.start_date).replace(tzinfo=timezone.utc)
     views: dict[str, dict] = {}
     with limit_duckdb_memory(settings, settings.materialize_memory_limit):  # Feast's DuckDB windows
         for name in DAILY_VIEWS:
-            last = store.get_feature_view(name).most_recent_end_time
-            last = last if last is None or last.tzinfo else last.replace(tzinfo=timezone.utc)
-            if last is None:
-                store.materialize(start_date=first, end_date=end, feature_views=[name])
-                views[name] = {"action": "materialize", "from": first.isoformat(), "to": end.isoformat()}
-            elif last < end:
-                store.materialize_incremental(end_date=end, feature_views=[name])
-                views[name] = {"action": "materialize_incremental", "from": last.isoformat(), "to": end.isoformat()}
-            else:
-                views[name] = {"action": "up to date", "from": last.isoformat(), "to": last.isoformat()}
-    out = {"end": end.isoformat(), "views": views, "seconds": round(time.perf_counter() - t0, 3)}
+            last = utc(store.get_feature_view(name).most_recent_end_time)
+            lo, hi = (min(first, start), end) if last is None else (min(start, last), max(end, last))
+            store.materialize(start_date=lo, end_date=hi, feature_views=[name])
+            views[name] = {"action": "materialize", "from": lo.isoformat(), "to": hi.isoformat(),
+                           "previous_end": last.isoformat() if last else None}
+    out = {"start": start.isoformat(), "end": end.isoformat(), "views": views,
+           "seconds": round(time.perf_counter() - t0, 3)}
     return _record(settings, "online_user_features", out)

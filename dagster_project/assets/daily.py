@@ -1,12 +1,13 @@
 """Daily group: the incremental path (issue #8). Interactions and the time-varying feature tables (user
 sequences, PPM user cache, user and item counters) are partitioned by UTC day; each day brings the online
-store's time-varying views forward with Feast's ``materialize_incremental``.
+store's time-varying views forward: each run writes its days' rows to the online store (a Feast
+``materialize`` of the run's window, whatever the views' last materialized end; never moving an entity back).
 
 The full assets (``interactions``, ``behavior_sequences``, ``ppm_user_cache``, ``online_store``) rebuild
 everything; these daily partitions refresh one day of the same day-partitioned feature folders, so a day's
 file is the same whichever path wrote it. A backfill of a date range (UI: the asset's "Materialize" ->
 partition range, or ``ppm backfill --from D1 --to D2``) runs as one run (``BackfillPolicy.single_run``):
-one Spark session, the days in order, one ``materialize_incremental`` to the range's end.
+one Spark session, the days in order, one ``materialize`` of the range.
 """
 
 from datetime import date, timedelta
@@ -65,14 +66,15 @@ def user_features_daily(context: dg.AssetExecutionContext, ppm: PPMSettingsResou
 @dg.asset(deps=["user_features_daily", "feast_definitions"], kinds={"feast", "sqlite"}, **_KW)
 def online_user_features(context: dg.AssetExecutionContext, ppm: PPMSettingsResource) -> dg.MaterializeResult:
     """The online store's time-varying views (`user_recent_items`, `ppm_user_cache`, `user_stats`,
-    `item_stats`) brought up to the end of the day (or range) with Feast's ``materialize_incremental``; never
-    moved backwards."""
-    res = pipeline.online_user_features(ppm.get(), context.partition_time_window.end)
+    `item_stats`): the rows of the day (or range) written online whatever the views' last materialized end
+    (a full run at mid-day, a re-run for late events); never moved backwards (``pipeline.online_user_features``)."""
+    window = context.partition_time_window
+    res = pipeline.online_user_features(ppm.get(), window.end, start=window.start)
     return dg.MaterializeResult(metadata=metadata_from(res))
 
 
 daily_job = dg.define_asset_job("ppm_daily", selection=dg.AssetSelection.groups("daily"),
                                 partitions_def=daily_partitions,
                                 description="The incremental path for one day: interactions -> user features -> "
-                                            "online store (materialize_incremental)")
+                                            "online store (the days' rows)")
 daily_schedule = dg.build_schedule_from_partitioned_job(daily_job, hour_of_day=1)

@@ -1,7 +1,7 @@
 """The daily partitions (issue #8) on the real MovieLens-100K subset, with real Dagster, Spark and Feast:
 a date-range backfill through the CLI (`ppm backfill`, one Dagster run), day files equal to the full
 run's, row accounting against the canonical table, and the online store's user views brought forward by
-``materialize_incremental`` (never backwards).
+the daily online path (each run's rows written, never backwards).
 
 Runs on a copy of the session's artifacts (tests/integration/conftest.py) with a fresh Feast registry and
 online store, so the other modules keep theirs."""
@@ -94,7 +94,7 @@ def _online_recent(s, user_id):
     return out["hist_item_ids"][0]
 
 
-def test_online_store_moves_forward_with_materialize_incremental(daily):
+def test_online_store_moves_forward_with_each_days_rows(daily):
     import dagster as dg
 
     from dagster_project.assets.daily import interactions_daily, online_user_features, user_features_daily
@@ -114,7 +114,7 @@ def test_online_store_moves_forward_with_materialize_incremental(daily):
     never = int(pd.read_parquet(s.tables_dir / "users.parquet")["user_id"].max()) + 1
     assert _online_recent(s, never) is None
 
-    # the next day, in process: materialize_incremental from the previous end to the new one
+    # the next day, in process: that day's rows, from its start to its end (the previous end)
     settings_res = PPMSettingsResource(artifacts_dir=str(s.artifacts_dir), data_dir=str(s.data_dir))
     resources = {"ppm": settings_res, "spark": SparkResource(settings=settings_res)}
     nxt = LAST + timedelta(days=1)
@@ -127,12 +127,13 @@ def test_online_store_moves_forward_with_materialize_incremental(daily):
         assert res.success
         md = res.asset_materializations_for_node("online_user_features")[0].metadata
         views = md["views"].value
-        assert {v["action"] for v in views.values()} == {"materialize_incremental"}
-        assert {v["from"] for v in views.values()} == {end.isoformat()}
-        # an older day again: its files are rewritten, the online store is not moved backwards
+        assert {v["action"] for v in views.values()} == {"materialize"}
+        assert {(v["from"], v["previous_end"]) for v in views.values()} == {(end.isoformat(), end.isoformat())}
+        # an older day again: its rows are written as of the views' end, so nothing moves backwards
         res = dg.materialize([user_features_daily, online_user_features], resources=resources, partition_key=str(FIRST))
         views = res.asset_materializations_for_node("online_user_features")[0].metadata["views"].value
-        assert {v["action"] for v in views.values()} == {"up to date"}
+        first = datetime.combine(FIRST, datetime.min.time(), tzinfo=timezone.utc)
+        assert {(v["from"], v["to"]) for v in views.values()} == {(first.isoformat(), (end + timedelta(days=1)).isoformat())}
     finally:
         mp.undo()
     new_end = end + timedelta(days=1)

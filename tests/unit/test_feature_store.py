@@ -126,10 +126,12 @@ def test_cluster_profile_config(env, tmp_path):
 
     s = Settings.from_env(env={}, artifacts_dir=tmp_path, profile="cluster", redis="redis.example:6380")
     cfg = fsmod.repo_config_dict(s)
-    assert cfg["offline_store"]["type"] == "spark" and cfg["online_store"] == {
-        "type": "redis", "connection_string": "redis.example:6380"}
+    # bounded client timeouts are added (a hung Redis must not hang /rank); the address's own params win
+    conn = "redis.example:6380,socket_timeout=1.0,socket_connect_timeout=0.5"
+    assert cfg["offline_store"]["type"] == "spark" and cfg["online_store"] == {"type": "redis", "connection_string": conn}
+    assert fsmod.redis_connection_string("h:1,db=2,socket_timeout=5") == "h:1,db=2,socket_timeout=5,socket_connect_timeout=0.5"
     rc = RepoConfig(**cfg)
-    assert rc.online_store.connection_string == "redis.example:6380"
+    assert rc.online_store.connection_string == conn
     with warnings.catch_warnings():  # feast's spark module calls simplefilter("once", RuntimeWarning) on import
         warnings.simplefilter("ignore", RuntimeWarning)
         srcs = fsmod.load_definitions(s)["data_sources"]
