@@ -107,6 +107,11 @@ class Ranker:
         item_cache: override ``settings.serving.item_cache`` (False: the candidates are read from Feast per
             request).
 
+    The model is read from the version published at ``models/<model_name>`` when the Ranker is built
+    (:func:`~ppm_platform.training.artifacts.resolve_model_dir`: all files from one version folder); a Ranker
+    never changes model; the HTTP service swaps in a new Ranker when another version is published
+    (:mod:`ppm_platform.serving.reload`).
+
     Raises:
         FileNotFoundError: the model artifact or its ONNX export does not exist yet.
     """
@@ -117,15 +122,24 @@ class Ranker:
         from ppm_platform.feature_store import get_store
         from ppm_platform.io import read_json
         from ppm_platform.serving.onnx_export import SERVING_FILE, OnnxScorer
+        from ppm_platform.training.artifacts import resolve_model_dir
 
-        model_dir = settings.models_dir / model_name
+        hint = f"materialize the '{model_name}_model' asset first (ppm run)"
+        try:  # every file below from one version: the published link may move while this runs
+            model_dir = resolve_model_dir(settings.models_dir / model_name)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e}: {hint}") from None
         meta_path, onnx_path = model_dir / "model.json", model_dir / "model.onnx"
         for p in (meta_path, onnx_path):
             if not p.exists():
-                raise FileNotFoundError(f"{p} not found: materialize the '{model_name}_model' and "
-                                        f"'{model_name}_onnx' assets first (ppm run)")
-        meta = read_json(meta_path)["metadata"]
+                raise FileNotFoundError(f"{p} not found: {hint}")
+        doc = read_json(meta_path)
+        meta = doc["metadata"]
         self.model_name = model_name
+        #: the version folder loaded (``models/<name>.versions/<id>``), its id and the weights hash
+        self.model_dir: Path = model_dir
+        self.model_id: str = model_dir.name
+        self.model_version: str | None = doc.get("version")
         self.encoder = FeatureEncoder.from_dict(meta["feature_encoder"])
         self.ppm_version: str | None = meta.get("ppm_version")
         self.store = store if store is not None else get_store(settings)

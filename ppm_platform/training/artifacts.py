@@ -3,8 +3,17 @@
 Loading is safe by construction: weights come only from safetensors (no pickle, no ``torch.load``) and the
 model is rebuilt from its typed dataclass config, so a model folder can never execute code.
 
-The folder is written atomically: everything goes to a temporary sibling folder that is then renamed into
-place, so a reader sees either the old model or the new one, never a mix.
+Publication (issue #16 finding 5): every save writes a new immutable version folder
+``<name>.versions/<id>/`` next to ``<name>`` (``<id>`` = UTC time + weights hash, so names sort by age), staged
+under a hidden name and renamed into ``<name>.versions/`` only once complete (weights, ``model.json`` and
+whatever the ``finish`` hook writes, e.g. the ONNX graphs). ``<name>`` itself is a relative symlink to the
+current version, replaced with one ``os.replace`` (rename(2) replaces a symlink atomically), so a reader of
+``<name>/...`` sees the old complete model or the new complete one, never a gap or a mix. A pointer symlink
+rather than a ``CURRENT`` file: every existing reader of ``models/<name>/model.json`` keeps working
+unchanged. A reader that opens several files resolves the link once (:func:`resolve_model_dir`) and reads
+them all from that folder, because the link may move between two opens. The newest
+:data:`KEEP_VERSIONS` versions (and the current one) are kept, older ones removed; a plain folder found at
+``<name>`` (saved before versioning, or copied without its links) is moved in as a version on first publish.
 
 ``model_version(model)`` is the first 12 hex chars of the SHA-256 of the model's safetensors serialisation
 (== the SHA-256 of ``weights.safetensors``). For a PPM it is the ``ppm_version`` carried by every cache row
@@ -18,7 +27,10 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +44,10 @@ from ppm_platform.models.urm import URM, URMConfig
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "model.json"
 VERSION_CHARS = 12
+#: suffix of the folder holding a model's versions: ``models/urm`` -> ``models/urm.versions/<id>/``
+VERSIONS_SUFFIX = ".versions"
+#: versions kept per model (plus the current one): a Ranker still loading the previous one finds it
+KEEP_VERSIONS = 3
 #: model class name (recorded in model.json) -> (config class, model class)
 _CLASSES: dict[str, tuple[Any, type[nn.Module]]] = {"PPM": (PPMConfig, PPM), "URM": (URMConfig, URM)}
 
@@ -57,24 +73,86 @@ def model_version(model: nn.Module) -> str:
     return _short_sha(_weights_bytes(model))
 
 
-def save_model(model: nn.Module, config: Any, out_dir: Path, kind: str, metadata: dict[str, Any]) -> Path:
-    """Write ``out_dir/weights.safetensors`` and ``out_dir/model.json`` atomically (replacing ``out_dir``).
+def versions_dir(model_dir: Path) -> Path:
+    """The folder holding the versions of the model published at ``model_dir``: ``<model_dir>.versions``."""
+    model_dir = Path(model_dir)
+    return model_dir.parent / f"{model_dir.name}{VERSIONS_SUFFIX}"
+
+
+def resolve_model_dir(model_dir: Path) -> Path:
+    """The folder of the model currently published at ``model_dir``, resolved once (absolute, no symlink).
+
+    Read every file of one model from the returned folder: ``model_dir`` is a symlink that a publication
+    may move between two opens. A plain folder (saved before versioning, or written by hand) is returned
+    as it is.
+
+    Raises:
+        FileNotFoundError: nothing is published at ``model_dir`` (names ``model_dir/model.json``).
+    """
+    model_dir = Path(model_dir)
+    # a plain folder published for the first time is renamed into its versions folder just before the link
+    # takes its place (rename(2) cannot swap a folder for a link): a reader in that instant retries briefly
+    for _ in range(20):
+        try:
+            return model_dir.resolve(strict=True)
+        except FileNotFoundError:
+            if not versions_dir(model_dir).is_dir():
+                break
+            time.sleep(0.01)
+    raise FileNotFoundError(f"{model_dir / CONFIG_FILE} not found: no model published at {model_dir}")
+
+
+def _version_id(weights_sha: str) -> str:
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}-{weights_sha}"
+
+
+def _publish(out_dir: Path, version: Path) -> None:
+    """Point ``out_dir`` at ``version`` (a folder inside :func:`versions_dir`) with one atomic rename."""
+    link = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    os.symlink(os.path.relpath(version, out_dir.parent), link, target_is_directory=True)
+    try:
+        if out_dir.is_dir() and not out_dir.is_symlink():  # a plain model folder: kept as the oldest version
+            mtime = datetime.fromtimestamp(out_dir.stat().st_mtime, timezone.utc)
+            v = (json.loads((out_dir / CONFIG_FILE).read_text()).get("version") if (out_dir / CONFIG_FILE).is_file()
+                 else None) or "legacy"
+            os.replace(out_dir, version.parent / f"{mtime:%Y%m%dT%H%M%S%fZ}-{v}-plain")
+        os.replace(link, out_dir)
+    finally:
+        if os.path.lexists(link):
+            os.unlink(link)
+
+
+def _prune(vdir: Path, keep: int, current: Path) -> None:
+    versions = sorted(p for p in vdir.iterdir() if not p.name.startswith(".") and p.is_dir())
+    for p in versions[:-keep] if keep > 0 else versions:
+        if p != current:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def save_model(model: nn.Module, config: Any, out_dir: Path, kind: str, metadata: dict[str, Any],
+               finish: Callable[[Path], Any] | None = None, keep: int = KEEP_VERSIONS) -> Path:
+    """Publish ``model`` at ``out_dir`` atomically: a new version folder with ``weights.safetensors``,
+    ``model.json`` and what ``finish`` writes, then ``out_dir`` pointed at it (see the module docstring).
 
     Args:
         model: a :class:`PPM` or :class:`URM` (others save, but only these two load).
         config: the dataclass config the model was built from.
-        out_dir: target folder (its parent is created).
+        out_dir: where the model is published (a symlink; its parent is created).
         kind: free label, e.g. ``"ppm"``, ``"urm"``, ``"base"``.
         metadata: JSON-serialisable facts (metrics, ``ppm_version`` consumed, data window, ...); values JSON
             cannot encode (paths, timestamps) are written with ``str``.
+        finish: called with the staged version folder (weights and ``model.json`` already in it) before it
+            is published, to add files that belong to the version (the ONNX graphs). If it raises, nothing is
+            published: the stage is removed and the error propagates.
+        keep: versions kept in ``<out_dir>.versions`` after publishing (the current one always is).
 
     Returns:
-        ``out_dir``. ``model.json`` = ``{kind, model_class, version, config, metadata}``.
+        ``out_dir``. ``model.json`` = ``{kind, model_class, version, config, metadata}``; the published
+        folder is :func:`resolve_model_dir` ``(out_dir)``.
     """
     if not dataclasses.is_dataclass(config) or isinstance(config, type):
         raise TypeError(f"config must be a dataclass instance, got {type(config).__name__}")
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     weights = _weights_bytes(model)
     doc = {
         "kind": kind,
@@ -84,19 +162,21 @@ def save_model(model: nn.Module, config: Any, out_dir: Path, kind: str, metadata
         "metadata": metadata,
     }
     text = json.dumps(doc, indent=2, sort_keys=True, default=str)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+    vdir = versions_dir(out_dir)
+    vdir.mkdir(parents=True, exist_ok=True)
+    stage = vdir / f".tmp-{uuid.uuid4().hex[:8]}"
     try:
-        tmp.mkdir()
-        (tmp / WEIGHTS_FILE).write_bytes(weights)
-        (tmp / CONFIG_FILE).write_text(text)
-        # rename() cannot replace a non-empty folder: move the old one aside first, then drop it
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
+        stage.mkdir()
+        (stage / WEIGHTS_FILE).write_bytes(weights)
+        (stage / CONFIG_FILE).write_text(text)
+        if finish is not None:
+            finish(stage)
+        version = vdir / _version_id(doc["version"])
+        os.rename(stage, version)  # the version appears complete, under its final name
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(stage, ignore_errors=True)
+    _publish(out_dir, version)
+    _prune(vdir, keep, version)
     return out_dir
 
 
@@ -106,7 +186,7 @@ def read_model_json(model_dir: Path) -> dict[str, Any]:
 
 
 def _load(model_dir: Path, expect_class: str) -> tuple[nn.Module, dict[str, Any]]:
-    model_dir = Path(model_dir)
+    model_dir = resolve_model_dir(model_dir)  # model.json and the weights from the same version
     doc = read_model_json(model_dir)
     cls_name = doc.get("model_class")
     if cls_name != expect_class:
