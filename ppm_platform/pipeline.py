@@ -223,7 +223,7 @@ def online_store(settings: Settings) -> dict:
 
 # ---- URM ---------------------------------------------------------------------------------------------
 def _train_and_save(settings: Settings, name: str, use_ppm: bool, progress: Progress) -> dict:
-    from ppm_platform.training.artifacts import load_ppm, save_model
+    from ppm_platform.training.artifacts import load_ppm, resolve_model_dir, save_model
     from ppm_platform.training.urm_train import train_ctr_model
 
     ppm, ppm_meta = load_ppm(settings.models_dir / "ppm") if use_ppm else (None, {})
@@ -238,14 +238,18 @@ def _train_and_save(settings: Settings, name: str, use_ppm: bool, progress: Prog
         "item_feature_service": "urm_item",
         "training_feature_service": "urm_training",
     }
-    save_model(trained.model, trained.config, settings.models_dir / name, name, meta)
+    # published complete: the ONNX graphs are exported (parity-checked) into the staged version first
+    onnx: dict = {}
+    save_model(trained.model, trained.config, settings.models_dir / name, name, meta,
+               finish=_onnx_into(settings, trained.model, trained.encoder, onnx))
     test = trained.metrics["test"]["all"]
     out = {"test_click_auc": test["click"]["auc"], "test_order_auc": test["order"]["auc"],
            "test_click_gauc": test["click"]["gauc"], "test_order_gauc": test["order"]["gauc"],
            "test_click_logloss": test["click"]["logloss"], "test_order_logloss": test["order"]["logloss"],
            "rows": trained.metrics["rows"], "train_seconds": trained.metrics["train_seconds"],
            "epochs": trained.metrics["epochs"], "slices": trained.metrics["test"],
-           "ppm_version": meta["ppm_version"]}
+           "ppm_version": meta["ppm_version"], "model_id": resolve_model_dir(settings.models_dir / name).name,
+           "onnx_max_abs_diff": onnx["max_abs_diff"], "onnx_serving_max_abs_diff": onnx["serving"]["max_abs_diff"]}
     return _record(settings, f"{name}_model", out)
 
 
@@ -271,18 +275,58 @@ def _tail_rows(path: Path, n: int) -> pd.DataFrame:
     return ParquetChunks(path, max(n, 1)).tail(n).to_pandas().reset_index(drop=True)
 
 
-def export_onnx(settings: Settings, name: str) -> dict:
-    """Export model ``name`` (``urm``/``base``) to ONNX and check parity against torch on real rows of
-    the test split (max |torch - onnxruntime| <= 1e-5, else ValueError)."""
-    from ppm_platform.serving.onnx_export import export_urm_onnx
-    from ppm_platform.training.artifacts import load_urm
+#: the parity record of a version's ONNX graphs, written next to them (:func:`export_onnx` reports it)
+ONNX_RECORD = "onnx.json"
+
+
+def _onnx_into(settings: Settings, model, encoder, record: dict) -> Callable[[Path], None]:
+    """A :func:`~ppm_platform.training.artifacts.save_model` ``finish`` hook: export ``model``'s ONNX graphs
+    (``model.onnx``, ``model_serving.onnx``) into the staged version, parity-checked against torch on the last
+    256 rows of the training set (the test split; ValueError above 1e-5, and nothing is published), and
+    write their figures to :data:`ONNX_RECORD` there and into ``record``."""
+
+    def finish(stage: Path) -> None:
+        from ppm_platform.serving.onnx_export import export_urm_onnx
+
+        sample = _tail_rows(settings.artifacts_dir / "training_set.parquet", 256)
+        res = export_urm_onnx(model, encoder.transform(sample), stage / "model.onnx")
+        res["parity_rows"] = len(sample)
+        for r in (res, res["serving"]):
+            r.pop("path")  # the stage's path: the files are named by the version folder
+        write_json_atomic(res, stage / ONNX_RECORD)
+        record.update(res)
+
+    return finish
+
+
+def export_onnx(settings: Settings, name: str, force: bool = False) -> dict:
+    """The ONNX graphs of the published model ``name`` (``urm``/``base``) and their parity against torch on
+    real rows of the test split (max |torch - onnxruntime| <= 1e-5, else ValueError).
+
+    ``urm_model`` / ``base_model`` export the graphs into a version before publishing it, so this reports
+    that version's :data:`ONNX_RECORD`. A published version without graphs (a model saved without them), or
+    ``force``, gets them exported into a new version (the same weights and ``model.json``), published
+    atomically.
+
+    Returns:
+        the parity record (``max_abs_diff``, ``opset``, ``serving``, ...) + ``path``, ``model_id``,
+        ``exported`` (True when this call exported the graphs).
+    """
+    from ppm_platform.serving.onnx_export import SERVING_FILE
+    from ppm_platform.training.artifacts import load_urm, read_model_json, resolve_model_dir, save_model
     from ppm_platform.training.batch import FeatureEncoder
 
-    model, meta = load_urm(settings.models_dir / name)
-    enc = FeatureEncoder.from_dict(meta["feature_encoder"])
-    sample = _tail_rows(settings.artifacts_dir / "training_set.parquet", 256)
-    res = export_urm_onnx(model, enc.transform(sample), settings.models_dir / name / "model.onnx")
-    res["parity_rows"] = len(sample)
+    link = settings.models_dir / name
+    mdir = resolve_model_dir(link)
+    exported = force or not all((mdir / f).is_file() for f in ("model.onnx", SERVING_FILE, ONNX_RECORD))
+    if exported:
+        model, meta = load_urm(mdir)
+        enc = FeatureEncoder.from_dict(meta["feature_encoder"])
+        save_model(model, model.cfg, link, read_model_json(mdir)["kind"], meta,
+                   finish=_onnx_into(settings, model, enc, {}))
+        mdir = resolve_model_dir(link)
+    res = {**read_json(mdir / ONNX_RECORD), "path": str(mdir / "model.onnx"), "model_id": mdir.name,
+           "exported": exported}
     return _record(settings, f"{name}_onnx", res)
 
 

@@ -9,13 +9,16 @@ from ppm_platform import pipeline
 
 @dg.asset(group_name="serving", deps=["urm_model"], owners=["team:ppm-platform"], kinds={"onnx"})
 def urm_onnx(ppm: PPMSettingsResource) -> dg.MaterializeResult:
-    """URM exported to ONNX; max |torch - onnxruntime| on real test rows must be <= 1e-5."""
+    """The published URM's ONNX graphs, exported into its version by urm_model before publication (a model is
+    published complete); max |torch - onnxruntime| on real test rows must be <= 1e-5. Exports into a new
+    version only when the published one lacks them."""
     return dg.MaterializeResult(metadata=metadata_from(pipeline.export_onnx(ppm.get(), "urm")))
 
 
 @dg.asset(group_name="serving", deps=["base_model"], owners=["team:ppm-platform"], kinds={"onnx"})
 def base_onnx(ppm: PPMSettingsResource) -> dg.MaterializeResult:
-    """Base (IDRec) exported to ONNX, same parity check: the latency baseline for serving."""
+    """Base (IDRec)'s ONNX graphs (exported by base_model, as urm_onnx), same parity check: the latency
+    baseline for serving."""
     return dg.MaterializeResult(metadata=metadata_from(pipeline.export_onnx(ppm.get(), "base")))
 
 
