@@ -302,6 +302,10 @@ class ServingSettings(BaseModel):
     #: seconds a ``GET /health`` probe of the online store is reused; a probe never waits for a running
     #: ``/rank`` (the last result answers), so a version change shows on /health within this bound
     health_probe_s: float = Field(default=5.0, ge=0)
+    #: seconds between two checks of the published model (``models/<model>``, one ``realpath``): a newly
+    #: published version is loaded in the background and swapped in (:mod:`ppm_platform.serving.reload`);
+    #: 0 = no watch (``POST /admin/reload`` only)
+    model_watch_s: float = Field(default=2.0, ge=0)
     #: (user, item) pairs the ``serving_parity`` asset check compares (fewer if the data has fewer)
     parity_pairs: int = 1000
     #: largest allowed |online score - offline score| (probabilities)

@@ -4,8 +4,9 @@ Built with FastAPI (https://fastapi.tiangolo.com) and served by uvicorn (``ppm s
 
 ``POST /rank`` body ``{"user_id": int, "item_ids": [int, ...]}`` (1 to ``settings.serving.max_candidates``
 ids, each ``0 <= id < 2**63``; JSON integers only, ``"7"`` or ``7.5`` are rejected; no other keys) ->
-``200 {"user_id", "model", "ppm_version", "user_known", "unknown_item_ids", "lookup_ms", "model_ms",
-"scores": [{"item_id", "click", "order", "known"}, ...]}`` with ``scores`` in descending click probability.
+``200 {"user_id", "model", "model_version", "ppm_version", "user_known", "unknown_item_ids", "lookup_ms",
+"model_ms", "scores": [{"item_id", "click", "order", "known"}, ...]}`` with ``scores`` in descending click
+probability; ``model_version`` is the weights hash of the model version that scored the request.
 
 Errors are JSON ``{"detail": message}``: ``413`` body larger than ``settings.serving.max_body_bytes``;
 ``422`` malformed JSON, missing/extra keys, non-integer or out-of-range ids, empty or too many candidates;
@@ -21,6 +22,11 @@ flagged: ``user_known=false``, ``unknown_item_ids``, ``known=false`` per score r
 (and the error) when the online caches hold another ``ppm_version``, ``status="unavailable"`` when the model
 could not be loaded. A probe of the online store (1 user + 5 items the model was trained on) is reused for
 serving.health_probe_s and never waits for a running /rank.
+
+Model updates (:mod:`ppm_platform.serving.reload`): the service follows the model published at
+``models/<name>`` -- a watch thread checks it every ``serving.model_watch_s`` seconds and ``POST /admin/reload``
+checks at once (``200 {"reloaded", "model_id", "model_version", "previous_model_id", "error", "deferred"}``);
+a new version's Ranker is built off the request path and swapped in, no request fails.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ppm_platform.config import Settings
 from ppm_platform.serving.ranker import Ranker, VersionMismatchError
+from ppm_platform.serving.reload import ModelReloader
 
 #: an entity id as Feast stores it: a non-negative int64, JSON integer only (strict: no "7", no 7.0)
 EntityId = Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)]
@@ -62,6 +69,7 @@ class RankResponse(BaseModel):
 
     user_id: int
     model: str
+    model_version: str | None
     ppm_version: str | None
     user_known: bool
     unknown_item_ids: list[int]
@@ -119,7 +127,8 @@ def _error_message(err: dict[str, Any]) -> str:
     return f"{loc or 'body'}: {err.get('msg', 'invalid')}"
 
 
-def create_app(settings: Settings, model_name: str | None = None, ranker: Ranker | None = None) -> FastAPI:
+def create_app(settings: Settings, model_name: str | None = None, ranker: Ranker | None = None,
+               watch: bool | None = None) -> FastAPI:
     """Build the ranking service.
 
     Args:
@@ -127,6 +136,9 @@ def create_app(settings: Settings, model_name: str | None = None, ranker: Ranker
         model_name: ``urm`` or ``base`` (default ``settings.serving.model``).
         ranker: an existing Ranker (tests); default: built from ``settings`` at start-up. If building it
             fails (no model exported yet), ``/health`` answers 503 ``unavailable`` with the reason.
+        watch: follow the published model with a watch thread every ``serving.model_watch_s`` seconds
+            (:class:`~ppm_platform.serving.reload.ModelReloader`); default: when ``ranker`` is not given (a
+            given one is kept until ``POST /admin/reload`` finds another published version).
 
     Returns:
         a FastAPI app; requests are scored one at a time (a lock around the Ranker: the online-store
@@ -142,9 +154,13 @@ def create_app(settings: Settings, model_name: str | None = None, ranker: Ranker
             state["ranker"] = Ranker(settings, name)
         except Exception as e:  # reported by /health, refused by /rank
             state["load_error"] = f"{type(e).__name__}: {e}"
+    reloader = ModelReloader(state, lock, lambda: Ranker(settings, name), settings.models_dir / name,
+                             cfg.model_watch_s if (ranker is None if watch is None else watch) else 0.0)
+    state["reloader"] = reloader.start()
 
     app = FastAPI(title="ppm-platform ranking", version="1",
-                  description="URM / IDRec ranking from the Feast online store with onnxruntime.")
+                  description="URM / IDRec ranking from the Feast online store with onnxruntime.",
+                  on_shutdown=[reloader.stop])
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
 
@@ -175,7 +191,9 @@ def create_app(settings: Settings, model_name: str | None = None, ranker: Ranker
                     state["probe"] = (at, probe)
                 finally:
                     lock.release()
-        body = {"status": probe["status"], "model": r.model_name, "ppm_version": r.ppm_version,
+        body = {"status": probe["status"], "model": r.model_name, "model_version": r.model_version,
+                "model_id": r.model_id, "reload_error": reloader.last["error"],
+                "reload_deferred": reloader.last["deferred"], "ppm_version": r.ppm_version,
                 "user_feature_service": r.user_service, "item_feature_service": r.item_service,
                 "cache_versions_seen": probe["cache_versions_seen"], "error": probe["error"],
                 "probe_age_s": round(time.monotonic() - at, 3)}
@@ -199,12 +217,18 @@ def create_app(settings: Settings, model_name: str | None = None, ranker: Ranker
         # the RankResponse shape, built as plain JSON: returning a Response skips FastAPI's re-validation of
         # the declared response_model (N pydantic rows; ~2 ms at 500 candidates) while /docs keeps the schema
         return JSONResponse({
-            "user_id": res.user_id, "model": r.model_name, "ppm_version": r.ppm_version,
+            "user_id": res.user_id, "model": r.model_name, "model_version": r.model_version,
+            "ppm_version": r.ppm_version,
             "user_known": bool(res.user_known), "unknown_item_ids": [int(i) for i in res.unknown_item_ids],
             "lookup_ms": round(res.lookup_ms, 3), "model_ms": round(res.model_ms, 3),
             "scores": [{"item_id": int(i), "click": float(c), "order": float(o), "known": bool(k)}
                        for i, c, o, k in zip(s["item_id"].tolist(), s["click"].tolist(), s["order"].tolist(),
                                              s["known"].tolist())]})
+
+    @app.post("/admin/reload")
+    def reload():
+        """Check the published model now; swap it in if it is another version (see ModelReloader.check)."""
+        return JSONResponse(reloader.check(retry_now=True))
 
     app.state.ppm = state
     return app
