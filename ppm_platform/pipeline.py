@@ -148,13 +148,25 @@ def counters(settings: Settings, spark) -> dict:
 
 # ---- PPM ----------------------------------------------------------------------------------------------
 def ppm_model(settings: Settings, progress: Progress = None) -> dict:
-    """Pre-train the ID-free PPM on the train window; save it with its ``ppm_version``."""
+    """Pre-train the ID-free PPM on the train window; save it with its ``ppm_version``
+    (:func:`~ppm_platform.features.ppm_caches.ppm_version_for` of its weights hash and the ``encoder_version``
+    of the ME features it was trained on, both recorded too).
+
+    Raises:
+        ValueError: ``item_multimodal`` holds rows of several encoder versions (rebuild it first).
+    """
     import tempfile
 
+    from ppm_platform.features.ppm_caches import ppm_version_for
     from ppm_platform.training.artifacts import model_version, save_model
     from ppm_platform.training.ppm_train import pretrain_ppm, write_examples
 
     mm = pd.read_parquet(_feature(settings, "item_multimodal"))  # the catalog only
+    encoders = sorted(mm["encoder_version"].dropna().astype(str).unique())
+    if len(encoders) > 1:  # one PPM, one ME feature space (its ppm_version names one encoder version)
+        counts = mm["encoder_version"].value_counts()
+        raise ValueError(f"{_feature(settings, 'item_multimodal')}: rows of {len(encoders)} encoder versions "
+                         f"({', '.join(f'{v} ({int(counts[v])} rows)' for v in encoders)}): rebuild item_multimodal")
     # the as-of join goes to a parquet on disk (DuckDB, memory-limited) and is read back a chunk at a time:
     # memory does not grow with the number of impressions (issue #8 §4)
     settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
@@ -165,8 +177,9 @@ def ppm_model(settings: Settings, progress: Progress = None) -> dict:
         join_s = time.perf_counter() - t0
         ppm, metrics = pretrain_ppm(settings, ex, progress)
     metrics["examples_join_seconds"] = round(join_s, 2)
-    metrics["ppm_version"] = model_version(ppm)
-    metrics["encoder_version"] = str(mm["encoder_version"].iloc[0]) if len(mm) else None
+    metrics["weights_version"] = model_version(ppm)
+    metrics["encoder_version"] = encoders[0] if encoders else None
+    metrics["ppm_version"] = ppm_version_for(metrics["weights_version"], metrics["encoder_version"])
     save_model(ppm, ppm.cfg, settings.models_dir / "ppm", "ppm", metrics)
     return _record(settings, "ppm_model", metrics)
 

@@ -11,6 +11,14 @@
 Both run in ``mapInPandas``; each Spark Python worker loads the PPM once (cache keyed by model folder and
 ``ppm_version``) and, for the user cache, the small items x d vector table once. Every row carries the
 ``ppm_version`` that produced it (version rule); the user cache refuses item vectors of another version.
+
+Versions (DESIGN.md §4 version rule; issue #16 finding 2): a cache vector means something only for the PPM
+weights that computed it AND the encoders of the ME features it was computed from, so ``ppm_version`` covers
+both: :func:`ppm_version_for` (the one place it is computed) of the PPM's weights hash and an encoder
+version. The PPM's own ``ppm_version`` uses the encoders it was pre-trained on (``model.json`` metadata
+``encoder_version``); an item cache row uses the ``encoder_version`` of the ``item_multimodal`` row it encodes.
+They are equal exactly when the ME features come from the encoders the PPM was trained on; ME features of
+re-fine-tuned encoders give rows of another version, which the user cache, the URM trainer and serving refuse.
 """
 
 from __future__ import annotations
@@ -137,24 +145,57 @@ class ItemVectorTable:
         return cls(table.column(id_col).to_numpy(), flat.reshape(n, d))
 
 
-def ppm_version_of(model_dir: Path) -> str:
-    """The ``ppm_version`` of a saved PPM folder, read from its ``model.json`` (no weights loaded):
-    ``metadata["ppm_version"]`` when present, else the recorded weights hash (they are equal for models saved
-    by the pipeline).
+def ppm_version_for(weights_version: str, encoder_version: str | None) -> str:
+    """THE ``ppm_version`` (see the module docstring): the feature space of PPM cache vectors computed by PPM
+    weights ``weights_version`` (:func:`~ppm_platform.training.artifacts.model_version`) from ME features of
+    encoders ``encoder_version`` (``item_multimodal.encoder_version``, ``"<text>|<image>"``).
+
+    Returns:
+        12 hex chars of SHA-256 of ``"<weights_version>|<encoder_version>"``; ``weights_version`` itself
+        when ``encoder_version`` is None (a PPM saved without the encoders it was trained on; no ME row has a
+        null encoder version, so its cache rows never match it).
+    """
+    import hashlib
+
+    if encoder_version is None:
+        return str(weights_version)
+    return hashlib.sha256(f"{weights_version}|{encoder_version}".encode()).hexdigest()[:12]
+
+
+def weights_version_of(model_dir: Path) -> str:
+    """The weights hash of a saved PPM folder (``model.json`` ``version``; no weights loaded).
 
     Raises:
-        ValueError: metadata and weights hash disagree.
+        ValueError: ``model.json`` records no version.
+    """
+    from ppm_platform.training.artifacts import read_model_json
+
+    v = read_model_json(Path(model_dir)).get("version")
+    if not v:
+        raise ValueError(f"{model_dir}: model.json records no weights version")
+    return str(v)
+
+
+def ppm_version_of(model_dir: Path) -> str:
+    """The ``ppm_version`` of a saved PPM folder, read from its ``model.json`` (no weights loaded):
+    :func:`ppm_version_for` of its weights hash and the ``encoder_version`` it was pre-trained on (metadata),
+    checked against ``metadata["ppm_version"]`` when that is recorded.
+
+    Raises:
+        ValueError: ``model.json`` records no weights version, or a ``metadata["ppm_version"]`` that is not
+            that of its weights and encoders (e.g. a PPM saved before ``ppm_version`` covered the encoders).
     """
     from ppm_platform.training.artifacts import read_model_json
 
     doc = read_model_json(Path(model_dir))
-    meta_v, weights_v = (doc.get("metadata") or {}).get("ppm_version"), doc.get("version")
-    if meta_v and weights_v and meta_v != weights_v:
-        raise ValueError(f"{model_dir}: metadata ppm_version {meta_v} != weights version {weights_v}")
-    v = meta_v or weights_v
-    if not v:
-        raise ValueError(f"{model_dir}: model.json records no version")
-    return str(v)
+    meta = doc.get("metadata") or {}
+    weights_v, enc_v = weights_version_of(model_dir), meta.get("encoder_version")
+    v = ppm_version_for(weights_v, enc_v)
+    if meta.get("ppm_version") and meta["ppm_version"] != v:
+        raise ValueError(f"{model_dir}: metadata ppm_version {meta['ppm_version']} is not the version {v} of its "
+                         f"weights {weights_v} with the encoders it was trained on ({enc_v}); a PPM saved before "
+                         "ppm_version covered the encoders: retrain it (the ppm_model asset)")
+    return v
 
 
 _LOCK = threading.Lock()
@@ -173,8 +214,8 @@ def get_ppm(model_dir: Path, ppm_version: str):
     key = (str(Path(model_dir).resolve()), ppm_version)
     with _LOCK:
         if key not in _PPM_CACHE:
-            model, meta = load_ppm(Path(model_dir))
-            got = (meta or {}).get("ppm_version") or ppm_version_of(model_dir)
+            model, _ = load_ppm(Path(model_dir))
+            got = ppm_version_of(model_dir)
             if got != ppm_version:
                 raise ValueError(f"{model_dir}: holds ppm_version {got}, job expected {ppm_version} "
                                  "(model replaced while the job ran?)")
@@ -198,28 +239,49 @@ def get_item_vectors(path: Path, ppm_version: str) -> ItemVectorTable:
             versions = set(pq.read_table(p, columns=["ppm_item_version"]).column("ppm_item_version").unique().to_pylist())
             if versions - {ppm_version}:
                 raise ValueError(f"{p}: ppm_item_cache holds ppm_version(s) {sorted(versions)}, expected {ppm_version}; "
-                                 "recompute the item cache with this PPM first")
+                                 f"{_ITEM_CACHE_ADVICE}")
             _VEC_CACHE.clear()
             _VEC_CACHE[key] = ItemVectorTable.from_parquet(p)
         return _VEC_CACHE[key]
 
 
 # ---- item cache --------------------------------------------------------------------------------------------------
-def encode_item_frame(pdf: pd.DataFrame, ppm, ppm_version: str) -> pd.DataFrame:
-    """item_multimodal rows -> PPM_ITEM_CACHE rows (``ppm_item_vec = ppm.encode_items(me_matrix(rows))``)."""
+#: why an item cache can hold another version than the PPM, and what to do (the refusals' advice)
+_ITEM_CACHE_ADVICE = ("it was computed by another PPM, or from ME features of other encoders than the PPM was "
+                      "trained on (item_multimodal rebuilt after re-fine-tuning an encoder?): retrain the PPM on "
+                      "the current item_multimodal (ppm_model) and recompute ppm_item_cache")
+
+
+def encode_item_frame(pdf: pd.DataFrame, ppm, weights_version: str) -> pd.DataFrame:
+    """item_multimodal rows -> PPM_ITEM_CACHE rows (``ppm_item_vec = ppm.encode_items(me_matrix(rows))``),
+    each stamped ``ppm_item_version = ppm_version_for(weights_version, row's encoder_version)``.
+
+    Args:
+        pdf: item_multimodal rows (``item_id``, ``event_timestamp``, ``text_emb``, ``image_emb``,
+            ``has_image``, ``encoder_version``).
+        ppm: the PPM; weights_version: its weights hash (:func:`weights_version_of`).
+
+    Raises:
+        KeyError: ``pdf`` has no ``encoder_version`` column. ValueError: the ME width is not the PPM's ``me_dim``.
+    """
     import torch
 
+    if "encoder_version" not in pdf.columns:
+        raise KeyError("item_multimodal rows lack the encoder_version column (the item cache version covers it)")
     ids, me = me_matrix(pdf)
     if me.shape[1] != ppm.cfg.me_dim:
         raise ValueError(f"ME features have {me.shape[1]} dims but the PPM expects me_dim={ppm.cfg.me_dim}")
     with torch.inference_mode():
         vec = ppm.encode_items(torch.from_numpy(me)).float().numpy()
+    by_encoder = {e: ppm_version_for(weights_version, None if e is None or e is pd.NA else str(e))
+                  for e in pd.unique(pdf["encoder_version"])}
     return pd.DataFrame({"item_id": ids, "event_timestamp": pdf["event_timestamp"].to_numpy(),
-                         "ppm_item_vec": list(vec), "ppm_item_version": ppm_version})
+                         "ppm_item_vec": list(vec),
+                         "ppm_item_version": pdf["encoder_version"].map(by_encoder).to_numpy(dtype=object)})
 
 
 def _item_partition(batches: Iterator[pd.DataFrame], settings: Settings, model_dir: str,
-                    ppm_version: str) -> Iterator[pd.DataFrame]:
+                    ppm_version: str, weights_version: str) -> Iterator[pd.DataFrame]:
     from ppm_platform.encoders import configure_worker_threads
 
     configure_worker_threads(settings)
@@ -229,7 +291,7 @@ def _item_partition(batches: Iterator[pd.DataFrame], settings: Settings, model_d
         if pdf.empty:
             continue
         t0 = time.perf_counter()
-        out = encode_item_frame(pdf, ppm, ppm_version)
+        out = encode_item_frame(pdf, ppm, weights_version)
         logger.debug("ppm_item_cache: %d items in %.3f s", len(out), time.perf_counter() - t0)
         yield out
 
@@ -237,20 +299,27 @@ def _item_partition(batches: Iterator[pd.DataFrame], settings: Settings, model_d
 def compute_ppm_item_cache(spark, settings: Settings, item_multimodal_path: Path, ppm_model_dir: Path,
                            out_path: Path) -> dict:
     """Frozen PPM item tower over every ``item_multimodal`` row -> ``out_path`` (PPM_ITEM_CACHE, sorted by
-    item_id).
+    item_id). Each row's ``ppm_item_version`` covers the PPM's weights and the row's encoder version
+    (:func:`encode_item_frame`): the PPM's ``ppm_version`` when the ME features come from the encoders it was
+    trained on, another version (logged as a warning; refused downstream) when they do not.
 
     Returns:
-        ``{"rows", "seconds", "rows_per_s", "ppm_version"}``.
+        ``{"rows", "seconds", "rows_per_s", "ppm_version", "cache_versions"}``: the PPM's version and the rows
+        per ``ppm_item_version`` written.
     """
     t0 = time.perf_counter()
-    version = ppm_version_of(ppm_model_dir)
+    version, weights = ppm_version_of(ppm_model_dir), weights_version_of(ppm_model_dir)
     src = spark.read.parquet(str(item_multimodal_path)).select(
-        "item_id", "event_timestamp", "text_emb", "image_emb", "has_image")
+        "item_id", "event_timestamp", "text_emb", "image_emb", "has_image", "encoder_version")
     out = src.repartition(default_partitions(spark)).mapInPandas(
         functools.partial(_item_partition, settings=settings, model_dir=str(Path(ppm_model_dir).resolve()),
-                          ppm_version=version), schema=_ITEM_SCHEMA)
+                          ppm_version=version, weights_version=weights), schema=_ITEM_SCHEMA)
     table = write_consolidated(out, out_path, PPM_ITEM_CACHE, ["item_id"])
-    return _stats("ppm_item_cache", table.num_rows, time.perf_counter() - t0, version)
+    counts = {str(r["values"]): int(r["counts"]) for r in pc.value_counts(table.column("ppm_item_version")).to_pylist()}
+    if set(counts) - {version}:
+        log.warning("ppm_item_cache: rows of version(s) %s, the PPM in %s is %s: %s", counts, ppm_model_dir, version,
+                    _ITEM_CACHE_ADVICE)
+    return {**_stats("ppm_item_cache", table.num_rows, time.perf_counter() - t0, version), "cache_versions": counts}
 
 
 # ---- user cache --------------------------------------------------------------------------------------------------
@@ -323,7 +392,7 @@ def compute_ppm_user_cache(spark, settings: Settings, behavior_sequences_path: P
                         .column("ppm_item_version").unique().to_pylist())
     if item_versions - {version}:
         raise ValueError(f"{ppm_item_cache_path}: ppm_item_cache holds ppm_version(s) {sorted(item_versions)}, "
-                         f"the PPM in {ppm_model_dir} is {version}; recompute the item cache first")
+                         f"the PPM in {ppm_model_dir} is {version}; {_ITEM_CACHE_ADVICE}")
     src = spark.read.parquet(str(behavior_sequences_path)).select(
         "user_id", "event_timestamp", "hist_item_ids", "hist_age_s")
     if day is not None:
@@ -346,3 +415,4 @@ def _stats(name: str, rows: int, seconds: float, version: str) -> dict:
              "ppm_version": version}
     log.info("%s: %s", name, stats)
     return stats
+

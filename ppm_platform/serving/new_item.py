@@ -57,7 +57,7 @@ def build_new_item_rows(settings: Settings, item_id: int, title: str, categories
             would not mean the same thing), or the ME width differs from the PPM's ``me_dim``.
     """
     from ppm_platform.features.item_multimodal import encode_items_frame
-    from ppm_platform.features.ppm_caches import encode_item_frame, get_ppm, ppm_version_of
+    from ppm_platform.features.ppm_caches import encode_item_frame, get_ppm, ppm_version_of, weights_version_of
     from ppm_platform.training.artifacts import read_model_json
 
     if image_path is not None and not Path(image_path).is_file():
@@ -76,7 +76,8 @@ def build_new_item_rows(settings: Settings, item_id: int, title: str, categories
         raise ValueError(f"new item {item_id}: encoders are {mm['encoder_version'].iloc[0]} but the PPM was "
                          f"pre-trained on ME features of {trained_on}; configure the same encoders")
     version = ppm_version_of(ppm_dir)
-    cache = encode_item_frame(mm, get_ppm(ppm_dir, version), version)
+    # stamped like the batch item cache: the PPM's weights with the row's encoders (== ``version``, checked above)
+    cache = encode_item_frame(mm, get_ppm(ppm_dir, version), weights_version_of(ppm_dir))
     profile = pd.DataFrame({"item_id": [int(item_id)], "event_timestamp": [ts],
                             "categories": [list(categories)],
                             "release_year": pd.array([release_year], dtype="Int64")})

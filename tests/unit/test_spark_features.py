@@ -131,6 +131,7 @@ def ppm_setup(tmp_path_factory):
     import torch
 
     from ppm_platform.features.behavior_sequences import behavior_sequences_reference
+    from ppm_platform.features.ppm_caches import ppm_version_for
 
     PPM, PPMConfig, model_version, save_model = _ppm_or_skip()
     tmp = tmp_path_factory.mktemp("ppm")
@@ -140,8 +141,9 @@ def ppm_setup(tmp_path_factory):
     cfg = PPMConfig(me_dim=1665, d_model=8, n_layers=1, n_heads=2, ff_dim=16, max_len=L, n_time_buckets=8,
                     readout_hidden=8)
     ppm = PPM(cfg).eval()
-    version = model_version(ppm)
-    save_model(ppm, cfg, tmp / "ppm", "ppm", {"ppm_version": version})
+    weights = model_version(ppm)
+    version = ppm_version_for(weights, "test")  # as pipeline.ppm_model saves it: pre-trained on encoders "test"
+    save_model(ppm, cfg, tmp / "ppm", "ppm", {"ppm_version": version, "encoder_version": "test"})
 
     mm = _me_table(15, rng)
     write_parquet_atomic(mm, tmp / "item_multimodal.parquet", schema=ITEM_MULTIMODAL)
@@ -155,7 +157,8 @@ def ppm_setup(tmp_path_factory):
     })
     seqs = behavior_sequences_reference(inter, max_len=L + 2)  # longer than L: the cache must truncate
     write_parquet_atomic(seqs, tmp / "behavior_sequences.parquet", schema=BEHAVIOR_SEQUENCES)
-    return {"tmp": tmp, "ppm": ppm, "version": version, "L": L, "mm": mm, "seqs": seqs, "inter": inter}
+    return {"tmp": tmp, "ppm": ppm, "version": version, "weights": weights, "L": L, "mm": mm, "seqs": seqs,
+            "inter": inter}
 
 
 def test_ppm_caches_equal_in_process_ppm(spark, ppm_setup, tmp_path):
@@ -225,6 +228,27 @@ def test_user_cache_refuses_item_cache_of_another_version(spark, ppm_setup, tmp_
         compute_ppm_user_cache(spark, _settings(tmp_path, sequence={"max_len": s["L"]}),
                                s["tmp"] / "behavior_sequences.parquet", tmp_path / "stale_item_cache.parquet",
                                s["tmp"] / "ppm", tmp_path / "u.parquet")
+
+
+def test_item_cache_of_refinetuned_encoders_carries_another_version(spark, ppm_setup, tmp_path):
+    """Issue #16 finding 2: item_multimodal rebuilt after re-fine-tuning an encoder (another encoder_version),
+    the PPM not retrained: the Spark item cache's rows carry another version than the PPM's, and the user cache
+    refuses to be built from them."""
+    from ppm_platform.features.ppm_caches import compute_ppm_item_cache, compute_ppm_user_cache, ppm_version_for
+
+    s = ppm_setup
+    settings = _settings(tmp_path, sequence={"max_len": s["L"]})
+    refit = s["mm"].assign(encoder_version="test-refit")
+    write_parquet_atomic(refit, tmp_path / "item_multimodal.parquet", schema=ITEM_MULTIMODAL)
+    item_out = tmp_path / "ppm_item_cache.parquet"
+    stats = compute_ppm_item_cache(spark, settings, tmp_path / "item_multimodal.parquet", s["tmp"] / "ppm", item_out)
+    new_version = ppm_version_for(s["weights"], "test-refit")
+    assert new_version != s["version"] and stats["ppm_version"] == s["version"]
+    assert stats["cache_versions"] == {new_version: 15}
+    assert set(pq.read_table(item_out).column("ppm_item_version").to_pylist()) == {new_version}
+    with pytest.raises(ValueError, match=f"{new_version}.*the PPM in .* is {s['version']}.*other encoders"):
+        compute_ppm_user_cache(spark, settings, s["tmp"] / "behavior_sequences.parquet", item_out, s["tmp"] / "ppm",
+                               tmp_path / "u.parquet")
 
 
 def test_pad_history_and_unknown_history_item(ppm_setup):
