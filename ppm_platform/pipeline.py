@@ -236,17 +236,22 @@ def online_store(settings: Settings) -> dict:
 
 # ---- URM ---------------------------------------------------------------------------------------------
 def _train_and_save(settings: Settings, name: str, use_ppm: bool, progress: Progress) -> dict:
+    from ppm_platform.features.ppm_caches import ppm_version_of
     from ppm_platform.training.artifacts import load_ppm, resolve_model_dir, save_model
     from ppm_platform.training.urm_train import train_ctr_model
 
-    ppm, ppm_meta = load_ppm(settings.models_dir / "ppm") if use_ppm else (None, {})
-    # the path, not a DataFrame: the trainer reads it a chunk at a time (bounded memory, issue #8 §4)
+    ppm_dir = resolve_model_dir(settings.models_dir / "ppm") if use_ppm else None  # one version, read once
+    ppm = load_ppm(ppm_dir)[0] if use_ppm else None
+    ppm_version = ppm_version_of(ppm_dir) if use_ppm else None
+    # the path, not a DataFrame: the trainer reads it a chunk at a time (bounded memory, issue #8 §4); it
+    # refuses cache rows of mixed versions or of another version than the PPM it warm-starts from
     trained = train_ctr_model(settings, settings.artifacts_dir / "training_set.parquet", use_ppm=use_ppm, ppm=ppm,
-                              progress=progress)
+                              progress=progress, ppm_version=ppm_version)
     meta = {
         "metrics": trained.metrics,
         "feature_encoder": trained.encoder.to_dict(),
-        "ppm_version": ppm_meta.get("ppm_version") if use_ppm else None,
+        # the version of the cache rows it trained on (== the PPM's, checked): what serving compares online
+        "ppm_version": trained.cache_version,
         "user_feature_service": "urm_user" if use_ppm else "idrec_user",
         "item_feature_service": "urm_item",
         "training_feature_service": "urm_training",
@@ -277,7 +282,14 @@ def base_model(settings: Settings, progress: Progress = None) -> dict:
 
 
 def urm_model(settings: Settings, progress: Progress = None) -> dict:
-    """Train the URM (IDRec + PPM top warm-started from the pre-trained PPM + MMoE) end-to-end."""
+    """Train the URM (IDRec + PPM top warm-started from the pre-trained PPM + MMoE) end-to-end, labelled with
+    the ``ppm_version`` of the training set's cache rows.
+
+    Raises:
+        ValueError: the training set's cache rows hold mixed versions, or another version than the PPM's
+            (:func:`~ppm_platform.training.urm_train.training_set_cache_version`): recompute the caches and
+            rebuild the training set.
+    """
     return _train_and_save(settings, "urm", use_ppm=True, progress=progress)
 
 

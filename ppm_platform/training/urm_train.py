@@ -44,6 +44,8 @@ class TrainedCTRModel:
     encoder: FeatureEncoder
     metrics: dict
     use_ppm: bool
+    #: the ``ppm_version`` of the PPM cache rows it was trained on (URM; None for Base): what it is labelled with
+    cache_version: str | None = None
 
 
 def _to_tensors(x: dict[str, np.ndarray], rows: np.ndarray | slice) -> list[torch.Tensor]:
@@ -219,7 +221,7 @@ def training_inputs(inputs: list[torch.Tensor], settings: Settings, gen: torch.G
 
 def train_ctr_model(settings: Settings, training_set: "pd.DataFrame | Path", use_ppm: bool, ppm=None,
                     progress=None, recent_train_fraction: float = 1.0,
-                    held_out_items: set | None = None) -> TrainedCTRModel:
+                    held_out_items: set | None = None, ppm_version: str | None = None) -> TrainedCTRModel:
     """Train the URM (``use_ppm=True``, PPM top warm-started from ``ppm``) or the Base IDRec
     (``use_ppm=False``) end-to-end on click + order with a weighted sum of per-task BCE.
 
@@ -241,13 +243,18 @@ def train_ctr_model(settings: Settings, training_set: "pd.DataFrame | Path", use
             window (data-efficiency runs, DESIGN.md §5); vocabularies and the cold/new-user slices then
             follow those rows. Validation and test rows are unchanged.
         held_out_items: the item-cold protocol's held-out items: adds their slice to the metrics.
+        ppm_version: the version of ``ppm`` (``ppm_caches.ppm_version_of``): with ``use_ppm``, every PPM cache
+            row of the training set must hold it (:func:`training_set_cache_version`).
 
     Returns:
         :class:`TrainedCTRModel` whose ``metrics`` hold per-epoch curves, validation and test metrics by
-        slice and task, and row counts per split.
+        slice and task, row counts per split and (URM) ``cache_versions``
+        (:func:`cache_version_counts`); its ``cache_version`` is the version of the cache rows it trained on.
 
     Raises:
-        ValueError: ``use_ppm`` without a ``ppm``, an empty split, or ``recent_train_fraction`` outside (0, 1].
+        ValueError: ``use_ppm`` without a ``ppm``, an empty split, or ``recent_train_fraction`` outside (0, 1];
+            with ``use_ppm``, a training set whose PPM cache rows are missing, of mixed versions or of another
+            version than ``ppm_version`` (:func:`training_set_cache_version`).
         KeyError: ``urm.use_counters`` and the training set lacks a counter column (named).
     """
     from ppm_platform.training.streaming import FrameChunks
@@ -261,7 +268,7 @@ def train_ctr_model(settings: Settings, training_set: "pd.DataFrame | Path", use
             src = ParquetChunks(Path(training_set), settings.urm.chunk_rows)
         else:
             src = FrameChunks(training_set.reset_index(drop=True), settings.urm.chunk_rows)
-        return _train(settings, src, use_ppm, ppm, progress, recent_train_fraction, held_out_items)
+        return _train(settings, src, use_ppm, ppm, progress, recent_train_fraction, held_out_items, ppm_version)
 
 
 def counter_windows(settings: Settings) -> tuple[int, ...] | None:
@@ -310,6 +317,78 @@ _READ_COLUMNS = ("user_id", "item_id", "click", "order", "age", "gender", "occup
                  "ppm_user_seq", "ppm_seq_len", "categories", "ppm_item_vec")
 
 
+#: training-set columns holding the version of the PPM cache row joined into each row (null: no cache row at or
+#: before the row's time, e.g. a user's first impression or an item without ME features)
+CACHE_VERSION_COLUMNS = ("ppm_user_version", "ppm_item_version")
+
+
+def cache_version_counts(src) -> dict[str, dict]:
+    """Rows per version in each :data:`CACHE_VERSION_COLUMNS` column of a training set, read a chunk at a time.
+
+    Args:
+        src: a chunk source (:class:`~ppm_platform.training.streaming.ParquetChunks` /
+            :class:`~ppm_platform.training.streaming.FrameChunks`) or a DataFrame.
+
+    Returns:
+        ``{column: {"versions": {version: rows}, "null_rows": rows}}``.
+
+    Raises:
+        KeyError: a version column is missing (the training set was not built through the ``urm_training``
+            feature service, whose ``ppm_user_cache`` / ``ppm_item_cache`` views carry them).
+    """
+    from ppm_platform.training.streaming import FrameChunks
+
+    if isinstance(src, pd.DataFrame):
+        src = FrameChunks(src, max(len(src), 1))
+    if missing := [c for c in CACHE_VERSION_COLUMNS if c not in set(src.columns)]:
+        raise KeyError(f"training set lacks {missing}: the URM is labelled with the version of the PPM cache rows it "
+                       "trains on; rebuild the training set through the urm_training feature service (training_set)")
+    out = {c: {"versions": {}, "null_rows": 0} for c in CACHE_VERSION_COLUMNS}
+    for k in range(len(src)):
+        df = src.read_frame(k, list(CACHE_VERSION_COLUMNS))
+        for c in CACHE_VERSION_COLUMNS:
+            col = df[c]
+            out[c]["null_rows"] += int(col.isna().sum())
+            for v, n in col.dropna().astype(str).value_counts().items():
+                out[c]["versions"][v] = out[c]["versions"].get(v, 0) + int(n)
+    return out
+
+
+def training_set_cache_version(counts: dict[str, dict], expected: str | None) -> str:
+    """The one ``ppm_version`` of a training set's PPM cache rows, which the URM trained on it is labelled with
+    (DESIGN.md §4 version rule: never just the PPM it loaded; issue #16 finding 1). Rows with no cache row
+    (null version: unknown users, a user's first impression, items without ME features) are fine: they get
+    the same zero inputs offline and online.
+
+    Args:
+        counts: :func:`cache_version_counts` of the training set.
+        expected: the ``ppm_version`` of the PPM the URM warm-starts from (None: not checked).
+
+    Returns:
+        the version.
+
+    Raises:
+        ValueError: the cache rows hold several versions (across or within the user / item columns), a
+            version other than ``expected``, or there is no cache row at all; the message names each version
+            with its row counts.
+    """
+    versions = sorted(set().union(*(c["versions"] for c in counts.values())))
+    held = "; ".join(f"{col}: " + (", ".join(f"{v} ({n} rows)" for v, n in sorted(c["versions"].items())) or "none")
+                     + f", null {c['null_rows']} rows" for col, c in counts.items())
+    nulls = ("rows with a null version have no cache row (unknown users, first impressions, items without ME "
+             "features) and are fine")
+    fix = "recompute ppm_item_cache and ppm_user_cache with the PPM, then rebuild the training set"
+    if not versions:
+        raise ValueError(f"training set has no PPM cache row ({held}): {fix}")
+    if len(versions) > 1:
+        raise ValueError(f"training set cache rows hold {len(versions)} ppm_versions ({held}): a URM is fitted on "
+                         f"one feature space; {fix} ({nulls})")
+    if expected is not None and versions[0] != expected:
+        raise ValueError(f"training set cache rows hold ppm_version {versions[0]} ({held}) but the URM warm-starts "
+                         f"from the PPM of version {expected}: {fix} ({nulls})")
+    return versions[0]
+
+
 def split_plan(settings: Settings, ts: pd.Series, recent_train_fraction: float = 1.0) -> np.ndarray:
     """int8 code per training-set row: 0 train, 1 valid, 2 test (:func:`~ppm_platform.training.split.split_codes`),
     3 = a train row older than the most recent ``recent_train_fraction`` of the train window (not trained on).
@@ -329,7 +408,7 @@ def split_plan(settings: Settings, ts: pd.Series, recent_train_fraction: float =
 
 
 def _train(settings: Settings, src, use_ppm: bool, ppm, progress, recent_train_fraction: float,
-           held_out_items: set | None) -> TrainedCTRModel:
+           held_out_items: set | None, ppm_version: str | None = None) -> TrainedCTRModel:
     """:func:`train_ctr_model` over a chunk source (see its docstring)."""
     from ppm_platform.models.urm import URM_INPUT_NAMES
     from ppm_platform.training.batch import label_prior
@@ -338,6 +417,9 @@ def _train(settings: Settings, src, use_ppm: bool, ppm, progress, recent_train_f
     u = settings.urm
     codes = split_plan(settings, src.column("event_timestamp"), recent_train_fraction)
     names = set(src.columns)
+    # before any fitting: the version the URM is labelled with is that of the cache rows it trains on
+    version_counts = cache_version_counts(src) if use_ppm else None
+    cache_version = training_set_cache_version(version_counts, ppm_version) if use_ppm else None
     windows = counter_windows(settings)
     needed = FeatureEncoder.counter_columns("user", windows) + FeatureEncoder.counter_columns("item", windows)
     if missing := [c for c in needed if c not in names]:
@@ -416,7 +498,9 @@ def _train(settings: Settings, src, use_ppm: bool, ppm, progress, recent_train_f
     history = fit_multitask_batches(model, train_batches, lambda: score(1)[:2], n_rows["train"], settings, u.epochs,
                                     "URM" if use_ppm else "Base", progress)
     metrics = {"rows": n_rows, "epochs": history, "train_seconds": round(time.perf_counter() - t0, 1)}
+    if use_ppm:
+        metrics["cache_versions"] = version_counts
     for s, c in (("valid", 1), ("test", 2)):
         _, p, df = score(c, keep_rows=True)
         metrics[s] = evaluate_slices_counts(df, p, counts, users, held_out_items)
-    return TrainedCTRModel(model, cfg, enc, metrics, use_ppm)
+    return TrainedCTRModel(model, cfg, enc, metrics, use_ppm, cache_version)

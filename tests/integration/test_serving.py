@@ -1,6 +1,7 @@
 """Online serving on the real MovieLens-100K subset materialized by the session pipeline run
 (tests/integration/conftest.py): train/serve parity asset check (passes, and fails on a perturbed online
-feature), version refusal after a PPM retrain without recomputing the caches, a new item made rankable
+feature), version refusal after a PPM retrain (the URM refused on the old training set; a URM of the
+recomputed caches refused against the old online caches), a new item made rankable
 through the Feast push sources, and the HTTP service over the real online store."""
 
 from __future__ import annotations
@@ -61,10 +62,12 @@ def test_parity_fails_on_a_perturbed_online_feature(pipeline_run):
     assert good["passed"] and good["max_abs_diff"] <= 1e-5
 
 
-def test_retrained_ppm_without_recomputed_caches_is_refused(pipeline_run, tmp_path):
-    """PPM re-trained (another seed -> another ppm_version) and the URM re-trained on it, but the
-    ppm_item_cache / ppm_user_cache rows in the online store are the old ones: the Ranker refuses and
-    /health reports version_mismatch (503)."""
+def test_retrained_ppm_without_recomputed_caches_is_refused(pipeline_run, spark, tmp_path):
+    """PPM re-trained (another seed -> another ppm_version), issue #16 finding 1: the URM is not re-trained on
+    the old training set (its cache rows are of the old version; refused naming both versions and the row
+    counts, nothing published). Once the caches are recomputed and the training set rebuilt, the URM is
+    labelled with the version of those cache rows, the new one; the online store still holds the old caches
+    (not materialized), so the Ranker refuses and /health reports version_mismatch (503)."""
     from fastapi.testclient import TestClient
 
     from ppm_platform import pipeline
@@ -77,10 +80,24 @@ def test_retrained_ppm_without_recomputed_caches_is_refused(pipeline_run, tmp_pa
         shutil.copytree(settings.artifacts_dir / sub, art / sub)
     shutil.copy2(settings.artifacts_dir / "training_set.parquet", art / "training_set.parquet")
     s2 = settings.model_copy(update={"artifacts_dir": art, "seed": settings.seed + 1})
-    old = Ranker(s2).ppm_version
+    old = Ranker(s2, item_cache=False).ppm_version
     new = pipeline.ppm_model(s2)["ppm_version"]
     assert new != old
-    assert pipeline.urm_model(s2)["ppm_version"] == new
+    ts = pd.read_parquet(art / "training_set.parquet", columns=["ppm_user_version", "ppm_item_version"])
+    n_user, n_item = int(ts["ppm_user_version"].notna().sum()), int(ts["ppm_item_version"].notna().sum())
+    assert set(ts["ppm_user_version"].dropna()) == set(ts["ppm_item_version"].dropna()) == {old}
+    with pytest.raises(ValueError, match=rf"cache rows hold ppm_version {old} \(ppm_user_version: {old} "
+                                         rf"\({n_user} rows\), null {len(ts) - n_user} rows; ppm_item_version: "
+                                         rf"{old} \({n_item} rows\).* warm-starts from the PPM of version {new}"):
+        pipeline.urm_model(s2)
+    assert Ranker(s2, item_cache=False).ppm_version == old  # nothing published
+
+    pipeline.ppm_item_cache(s2, spark)
+    pipeline.ppm_user_cache(s2, spark)
+    pipeline.feast_definitions(s2)  # the copied registry's sources point at the first run's tables
+    pipeline.training_set(s2)
+    res = pipeline.urm_model(s2)
+    assert res["ppm_version"] == new
     pipeline.export_onnx(s2, "urm")
     ranker = Ranker(s2)
     assert ranker.ppm_version == new

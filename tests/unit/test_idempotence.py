@@ -130,7 +130,19 @@ def test_quarantine_db_and_online_store_rerun_equal(first_run, spark):
 
 
 def test_seeded_training_records_identical_versions(first_run):
+    """The PPM's ppm_version covers its weights and the encoders of its ME features (issue #16 finding 2); the
+    caches carry it, and the URM is labelled with the version of the cache rows it trained on (finding 1)."""
+    from ppm_platform.features.ppm_caches import ppm_version_for
+
     s, _, _, results = first_run
     ppm_json = json.loads((s.models_dir / "ppm" / "model.json").read_text())
-    assert ppm_json["version"] == results["ppm_model"]["ppm_version"]
-    assert set(pd.read_parquet(s.features_dir / "ppm_user_cache.parquet")["ppm_user_version"]) == {ppm_json["version"]}
+    version = results["ppm_model"]["ppm_version"]
+    assert version == ppm_version_for(ppm_json["version"], results["item_multimodal"]["encoder_version"])
+    assert ppm_json["metadata"]["ppm_version"] == version != ppm_json["version"]
+    assert set(pd.read_parquet(s.features_dir / "ppm_user_cache.parquet")["ppm_user_version"]) == {version}
+    assert set(pd.read_parquet(s.features_dir / "ppm_item_cache.parquet")["ppm_item_version"]) == {version}
+    urm = json.loads((s.models_dir / "urm" / "model.json").read_text())["metadata"]
+    assert results["urm_model"]["ppm_version"] == urm["ppm_version"] == version
+    counts = urm["metrics"]["cache_versions"]
+    assert set(counts["ppm_item_version"]["versions"]) == set(counts["ppm_user_version"]["versions"]) == {version}
+    assert sum(counts["ppm_item_version"]["versions"].values()) + counts["ppm_item_version"]["null_rows"] == 500

@@ -20,6 +20,7 @@ from ppm_platform.training.streaming import ParquetChunks, chunk_ranges
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
 L, D, N_ITEMS = 5, 8, 15
+CACHE_VERSION = "c0ffee000001"  # the ppm_version of the synthetic training set's cache rows
 
 
 def _settings(tmp_path, **kw) -> Settings:
@@ -178,7 +179,9 @@ def _training_set(n: int = 700, seed: int = 3) -> pd.DataFrame:
         ppm_user_seq=[list(rng.normal(size=L * D).astype("float32")) if p else None for p in seq_present],
         ppm_seq_len=pd.array(np.where(seq_present, rng.integers(0, L + 1, n), None), dtype="Int64"),
         categories=[list(rng.choice(["x", "y", "z"], rng.integers(0, 3), replace=False)) for _ in range(n)],
-        ppm_item_vec=[list(rng.normal(size=D).astype("float32")) for _ in range(n)])
+        ppm_item_vec=[list(rng.normal(size=D).astype("float32")) for _ in range(n)],
+        # the cache rows' version (the URM is labelled with it): null where the user has no cache row yet
+        ppm_user_version=[CACHE_VERSION if p else None for p in seq_present], ppm_item_version=CACHE_VERSION)
 
 
 def _same_encoder(a: FeatureEncoder, b: FeatureEncoder) -> bool:
@@ -236,3 +239,47 @@ def test_ctr_training_streamed_equals_in_memory(tmp_path, use_ppm):
     recent = train_ctr_model(small, path, use_ppm=use_ppm, ppm=ppm, recent_train_fraction=0.5)
     ref = train_ctr_model(s, df, use_ppm=use_ppm, ppm=ppm, recent_train_fraction=0.5)
     assert recent.metrics["rows"] == ref.metrics["rows"] and _same_encoder(recent.encoder, ref.encoder)
+
+
+def test_urm_is_labelled_with_the_cache_version_it_trained_on_and_refuses_other_versions(tmp_path):
+    """Issue #16 finding 1: the URM's cache_version is that of the training set's cache rows (null rows of users
+    with no cache row are fine); a training set of mixed versions, or of another version than the PPM the URM
+    warm-starts from, is refused before any fitting, naming the versions and their row counts."""
+    from ppm_platform.models.ppm import PPM, PPMConfig
+    from ppm_platform.training.urm_train import train_ctr_model
+
+    df = _training_set()
+    n_null = int(df["ppm_user_version"].isna().sum())
+    assert 0 < n_null < len(df)
+    s = _settings(tmp_path, urm={"epochs": 1})
+    torch.manual_seed(1)
+    ppm = PPM(PPMConfig(me_dim=12, d_model=D, n_layers=1, n_heads=2, ff_dim=16, max_len=L, readout_hidden=8))
+    path = tmp_path / "training_set.parquet"
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path, row_group_size=64)
+    urm = train_ctr_model(_settings(tmp_path, urm={"epochs": 1, "chunk_rows": 150}), path, use_ppm=True, ppm=ppm,
+                          ppm_version=CACHE_VERSION)
+    assert urm.cache_version == CACHE_VERSION
+    assert urm.metrics["cache_versions"] == {
+        "ppm_user_version": {"versions": {CACHE_VERSION: len(df) - n_null}, "null_rows": n_null},
+        "ppm_item_version": {"versions": {CACHE_VERSION: len(df)}, "null_rows": 0}}
+    assert train_ctr_model(s, df, use_ppm=False).cache_version is None  # Base reads no PPM cache
+
+    # the daily path rewrote the last 100 rows' days with a retrained PPM: two versions in one training set
+    mixed = df.copy()
+    mixed.loc[mixed.index[-100:], ["ppm_user_version", "ppm_item_version"]] = "retrained000"
+    n_null_old = int(mixed["ppm_user_version"].isna().sum())  # only in the older rows now
+    with pytest.raises(ValueError, match=rf"2 ppm_versions \(ppm_user_version: {CACHE_VERSION} "
+                                         rf"\({len(df) - n_null_old - 100} rows\), retrained000 \(100 rows\), "
+                                         rf"null {n_null_old} rows; ppm_item_version: {CACHE_VERSION} "
+                                         rf"\({len(df) - 100} rows\), retrained000 \(100 rows\).*null version.*fine"):
+        train_ctr_model(s, mixed, use_ppm=True, ppm=ppm, ppm_version=CACHE_VERSION)
+    with pytest.raises(ValueError, match="2 ppm_versions"):  # no expected version: mixed is still refused
+        train_ctr_model(s, mixed, use_ppm=True, ppm=ppm)
+    # the PPM was retrained but the training set is the old one
+    with pytest.raises(ValueError, match=rf"hold ppm_version {CACHE_VERSION} .*{len(df)} rows.* warm-starts from the "
+                                         r"PPM of version retrained000"):
+        train_ctr_model(s, path, use_ppm=True, ppm=ppm, ppm_version="retrained000")
+    with pytest.raises(ValueError, match="no PPM cache row"):
+        train_ctr_model(s, df.assign(ppm_user_version=None, ppm_item_version=None), use_ppm=True, ppm=ppm)
+    with pytest.raises(KeyError, match="ppm_item_version"):
+        train_ctr_model(s, df.drop(columns=["ppm_item_version"]), use_ppm=True, ppm=ppm)
