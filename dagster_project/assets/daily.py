@@ -15,6 +15,7 @@ from datetime import date, timedelta
 import dagster as dg
 
 from dagster_project.assets._meta import metadata_from
+from dagster_project.assets.ppm import cache_versions_check_result
 from dagster_project.resources import PPMSettingsResource, SparkResource
 from ppm_platform import pipeline
 from ppm_platform.config import Settings
@@ -61,6 +62,12 @@ def user_features_daily(context: dg.AssetExecutionContext, ppm: PPMSettingsResou
     res = [pipeline.user_features_daily(settings, session, d) for d in _days(context)]
     return dg.MaterializeResult(metadata=_per_day(res, ("behavior_sequences_rows", "ppm_user_cache_rows",
                                                                 "user_stats_rows", "item_stats_rows")))
+
+
+@dg.asset_check(asset=user_features_daily, description="after the day's rewrite, every day file of ppm_user_cache "
+                "holds one ppm_user_version, the current PPM's (a PPM retrain leaves older days of the old one)")
+def user_features_daily_one_cache_version(ppm: PPMSettingsResource) -> dg.AssetCheckResult:
+    return cache_versions_check_result(ppm.get(), "ppm_user_cache")
 
 
 @dg.asset(deps=["user_features_daily", "feast_definitions"], kinds={"feast", "sqlite"}, **_KW)

@@ -30,3 +30,28 @@ def ppm_user_cache(ppm: PPMSettingsResource, spark: SparkResource) -> dg.Materia
     """Frozen PPM sequence-encoder output (L x d, flattened) per behaviour-sequence row, cached as a
     Feast feature view with the same as-of timestamps as the sequences."""
     return dg.MaterializeResult(metadata=metadata_from(pipeline.ppm_user_cache(ppm.get(), spark.session())))
+
+
+def cache_versions_check_result(settings, table: str) -> dg.AssetCheckResult:
+    """One version per cache table, that of the current PPM (DESIGN.md §4 version rule): the result of
+    :func:`ppm_platform.features.ppm_caches.cache_table_versions` on ``features/<table>.parquet``."""
+    from ppm_platform.features.ppm_caches import CACHE_VERSION_COLUMNS, cache_table_versions, ppm_version_of
+
+    ppm_dir = settings.models_dir / "ppm"
+    expected = ppm_version_of(ppm_dir) if (ppm_dir / "model.json").exists() else None
+    r = cache_table_versions(settings.features_dir / f"{table}.parquet", CACHE_VERSION_COLUMNS[table], expected)
+    return dg.AssetCheckResult(passed=r["passed"], metadata={
+        "rows": r["rows"], "null_rows": r["null_rows"], "versions": dg.MetadataValue.json(r["versions"]),
+        "files_by_version": dg.MetadataValue.json(r["files_by_version"]),
+        "ppm_version": dg.MetadataValue.text(str(expected)), "problems": dg.MetadataValue.json(r["problems"])})
+
+
+@dg.asset_check(asset=ppm_item_cache, description="every row holds one ppm_item_version, the current PPM's")
+def ppm_item_cache_one_version(ppm: PPMSettingsResource) -> dg.AssetCheckResult:
+    return cache_versions_check_result(ppm.get(), "ppm_item_cache")
+
+
+@dg.asset_check(asset=ppm_user_cache, description="every row (every day file) holds one ppm_user_version, the "
+                "current PPM's")
+def ppm_user_cache_one_version(ppm: PPMSettingsResource) -> dg.AssetCheckResult:
+    return cache_versions_check_result(ppm.get(), "ppm_user_cache")

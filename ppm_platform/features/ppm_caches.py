@@ -416,3 +416,59 @@ def _stats(name: str, rows: int, seconds: float, version: str) -> dict:
     log.info("%s: %s", name, stats)
     return stats
 
+
+# ---- one version per cache table (DESIGN.md §4; issue #16 finding 1) -------------------------------------------
+#: cache table -> the column holding each row's version
+CACHE_VERSION_COLUMNS = {"ppm_item_cache": "ppm_item_version", "ppm_user_cache": "ppm_user_version"}
+
+
+def cache_table_versions(path: Path, column: str, expected: str | None = None) -> dict:
+    """Rows per version of a PPM cache table and whether it holds exactly one (what the asset checks report):
+    the daily path rewrites one day of ``ppm_user_cache`` at a time, so after a PPM retrain the folder can hold
+    two versions. Reads only ``column``, one file and row group at a time.
+
+    Args:
+        path: the table, a parquet file or a folder of ``*.parquet`` day files (``ppm_user_cache``).
+        column: its version column (:data:`CACHE_VERSION_COLUMNS`).
+        expected: when given (the current PPM's ``ppm_version``), the one version must be this one.
+
+    Returns:
+        ``{"rows", "versions": {version: rows}, "null_rows", "files_by_version": {version: [day files, at most
+        10]}, "expected", "passed", "problems": [str]}``; ``passed`` is True when every row holds the same,
+        non-null version (``expected``, when given) and the table has rows.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist. KeyError: a file lacks ``column`` (named).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"cache table {path} does not exist")
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    versions: dict[str, int] = {}
+    files_by: dict[str, list[str]] = {}
+    rows = nulls = 0
+    for f in files:
+        pf = pq.ParquetFile(f)
+        if column not in pf.schema_arrow.names:
+            raise KeyError(f"{f}: no column {column!r} (has {pf.schema_arrow.names})")
+        for batch in pf.iter_batches(columns=[column], batch_size=65_536):
+            col = batch.column(0)
+            rows += len(col)
+            nulls += col.null_count
+            for r in pc.value_counts(col.drop_null()).to_pylist():
+                v = str(r["values"])
+                versions[v] = versions.get(v, 0) + int(r["counts"])
+                if f.name not in files_by.setdefault(v, []) and len(files_by[v]) < 10:
+                    files_by[v].append(f.name)
+    problems = []
+    if rows == 0:
+        problems.append(f"{path} has no rows")
+    if len(versions) > 1:
+        problems.append(f"{len(versions)} versions in one cache table: "
+                        + ", ".join(f"{v} ({n} rows)" for v, n in sorted(versions.items())))
+    if nulls:
+        problems.append(f"{nulls} row(s) with a null {column}")
+    if expected is not None and versions and set(versions) != {expected}:
+        problems.append(f"the current PPM is {expected}, the table holds {sorted(versions)}")
+    return {"rows": rows, "versions": versions, "null_rows": nulls, "files_by_version": files_by,
+            "expected": expected, "passed": not problems, "problems": problems}
