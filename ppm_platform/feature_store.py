@@ -75,6 +75,9 @@ STREAM_CHUNK_ROWS = 250_000
 #: Feast ``offline_store.type`` of the ``local`` profile: Feast's DuckDB store with an ASOF point-in-time
 #: join (:mod:`ppm_platform.offline_store`)
 ASOF_STORE_TYPE = "ppm_platform.offline_store.AsofDuckDBOfflineStore"
+#: Feast ``registry.registry_store_type`` of both profiles: Feast's file registry with atomic writes
+#: (:mod:`ppm_platform.registry_store`)
+REGISTRY_STORE_TYPE = "ppm_platform.registry_store.AtomicFileRegistryStore"
 ROW_ID = "_ppm_row_id"
 #: rows per parquet row group of the written training set (~45 MB with L=20, d=32): readers that stream it
 #: (``urm_train``) read about what they need, not a whole 250k-row join chunk
@@ -96,7 +99,10 @@ def repo_config_dict(settings: Settings) -> dict[str, Any]:
         # serve_features_while_materializing: materialize flips a view to MATERIALIZING in the registry, and
         # Feast >= 0.64 refuses online reads of such a view (feast#6780) -- a serving outage for every
         # materialize or daily run; with it, reads keep the last materialized values until the run ends
+        # registry_store_type: the registry file is replaced atomically, never rewritten in place (a server
+        # refreshing its cache read a half-written registry during a materialize: ppm_platform.registry_store)
         "registry": {"registry_type": "file", "path": str(feast_dir / "registry.db"),
+                     "registry_store_type": REGISTRY_STORE_TYPE,
                      "cache_ttl_seconds": 60, "serve_features_while_materializing": True},
         "entity_key_serialization_version": 3,
         # materialize reads the latest row per entity (a window in the offline store), not every row of the
