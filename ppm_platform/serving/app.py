@@ -11,7 +11,9 @@ probability; ``model_version`` is the weights hash of the model version that sco
 Errors are JSON ``{"detail": message}``: ``413`` body larger than ``settings.serving.max_body_bytes``;
 ``422`` malformed JSON, missing/extra keys, non-integer or out-of-range ids, empty or too many candidates;
 ``503`` the Ranker refuses (``VersionMismatchError``: the online PPM caches were produced by another PPM
-than the URM's) or the model is not loaded. A client error is never a 500.
+than the URM's), the model is not loaded, or the online store is down or locked past its timeouts
+(``status="store_unavailable"``: Redis refused or timed out, SQLite ``database is locked``; the next request
+tries again, so the service recovers by itself). A client error is never a 500.
 
 Cold start (defined behaviour, see :class:`~ppm_platform.serving.ranker.Ranker`): unknown users and items
 are scored with the trained fallbacks (OOV id row, zero-impression counters, learned no-content input) and
@@ -42,6 +44,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ppm_platform.config import Settings
+from ppm_platform.feature_store import online_store_errors
 from ppm_platform.serving.ranker import Ranker, VersionMismatchError
 from ppm_platform.serving.reload import ModelReloader
 
@@ -213,6 +216,9 @@ def create_app(settings: Settings, model_name: str | None = None, ranker: Ranker
                 res = r.rank(req.user_id, list(req.item_ids))
         except VersionMismatchError as e:
             return JSONResponse({"detail": str(e), "status": "version_mismatch"}, status_code=503)
+        except online_store_errors() as e:  # the store is down or locked past its timeouts: retry, not a bug
+            return JSONResponse({"detail": f"online store unavailable: {type(e).__name__}: {e}",
+                                 "status": "store_unavailable"}, status_code=503)
         s = res.scores
         # the RankResponse shape, built as plain JSON: returning a Response skips FastAPI's re-validation of
         # the declared response_model (N pydantic rows; ~2 ms at 500 candidates) while /docs keeps the schema

@@ -127,8 +127,13 @@ class LocalCluster:
         self.procs.clear()
 
 
-def start_redis(workdir: Path, port: int | None = None, timeout_s: float = 20) -> tuple[subprocess.Popen, str]:
-    """Start ``redis-server`` on 127.0.0.1 (no persistence). Returns ``(process, "127.0.0.1:port")``.
+def start_redis(workdir: Path, port: int | None = None, timeout_s: float = 20,
+                persist: bool = False) -> tuple[subprocess.Popen, str]:
+    """Start ``redis-server`` on 127.0.0.1. Returns ``(process, "127.0.0.1:port")``.
+
+    ``persist``: an append-only file in ``workdir`` fsynced after every write (``appendfsync always``), so a
+    server killed with SIGKILL and started again on the same ``workdir`` has every write back (fault tests);
+    default: no persistence.
 
     Raises:
         FileNotFoundError: ``redis-server`` is not installed (``make redis``: ``apt-get install -y redis-server``).
@@ -140,8 +145,9 @@ def start_redis(workdir: Path, port: int | None = None, timeout_s: float = 20) -
                                 "`make test` do this)")
     port = port or free_port()
     log = workdir / "redis.log"
+    aof = ["yes", "--appendfsync", "always"] if persist else ["no"]
     proc = subprocess.Popen([exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly",
-                             "no", "--dir", str(workdir), "--logfile", str(log)],
+                             *aof, "--dir", str(workdir), "--logfile", str(log)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     _wait_port(port, proc, "redis-server", log, timeout_s)
     return proc, f"127.0.0.1:{port}"

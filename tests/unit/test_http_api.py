@@ -42,12 +42,17 @@ def _user_cache_one_version(settings: Settings) -> None:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
+    """:func:`build_served` with max 5 candidates and 400-byte bodies."""
+    return build_served(tmp_path_factory.mktemp("http"), serving={"max_candidates": 5, "max_body_bytes": 400})
+
+
+def build_served(root, **settings_kw):
     """Feature tables -> apply -> materialize; a URM with the right vocabularies exported to ONNX and saved
-    with its model.json as the pipeline does; an app over it (max 5 candidates, 400-byte bodies)."""
-    root = tmp_path_factory.mktemp("http")
+    with its model.json as the pipeline does; an app over it. ``settings_kw``: further ``Settings`` fields
+    (e.g. ``serving``, ``online_store="redis"`` + ``redis``). Returns ``(settings, ranker, client, model,
+    encoder, frame)``."""
     settings = Settings.from_env(env={}, artifacts_dir=root / "artifacts", sequence={"max_len": L},
-                                 ppm={"d_model": DM},
-                                 serving={"max_candidates": 5, "max_body_bytes": 400}).ensure_dirs()
+                                 ppm={"d_model": DM}, **settings_kw).ensure_dirs()
     _write_tables(settings)
     _user_cache_one_version(settings)
     fsmod.apply_definitions(settings)
