@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 
 from ppm_platform.data import schemas
+# the pixel limit lives with the one function that opens catalog images (issue #16 finding 7); re-exported
+from ppm_platform.encoders.image import MAX_IMAGE_PIXELS  # noqa: F401
 
-#: Pillow's decompression-bomb guard: images above this many pixels are rejected (about 8k x 8k).
-MAX_IMAGE_PIXELS = 64_000_000
 MAX_TITLE_CHARS = 1_000
 
 
@@ -215,54 +215,28 @@ def _dedupe(q: _Quarantine, keys: list[str], reason: str) -> None:
     q.reject(q.df.duplicated(subset=keys, keep="first").to_numpy(), reason)
 
 
-#: URI schemes accepted in ``items.image_uri``: local paths (no scheme) and ``file://`` URIs.
-_IMAGE_SCHEMES = ("", "file")
-
-
 def check_image(path: str, root: Path | None) -> str | None:
     """Return ``None`` if ``path`` is a readable image inside ``root``, else the reason it is not.
 
-    ``path`` is a local path (relative paths are taken relative to ``root``) or a ``file://`` URI. Checks, in
-    order: URI scheme other than ``file`` (e.g. ``http``: not fetched), escapes the catalog root (path
-    traversal with ``../``, an absolute path elsewhere, or a symlink pointing out; the path is resolved
-    first), missing file (or a folder), zero bytes, too many pixels (decompression bomb: more than
-    :data:`MAX_IMAGE_PIXELS` pixels, read from the header before any pixel is decoded; Pillow's own
-    ``DecompressionBombError`` counts the same), not decodable (corrupt/truncated: the pixels are decoded).
-    Reasons are fixed strings so they count per category.
+    ``path`` is a local path (relative paths are taken relative to ``root``) or a ``file://`` URI. The file is
+    opened through :func:`ppm_platform.encoders.image.open_catalog_image`, the one function every image
+    reader uses (ingest, encoders, fine-tuning, the new-item path). Checks, in order: URI scheme other than
+    ``file`` (e.g. ``http``: not fetched), escapes the catalog root (path traversal with ``../``, an
+    absolute path elsewhere, or a symlink pointing out; the path is resolved first), missing file (or a
+    folder), zero bytes, too many pixels (decompression bomb: more than :data:`MAX_IMAGE_PIXELS` pixels,
+    read from the header before any pixel is decoded; Pillow's own ``DecompressionBombError`` counts the
+    same), not decodable (corrupt/truncated: the pixels are decoded). Reasons are fixed strings so they
+    count per category.
     """
-    from urllib.parse import urlparse
+    from ppm_platform.encoders.image import ImageRefusedError, open_catalog_image
 
-    from PIL import Image
-
-    from ppm_platform.encoders.image import uri_to_path
-
-    scheme = urlparse(path).scheme.lower()
-    if len(scheme) > 1 and scheme not in _IMAGE_SCHEMES:  # (one letter: a Windows drive, not a scheme)
-        return "image URI scheme not supported"
-    p = Path(uri_to_path(path))
-    if root is not None:
-        root = root.resolve()
-        if not p.is_absolute():
-            p = root / p
-        try:
-            p.resolve().relative_to(root)
-        except ValueError:
-            return "image path escapes the catalog root"
-    if not p.is_file():
-        return "image file missing"
-    if p.stat().st_size == 0:
-        return "image file empty"
-    too_large = f"image too large (> {MAX_IMAGE_PIXELS:,} px)"
     try:
-        with Image.open(p) as im:
-            w, h = im.size
-            if w * h > MAX_IMAGE_PIXELS:
-                return too_large
+        with open_catalog_image(path, root) as im:
             im.verify()
-        with Image.open(p) as im:  # verify() does not decode pixels; load() catches truncation
+        with open_catalog_image(path, root) as im:  # verify() does not decode pixels; load() catches truncation
             im.load()
-    except Image.DecompressionBombError:
-        return too_large
+    except ImageRefusedError as e:
+        return e.reason
     except Exception as e:  # noqa: BLE001 - any decoder error means the same thing here
         return f"image not decodable ({type(e).__name__})"
     return None

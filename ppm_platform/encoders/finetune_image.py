@@ -178,15 +178,19 @@ TRUNK_PARITY_ATOL, TRUNK_PARITY_RTOL = 1e-4, 1e-4
 
 
 def cache_trunk(trunk, paths: list[str], image_size: int, batch_size: int = 32, use_onnx: bool = True,
-                progress: Progress = None) -> np.ndarray:
+                progress: Progress = None, *, root: Path | str | None) -> np.ndarray:
     """Run the frozen trunk once over ``paths`` -> float32 ``[N, C_k, H_k, W_k]`` activations.
+
+    Images are opened with :func:`~ppm_platform.encoders.image.load_image` inside the catalog ``root``
+    (``Settings.data_dir``; required, ``None`` only where there is no catalog).
 
     With ``use_onnx`` the trunk is exported (legacy exporter, temp file) and run in onnxruntime; the first batch
     is checked against torch element-wise, ``|onnx - torch| <= 1e-4 + 1e-4 * |torch|`` (``numpy.allclose``
     semantics: the activations are not normalised), else ``ValueError``. Logs images/s every batch.
 
     Raises:
-        ppm_platform.encoders.ImageLoadError: an image cannot be read.
+        ppm_platform.encoders.ImageLoadError: an image cannot be read, or is refused (outside ``root``, too
+            many pixels: ``ImageRefusedError``).
         ValueError: the ONNX trunk disagrees with torch.
     """
     import tempfile
@@ -201,7 +205,7 @@ def cache_trunk(trunk, paths: list[str], image_size: int, batch_size: int = 32, 
     out, t0 = [], time.perf_counter()
     try:
         for s in range(0, len(paths), batch_size):
-            x = np.stack([load_image(p, image_size) for p in paths[s:s + batch_size]])
+            x = np.stack([load_image(p, image_size, root=root) for p in paths[s:s + batch_size]])
             if run is None:
                 with torch.inference_mode():
                     ref = trunk(torch.from_numpy(x)).numpy()
@@ -360,7 +364,7 @@ def _finetune_image(settings: "Settings", items: pd.DataFrame, progress: Progres
     trunk, tail = build_parts(net, ft.train_from_block, len(vocab))
     t0 = time.perf_counter()
     acts = cache_trunk(trunk, df["image_uri"].astype(str).tolist(), enc.image_size, enc.image_batch_size,
-                       progress=say)
+                       progress=say, root=settings.data_dir)
     cache_seconds = time.perf_counter() - t0
 
     # baseline: linear probe on the frozen pre-trained pooled features (the pre-trained tail, untouched)
@@ -425,7 +429,8 @@ def _finetune_image(settings: "Settings", items: pd.DataFrame, progress: Progres
             from ppm_platform.encoders.image import load_image
             from ppm_platform.encoders.onnx_infer import export_image_onnx
 
-            sample = np.stack([load_image(p, enc.image_size) for p in df["image_uri"].astype(str).tolist()[:4]])
+            sample = np.stack([load_image(p, enc.image_size, root=settings.data_dir)
+                               for p in df["image_uri"].astype(str).tolist()[:4]])
             onnx = export_image_onnx(tmp / WEIGHTS_FILE, sample, image_size=enc.image_size)
             onnx["path"] = str(out / Path(onnx["path"]).name)
         plot_curve(curve["train_loss"], tmp / "training_curve.png", "entity prediction (BCE)", "epoch",

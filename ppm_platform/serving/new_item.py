@@ -45,6 +45,12 @@ def build_new_item_rows(settings: Settings, item_id: int, title: str, categories
                         created_at: datetime | None = None) -> dict[str, pd.DataFrame]:
     """The three feature rows of a new item (no I/O to the feature store).
 
+    Args:
+        image_path: the item's image (local path or ``file://`` URI; relative paths are taken relative to the
+            catalog root ``settings.data_dir``). It is checked exactly like an ingested image
+            (:func:`ppm_platform.data.validation.check_image`): inside the catalog root after resolving
+            symlinks, an existing non-empty file, at most ``MAX_IMAGE_PIXELS`` pixels, decodable.
+
     Returns:
         ``{"item_multimodal": 1 row (text_emb f32[384], image_emb f32[1280], has_image, encoder_version),
         "ppm_item_cache": 1 row (ppm_item_vec f32[d], ppm_item_version), "item_profile": 1 row
@@ -52,16 +58,22 @@ def build_new_item_rows(settings: Settings, item_id: int, title: str, categories
         default now, UTC).
 
     Raises:
-        FileNotFoundError: ``image_path`` does not exist, or no PPM model has been trained.
+        ValueError: ``image_path`` is refused (the message names the path and the reason, e.g. "image path
+            escapes the catalog root", "image too large (> 64,000,000 px)", "image file missing").
+        FileNotFoundError: no PPM model has been trained.
         ValueError: the encoders' version differs from the one the PPM was pre-trained on (the item vector
             would not mean the same thing), or the ME width differs from the PPM's ``me_dim``.
     """
+    from ppm_platform.data.validation import check_image
     from ppm_platform.features.item_multimodal import encode_items_frame
     from ppm_platform.features.ppm_caches import encode_item_frame, get_ppm, ppm_version_of, weights_version_of
     from ppm_platform.training.artifacts import read_model_json
 
-    if image_path is not None and not Path(image_path).is_file():
-        raise FileNotFoundError(f"new item {item_id}: image {image_path} does not exist")
+    if image_path is not None:  # the ingest's own image check (catalog root, pixel limit, decodable)
+        reason = check_image(str(image_path), settings.data_dir)
+        if reason is not None:
+            raise ValueError(f"new item {item_id}: image {str(image_path)!r} refused: {reason} "
+                             f"(catalog root {settings.data_dir})")
     ppm_dir = settings.models_dir / "ppm"
     if not (ppm_dir / "model.json").exists():
         raise FileNotFoundError(f"{ppm_dir} has no PPM: materialize the 'ppm_model' asset first")

@@ -74,16 +74,16 @@ def test_image_encoder_all_modes_and_missing(image_encoder, tmp_path):
     wide = Image.new("RGB", (400, 90), (200, 30, 30))  # extreme aspect ratio
     wide.save(tmp_path / "wide.jpg")
     all_paths = [paths[0], None, *paths[1:], str(tmp_path / "wide.jpg"), "file://" + paths[0]]
-    feats, has = image_encoder.encode_paths(all_paths, batch_size=3)
+    feats, has = image_encoder.encode_paths(all_paths, batch_size=3, root=tmp_path)
     assert feats.shape == (8, 1280) and feats.dtype == np.float32 and has.dtype == np.int64
     assert has.tolist() == [1, 0, 1, 1, 1, 1, 1, 1]
     assert np.isfinite(feats).all()
     assert (feats[1] == 0).all()
     assert all(np.abs(feats[i]).sum() > 0 for i in range(8) if i != 1)
     np.testing.assert_allclose(feats[7], feats[0], atol=1e-5)  # file:// URI == plain path
-    assert load_image(paths[2], 224).shape == (3, 224, 224)
+    assert load_image(paths[2], 224, root=tmp_path).shape == (3, 224, 224)
     assert image_encoder.version.startswith("efficientnet-lite0@") and image_encoder.dim == 1280
-    empty, none_has = image_encoder.encode_paths([None, None])
+    empty, none_has = image_encoder.encode_paths([None, None], root=None)
     assert empty.shape == (2, 1280) and not empty.any() and none_has.tolist() == [0, 0]
 
 
@@ -91,9 +91,9 @@ def test_image_encoder_unreadable_file_names_the_path(image_encoder, tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 this is not a jpeg")
     with pytest.raises(ImageLoadError, match="broken.jpg"):
-        image_encoder.encode_paths([None, str(bad)])
+        image_encoder.encode_paths([None, str(bad)], root=tmp_path)
     with pytest.raises(ImageLoadError, match="missing.jpg"):
-        image_encoder.encode_paths([str(tmp_path / "missing.jpg")])
+        image_encoder.encode_paths([str(tmp_path / "missing.jpg")], root=tmp_path)
 
 
 def test_encoder_version_without_loading(settings, text_encoder, image_encoder):

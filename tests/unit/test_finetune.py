@@ -150,7 +150,7 @@ def test_image_finetune_learns_color_entities(tmp_path):
     from ppm_platform.encoders.onnx_infer import OnnxImageEncoder, image_onnx_path
 
     items = color_entity_items(tmp_path)
-    s = Settings.from_env(env={"PPM_ARTIFACTS_DIR": str(tmp_path / "art")})
+    s = Settings.from_env(env={"PPM_ARTIFACTS_DIR": str(tmp_path / "art"), "PPM_DATA_DIR": str(tmp_path)})
     s.encoders.image_size = 64
     s.finetune.threads = 1
     s.finetune.image = s.finetune.image.model_copy(update={"epochs": 8, "batch_size": 16, "lr": 1e-2,
@@ -168,7 +168,7 @@ def test_image_finetune_learns_color_entities(tmp_path):
     assert r["onnx"]["max_abs_diff"] <= 1e-4
     onnx = OnnxImageEncoder(w, image_onnx_path(w), image_size=64)
     paths = items["image_uri"].tolist()[:5] + [None]
-    (ft, hf), (fo, ho) = enc.encode_paths(paths), onnx.encode_paths(paths)
+    (ft, hf), (fo, ho) = enc.encode_paths(paths, root=tmp_path), onnx.encode_paths(paths, root=tmp_path)
     np.testing.assert_allclose(fo, ft, atol=1e-4)
     assert hf.tolist() == ho.tolist() == [1, 1, 1, 1, 1, 0] and not ft[5].any()
     # a second run with the same seed reproduces the numbers
@@ -189,9 +189,9 @@ def test_trunk_cache_onnx_parity_is_relative_to_the_activation_scale(tmp_path):
     net = ImageEncoder(None, image_size=224).model.to(memory_format=torch.contiguous_format)
     trunk, _ = build_parts(net, 12, 3)
     paths = items["image_uri"].tolist()
-    acts = cache_trunk(trunk, paths, 224, batch_size=8)
+    acts = cache_trunk(trunk, paths, 224, batch_size=8, root=tmp_path)
     with torch.inference_mode():
-        ref = trunk(torch.from_numpy(np.stack([load_image(p, 224) for p in paths[8:16]]))).numpy()
+        ref = trunk(torch.from_numpy(np.stack([load_image(p, 224, root=tmp_path) for p in paths[8:16]]))).numpy()
     assert acts.shape[0] == 24 and np.abs(ref).max() > 5   # activations well above the old absolute bound's scale
     np.testing.assert_allclose(acts[8:16], ref, rtol=1e-4, atol=1e-4)   # an ONNX batch, not the torch first one
 

@@ -1,14 +1,24 @@
 """Security basics (issue #5): artifacts are loaded only through safe formats, and no secret is committed.
 
-Path traversal from catalog fields is covered by tests/unit/test_bad_input_catalogue.py (image_* cases).
+Path traversal from catalog fields at ingest is covered by tests/unit/test_bad_input_catalogue.py (image_*
+cases); here: images reopened after ingest (a symlink swapped in the meantime) and the new-item path go
+through the same containment and pixel-limit check (issue #16 finding 7).
 Request-size bounds of the HTTP service belong to the serving issue (#7).
 """
 
 from __future__ import annotations
 
 import re
+import struct
 import subprocess
+import zlib
 from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from ppm_platform.config import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 CODE_DIRS = ("ppm_platform", "dagster_project", "feature_repo", "benchmarks")
@@ -83,3 +93,75 @@ def test_no_secrets_in_tracked_files():
         if found := find_secrets(text):
             hits[str(p.relative_to(REPO))] = found
     assert hits == {}
+
+
+# ---- catalog images reopened after ingest, and the new-item path (issue #16 finding 7) -------------------------
+def _png_header(w: int, h: int) -> bytes:
+    """A PNG whose header claims ``w x h`` pixels (a decompression bomb costs nothing to build)."""
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))  # noqa: E731
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def test_symlink_swapped_after_ingest_is_refused_by_the_encoder_path(tmp_path):
+    from ppm_platform.data.ingest import ingest_dataset
+    from ppm_platform.data.validation import check_image
+    from ppm_platform.encoders.image import ImageRefusedError, load_image
+    from ppm_platform.features.item_multimodal import encode_items_frame
+
+    cat = tmp_path / "catalog"
+    (cat / "img").mkdir(parents=True)
+    Image.new("RGB", (16, 16), (0, 128, 255)).save(cat / "img" / "real.jpg")
+    (tmp_path / "outside").mkdir()
+    Image.new("RGB", (16, 16), (255, 0, 0)).save(tmp_path / "outside" / "secret.jpg")
+    link = cat / "img" / "poster.jpg"
+    link.symlink_to(cat / "img" / "real.jpg")  # inside the root: accepted at ingest
+    pd.DataFrame({"item_id": [1], "title": ["Blue mug"], "image_uri": ["img/poster.jpg"]}).to_csv(cat / "items.csv", index=False)
+    pd.DataFrame({"user_id": [10]}).to_csv(cat / "users.csv", index=False)
+    pd.DataFrame({"user_id": [10], "item_id": [1], "event_timestamp": ["2024-02-01T10:00:00Z"],
+                  "click": [1]}).to_csv(cat / "interactions.csv", index=False)
+    s = Settings.from_env(env={}, dataset="canonical", data_dir=str(cat), artifacts_dir=str(tmp_path / "art"))
+    items = ingest_dataset(s)["items"].clean
+    uri = items.loc[0, "image_uri"]
+    assert uri == str(cat / "img" / "poster.jpg")
+    assert encode_items_frame(items, s)["has_image"].tolist() == [1]
+
+    link.unlink()
+    link.symlink_to(tmp_path / "outside" / "secret.jpg")  # swapped after ingest: points out of the root
+    with pytest.raises(ImageRefusedError, match="escapes the catalog root") as e:
+        encode_items_frame(items, s)  # what the item_multimodal Spark job and the new-item path run
+    assert e.value.path == uri and e.value.reason == "image path escapes the catalog root"
+    with pytest.raises(ImageRefusedError, match=re.escape(f"{uri!r} refused: image path escapes the catalog root")):
+        load_image(uri, root=s.data_dir)
+    assert check_image(uri, s.data_dir) == "image path escapes the catalog root"
+
+
+def test_encoder_refuses_an_image_over_the_pixel_limit(tmp_path):
+    from ppm_platform.encoders.image import MAX_IMAGE_PIXELS, ImageRefusedError, load_image
+
+    big = tmp_path / "big.png"
+    big.write_bytes(_png_header(9_000, 9_000))  # 81 Mpx: under Pillow's own bomb limit, over the platform's
+    assert 9_000 * 9_000 > MAX_IMAGE_PIXELS
+    with pytest.raises(ImageRefusedError, match=re.escape("refused: image too large (> 64,000,000 px)")):
+        load_image(str(big), root=tmp_path)
+
+
+def test_new_item_push_refuses_images_outside_the_root_or_too_large(tmp_path):
+    from ppm_platform.serving.new_item import add_new_item
+
+    cat = tmp_path / "catalog"
+    cat.mkdir()
+    s = Settings.from_env(env={}, data_dir=str(cat), artifacts_dir=str(tmp_path / "art")).ensure_dirs()
+    outside = tmp_path / "elsewhere.jpg"
+    Image.new("RGB", (16, 16)).save(outside)
+    (cat / "link.jpg").symlink_to(outside)
+    (cat / "big.png").write_bytes(_png_header(9_000, 9_000))
+    Image.new("RGB", (16, 16)).save(cat / "ok.jpg")
+    escapes, too_large = "image path escapes the catalog root", "image too large (> 64,000,000 px)"
+    for path, reason in ((outside, escapes), (cat / "link.jpg", escapes), (cat / ".." / "elsewhere.jpg", escapes),
+                         (cat / "big.png", too_large), (cat / "missing.jpg", "image file missing")):
+        with pytest.raises(ValueError, match=re.escape(f"new item 9000001: image {str(path)!r} refused: {reason}")):
+            add_new_item(s, 9_000_001, "Brand New (2026)", ["Drama"], path, store=object())  # never reaches the store
+    # an image inside the root passes the check (this test has no PPM: that is the next error)
+    with pytest.raises(FileNotFoundError, match="has no PPM"):
+        add_new_item(s, 9_000_001, "Brand New (2026)", ["Drama"], cat / "ok.jpg", store=object())

@@ -26,7 +26,8 @@ T0 = pd.Timestamp("2024-03-01", tz="UTC")
 
 
 def _settings(tmp_path, **kw) -> Settings:
-    return Settings.from_env(env={}, artifacts_dir=tmp_path / "artifacts", **kw)
+    # the catalog root: item images are written under tmp_path (encoders refuse images outside it)
+    return Settings.from_env(env={}, artifacts_dir=tmp_path / "artifacts", data_dir=tmp_path, **kw)
 
 
 # ---- item_multimodal -----------------------------------------------------------------------------------------------
@@ -78,7 +79,7 @@ def test_item_multimodal_spark_equals_single_process(spark, tmp_path):
     text, image = get_text_encoder(settings), get_image_encoder(settings)
     assert set(got["encoder_version"]) == {stats["encoder_version"]} == {f"{text.version}|{image.version}"}
     exp_text = text.encode([item_text(t, c) for t, c in zip(items["title"], items["categories"])])
-    exp_img, _ = image.encode_paths(list(items["image_uri"]))
+    exp_img, _ = image.encode_paths(list(items["image_uri"]), root=tmp_path)
     np.testing.assert_allclose(np.stack(got["text_emb"]), exp_text, atol=1e-5)
     np.testing.assert_allclose(np.stack(got["image_emb"]), exp_img, atol=1e-5)
     assert not np.stack(got["image_emb"])[[2, 5]].any()
