@@ -30,7 +30,9 @@ def ingest_frames(settings: Settings, raw: dict[str, pd.DataFrame], catalog_root
     clean tables to ``settings.tables_dir`` and the rejected rows to ``settings.quarantine_dir``.
 
     Interactions are checked against the *clean* users and items, so a row pointing at a quarantined item
-    is itself quarantined ("unknown item_id"). The quarantine is also written to ``quarantine.duckdb``
+    is itself quarantined ("unknown item_id"). Rows a loader failed on the source format (``source_error``,
+    see ``validation.PROVENANCE_COLUMNS``) are quarantined first with that reason, their file
+    (``source_file``) and line (``source_line``). The quarantine is also written to ``quarantine.duckdb``
     (:func:`write_quarantine_db`). Returns the per-table results (row accounting checked).
 
     Raises:
@@ -39,12 +41,15 @@ def ingest_frames(settings: Settings, raw: dict[str, pd.DataFrame], catalog_root
             first, so the reasons can be inspected; no canonical table is written).
     """
     settings.ensure_dirs()
-    items = validate_items(raw["items"], catalog_root)
-    users = validate_users(raw["users"])
-    inter = validate_interactions(raw["interactions"], set(users.clean["user_id"]), set(items.clean["item_id"]))
+    # error messages name the file a loader read the table from (``attrs["source_file"]``), else the table
+    src = {name: str(df.attrs.get("source_file", name)) for name, df in raw.items()}
+    items = validate_items(raw["items"], catalog_root, source=src["items"])
+    users = validate_users(raw["users"], source=src["users"])
+    inter = validate_interactions(raw["interactions"], set(users.clean["user_id"]), set(items.clean["item_id"]),
+                                  source=src["interactions"])
     results = {"items": items, "users": users, "interactions": inter}
     if "queries" in raw:
-        results["queries"] = validate_queries(raw["queries"], set(items.clean["item_id"]))
+        results["queries"] = validate_queries(raw["queries"], set(items.clean["item_id"]), source=src["queries"])
     for name, res in results.items():
         res.check_accounting()
         write_parquet_atomic(res.quarantined, settings.quarantine_dir / f"{name}.parquet")

@@ -16,7 +16,10 @@ tests/unit/test_bad_input_catalogue.py):
 - an empty table validates to an empty result (``0 == 0 + 0``); the ingest stage then refuses an empty
   ``items``/``users``/``interactions`` result with :class:`EmptyTableError` (after writing the quarantine);
 - naive timestamps are taken as UTC; strings with an offset are converted to UTC; integers are unix seconds;
-- ``bytes`` titles are decoded as UTF-8, undecodable ones (and strings with lone surrogates) are quarantined.
+- ``bytes`` titles are decoded as UTF-8, undecodable ones (and strings with lone surrogates) are quarantined;
+- a loader that checks the raw source format first (:mod:`ppm_platform.data.movielens`, the CSV path of
+  :mod:`ppm_platform.data.loaders`) marks a row that broke it in ``source_error``; such rows are quarantined
+  first, with that reason, before any other check (see :data:`PROVENANCE_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,12 @@ from ppm_platform.data import schemas
 from ppm_platform.encoders.image import MAX_IMAGE_PIXELS  # noqa: F401
 
 MAX_TITLE_CHARS = 1_000
+
+#: Optional provenance columns a loader adds to a raw frame (issue #16 finding 9): ``source_line`` (1-based line
+#: of the record in its file), ``source_error`` (why the loader's source-format check failed the row; null =
+#: passed), ``source_record`` (the raw text of a failed record). Never listed in ``columns_dropped``; kept in the
+#: quarantine (``source_error`` as ``quarantine_reason``), with ``source_file`` from ``df.attrs["source_file"]``.
+PROVENANCE_COLUMNS = ("source_line", "source_error", "source_record")
 
 
 @dataclass
@@ -88,17 +97,26 @@ class EmptyTableError(ValueError):
 
 
 class _Quarantine:
-    """Collects rejected rows by reason while a validator filters a frame step by step."""
+    """Collects rejected rows by reason while a validator filters a frame step by step.
+
+    Rows a loader marked in ``source_error`` (:data:`PROVENANCE_COLUMNS`) are rejected here, first, with that
+    reason, so no check (and no label or id coercion) ever sees a row whose raw fields broke the source format.
+    """
 
     def __init__(self, table: str, df: pd.DataFrame, known: list[str] | None = None, source: str = ""):
         self.table = table
         self.source = source or table
+        self.source_file = df.attrs.get("source_file")
         self.rows_in = len(df)
-        self.columns_dropped = [str(c) for c in df.columns if known is not None and c not in known]
+        self.columns_dropped = [str(c) for c in df.columns
+                                if known is not None and c not in known and c not in PROVENANCE_COLUMNS]
         self.df = df.assign(row_number=np.arange(len(df)))
         self.rejected: list[pd.DataFrame] = []
         self.reasons: Counter = Counter()
         self.repaired: Counter = Counter()
+        if "source_error" in self.df:
+            for reason in sorted(set(self.df["source_error"].dropna())):
+                self.reject((self.df["source_error"] == reason).to_numpy(), str(reason))
 
     def reject(self, mask: pd.Series | np.ndarray, reason: str) -> None:
         mask = np.asarray(mask, dtype=bool)
@@ -125,12 +143,18 @@ class _Quarantine:
     def result(self, clean: pd.DataFrame) -> IngestResult:
         q = (pd.concat(self.rejected, ignore_index=True) if self.rejected
              else pd.DataFrame(columns=[*self.df.columns, "quarantine_reason", "action"]))
+        q = q.drop(columns="source_error", errors="ignore")  # == quarantine_reason where set
+        if self.source_file is not None:
+            q["source_file"] = self.source_file
+        numbers = [c for c in ("row_number", "source_line") if c in q.columns]
         # quarantine tables must be writable whatever the offending values were: store them as text
         # (bytes as their repr, lone surrogates backslash-escaped: parquet strings must be valid UTF-8)
-        q = q.astype({c: object for c in q.columns if c != "row_number"})
+        q = q.astype({c: object for c in q.columns if c not in numbers})
         for c in q.columns:
-            if c != "row_number":
+            if c not in numbers:
                 q[c] = q[c].map(_safe_text).astype("string")
+        if "source_line" in q.columns:
+            q["source_line"] = pd.to_numeric(q["source_line"]).astype("Int64")
         q.columns = [str(c) for c in q.columns]
         res = IngestResult(self.table, clean.reset_index(drop=True), q, self.rows_in,
                            dict(self.reasons), dict(self.repaired), self.columns_dropped)

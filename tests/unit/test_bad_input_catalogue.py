@@ -216,6 +216,22 @@ def _naive(df: pd.DataFrame, _root) -> pd.DataFrame:
     return df.assign(event_timestamp=df["event_timestamp"].dt.tz_localize(None))
 
 
+def _append_line(name: str, line: str):
+    """CSV-folder edit: append one raw line to ``<name>.csv``."""
+    def fn(root: Path, raw) -> None:
+        with open(root / f"{name}.csv", "a") as f:
+            f.write(line + "\n")
+    return fn
+
+
+def at_line(file: str, line: int):
+    """The rejected row names its file and its 1-based line in it."""
+    def check(r: IngestResult):
+        q = r.quarantined[r.quarantined["action"] == "row_rejected"]
+        assert q["source_line"].tolist() == [line] and q["source_file"].str.endswith(file).all(), q
+    return check
+
+
 def _latin1_title(root: Path, raw) -> None:
     text = (root / "items.csv").read_text().replace("Heat (1995)", "Café (1995)")
     (root / "items.csv").write_bytes(text.encode("latin-1"))
@@ -303,6 +319,8 @@ CASES = [
     Case("interactions_order_column_absent", "interactions", edit("interactions", lambda d, r: d.drop(columns="order")), Accepted(clean_equals("order", [0, 0, 0, 0]))),
     Case("interactions_empty_table",       "interactions", edit("interactions", lambda d, r: d.iloc[:0]), Raises(EmptyTableError, "table 'interactions' has no valid rows (rows_in=0")),
     Case("interactions_all_quarantined",   "interactions", edit("interactions", lambda d, r: d.assign(user_id=99)), Raises(EmptyTableError, "quarantined=4 {'unknown user_id': 4}")),
+    Case("csv_row_too_many_fields",        "interactions", as_csv_folder(_append_line("interactions", "10,3,2024-01-01 05:00:00+00:00,1,0,oops")), Quarantined("wrong field count (expected 5)", check=at_line("interactions.csv", 6))),
+    Case("csv_row_too_few_fields",         "interactions", as_csv_folder(_append_line("interactions", "10,3")), Quarantined("wrong field count (expected 5)", check=at_line("interactions.csv", 6))),
     Case("interactions_csv_zero_bytes",    "interactions", as_csv_folder(lambda r, raw: (r / "interactions.csv").write_bytes(b"")), Raises(SchemaError, "interactions.csv: file is empty")),
     Case("user_with_one_event",            "interactions", lambda r: add("interactions", user_id=13)(r) | {"users": add("users")(r)["users"]}, Accepted(lambda r: (r.clean["user_id"] == 13).sum() == 1 or pytest.fail("one event"))),
     # queries
