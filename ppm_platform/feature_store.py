@@ -135,9 +135,10 @@ def repo_config_dict(settings: Settings) -> dict[str, Any]:
 #: hung every ``/rank``; a killed one is refused at once (no timeout involved)
 REDIS_SOCKET_TIMEOUT_S = 1.0
 REDIS_CONNECT_TIMEOUT_S = 0.5
-#: retries of a failed Redis command, immediate (redis-py's default is 3 with 1-10 s exponential backoff: a
-#: request took 8.4 s to fail while Redis was down); one retry on a new connection covers a pooled
-#: connection that a restarted Redis closed while idle
+#: retries of a Redis command that failed on its connection, immediate (redis-py's default is 3 with 1-10 s
+#: exponential backoff, timeouts included: a request took 8.4 s to fail while Redis was down); one retry on a
+#: new connection covers a pooled connection that a restarted Redis closed while idle. A timeout is not
+#: retried, so a hung Redis fails a request after one REDIS_SOCKET_TIMEOUT_S
 REDIS_RETRIES = 1
 
 
@@ -153,8 +154,9 @@ def redis_connection_string(conn: str) -> str:
 
 def get_store(settings: Settings) -> "FeatureStore":
     """A :class:`feast.FeatureStore` configured from ``settings`` (see the module docstring). On a Redis
-    online store its client retries a failed command :data:`REDIS_RETRIES` time(s) without backoff (Feast's
-    config has no retry setting, so the policy is set on the client Feast creates)."""
+    online store its client retries a command that lost its connection :data:`REDIS_RETRIES` time(s) without
+    backoff and a timed-out one never (Feast's config has no retry setting, so the policy is set on the client
+    Feast creates)."""
     from feast import FeatureStore, RepoConfig
 
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
@@ -163,11 +165,12 @@ def get_store(settings: Settings) -> "FeatureStore":
     store = FeatureStore(repo_path=str(settings.feature_repo_dir), config=config)
     if config.online_store.type == "redis" and config.online_store.redis_type.value == "redis":
         from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.retry import Retry
 
         # creating the client does not connect (redis-py connects on the first command)
         client = store._get_provider().online_store._get_client(config.online_store)
-        client.set_retry(Retry(NoBackoff(), REDIS_RETRIES))
+        client.set_retry(Retry(NoBackoff(), REDIS_RETRIES, supported_errors=(RedisConnectionError,)))
     return store
 
 

@@ -1,7 +1,7 @@
 """Faults injected into the ranking service under load (issue #16, "Serving through faults"): a real uvicorn on
 loopback, client threads sending ``POST /rank`` on keep-alive connections, and the faults of the fault table in
-``docs/reliability.md`` (Redis killed and restarted, a materialize of the online views, the SQLite online store
-locked by another connection). Every reply is recorded with monotonic send / receive times, so a run yields
+``docs/reliability.md`` (Redis killed and restarted or hung, a materialize of the online views, the SQLite online
+store locked by another connection). Every reply is recorded with monotonic send / receive times, so a run yields
 the outcome (statuses, errors, wrong scores) and the times (to the first 503, to recovery).
 
 Used by ``tests/unit/test_serving_faults.py`` (outcomes asserted, generous timeouts, no time asserted) and
@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -247,6 +248,24 @@ class RedisKill:
         time.sleep(self.down_s)
         self.proc, _ = start_redis(self.workdir, self.port, persist=True)
         return start, time.monotonic()  # listening again
+
+
+class RedisPause:
+    """Stop a ``redis-server`` with SIGSTOP for ``pause_s`` seconds, then SIGCONT: a hung server (its
+    connections stay open, the kernel still accepts new ones, nothing answers), which only the client's
+    socket timeouts bound."""
+
+    def __init__(self, proc: subprocess.Popen, pause_s: float = 2.0):
+        self.proc, self.pause_s = proc, pause_s
+
+    def __call__(self) -> tuple[float, float]:
+        start = time.monotonic()
+        self.proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(self.pause_s)
+        finally:
+            self.proc.send_signal(signal.SIGCONT)
+        return start, time.monotonic()
 
 
 class SqliteLock:

@@ -4,6 +4,7 @@ load of client threads (``ppm_platform.testing.faults``):
 
 * Redis killed (SIGKILL) and started again: ``/rank`` answers 503 ``store_unavailable`` (never a hang or a
   500) while it is down and 200 with the same scores once it is back (no restart of the service, no row lost);
+  Redis hung (SIGSTOP / SIGCONT): the same, bounded by the client's socket timeout;
 * a full and a daily materialize of the online views during the load: no failed request (finding 8);
 * the SQLite online store locked by another connection (``BEGIN EXCLUSIVE``): no failed request within the
   busy timeout; past it, 503 ``store_unavailable`` and recovery.
@@ -22,7 +23,8 @@ from ppm_platform import pipeline
 from ppm_platform.serving.app import create_app
 from ppm_platform.serving.ranker import Ranker
 from ppm_platform.testing.cluster import start_redis
-from ppm_platform.testing.faults import LoopbackServer, RedisKill, SqliteLock, Work, registry_refresh, run_fault
+from ppm_platform.testing.faults import (LoopbackServer, RedisKill, RedisPause, SqliteLock, Work, registry_refresh,
+                                         run_fault)
 
 try:  # pytest's default (prepend) import mode puts tests/unit on sys.path
     from test_http_api import AS_OF, build_served
@@ -83,6 +85,18 @@ def test_redis_killed_under_load_answers_503_then_recovers(redis_served):
     # back by itself (the same service process and Redis client), every row back: the same scores as before
     assert summary["recovery_s"] is not None and summary["not_ok_after_recovery"] == 0, summary
     assert summary["wrong_scores"] == 0 and summary["ok"] > 0, summary
+
+
+def test_redis_hung_under_load_answers_503_then_recovers(redis_served):
+    """A hung Redis (SIGSTOP) is bounded by the client's socket timeout: 503, never a request without an
+    answer, and 200s with the same scores after SIGCONT."""
+    _, _, port, redis = redis_served
+    summary, replies = run_fault(port, BODIES, RedisPause(redis["proc"], pause_s=3.0), threads=3, timeout_s=TIMEOUT_S)
+    assert summary["failed"] == 0 and summary["unavailable"] > 0, summary
+    detail = next(r.body["detail"] for r in replies if r.status == 503)
+    assert detail.startswith("online store unavailable: TimeoutError"), detail
+    assert summary["recovery_s"] is not None and summary["not_ok_after_recovery"] == 0, summary
+    assert summary["wrong_scores"] == 0, summary
 
 
 def _materialize(settings, kind: str):
