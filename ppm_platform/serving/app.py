@@ -192,6 +192,11 @@ def create_app(settings: Settings, model_name: str | None = None, ranker: Ranker
                     probe = r.probe()
                     at = time.monotonic()
                     state["probe"] = (at, probe)
+                except online_store_errors() as e:  # the store is down: 503, and probe again on the next call
+                    at = time.monotonic()
+                    probe = {"status": "store_unavailable", "error": f"online store unavailable: "
+                             f"{type(e).__name__}: {e}", "cache_versions_seen": sorted(r.cache_versions_seen)}
+                    state["probe"] = (float("-inf"), probe)
                 finally:
                     lock.release()
         body = {"status": probe["status"], "model": r.model_name, "model_version": r.model_version,

@@ -87,6 +87,37 @@ def test_redis_killed_under_load_answers_503_then_recovers(redis_served):
     assert summary["wrong_scores"] == 0 and summary["ok"] > 0, summary
 
 
+def test_health_reports_a_dead_redis_as_503_and_recovers(redis_served):
+    """/health probes the store: Redis down -> 503 ``store_unavailable`` (not a 500), back -> 200 at once."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from ppm_platform.testing.cluster import start_redis
+
+    _, app, port, redis = redis_served
+
+    def health() -> tuple[int, dict]:
+        app.state.ppm["probe"] = (float("-inf"), app.state.ppm["probe"][1])  # due now, not in 5 s
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=TIMEOUT_S) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    assert health()[0] == 200
+    redis["proc"].kill()
+    redis["proc"].wait()
+    try:
+        status, body = health()
+        assert status == 503 and body["status"] == "store_unavailable", body
+        assert body["error"].startswith("online store unavailable: ConnectionError"), body
+    finally:
+        redis["proc"], _ = start_redis(redis["dir"], redis["port"], persist=True)
+    status, body = health()
+    assert status == 200 and body["status"] == "ok", body
+
+
 def test_redis_hung_under_load_answers_503_then_recovers(redis_served):
     """A hung Redis (SIGSTOP) is bounded by the client's socket timeout: 503, never a request without an
     answer, and 200s with the same scores after SIGCONT."""
