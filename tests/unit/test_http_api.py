@@ -46,11 +46,10 @@ def served(tmp_path_factory):
     return build_served(tmp_path_factory.mktemp("http"), serving={"max_candidates": 5, "max_body_bytes": 400})
 
 
-def build_served(root, **settings_kw):
-    """Feature tables -> apply -> materialize; a URM with the right vocabularies exported to ONNX and saved
-    with its model.json as the pipeline does; an app over it. ``settings_kw``: further ``Settings`` fields
-    (e.g. ``serving``, ``online_store="redis"`` + ``redis``). Returns ``(settings, ranker, client, model,
-    encoder, frame)``."""
+def online_tables(root, **settings_kw):
+    """Settings under ``root`` (``settings_kw``: further ``Settings`` fields), the feature tables of
+    test_feature_store with one ppm_version (VERSION) in the caches, applied and materialized as of AS_OF.
+    Returns ``(settings, frame)``: ``frame`` = the offline point-in-time frame of every (user, item) pair."""
     settings = Settings.from_env(env={}, artifacts_dir=root / "artifacts", sequence={"max_len": L},
                                  ppm={"d_model": DM}, **settings_kw).ensure_dirs()
     _write_tables(settings)
@@ -58,7 +57,15 @@ def build_served(root, **settings_kw):
     fsmod.apply_definitions(settings)
     fsmod.materialize(settings, end=AS_OF)
     entity = pd.DataFrame([(u, i) for u in USERS for i in ITEMS], columns=["user_id", "item_id"])
-    frame = fsmod.get_training_frame(settings, entity.assign(event_timestamp=AS_OF))
+    return settings, fsmod.get_training_frame(settings, entity.assign(event_timestamp=AS_OF))
+
+
+def build_served(root, **settings_kw):
+    """Feature tables -> apply -> materialize; a URM with the right vocabularies exported to ONNX and saved
+    with its model.json as the pipeline does; an app over it. ``settings_kw``: further ``Settings`` fields
+    (e.g. ``serving``, ``online_store="redis"`` + ``redis``). Returns ``(settings, ranker, client, model,
+    encoder, frame)``."""
+    settings, frame = online_tables(root, **settings_kw)
     train = frame[frame["item_id"] != ITEMS[-1]]  # item 12 -> OOV
     enc = FeatureEncoder.fit(train, max_len=L, ppm_dim=DM, counter_windows=tuple(settings.counters.windows_days),
                              rate_prior={"click": 0.5, "order": 0.2, "strength": 10.0})

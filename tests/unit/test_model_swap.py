@@ -22,13 +22,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from ppm_platform import feature_store as fsmod
-from ppm_platform.config import Settings
 from ppm_platform.models import URM, URMConfig
 from ppm_platform.models.ppm import PPMConfig
 from ppm_platform.serving.app import create_app
@@ -45,11 +42,11 @@ from ppm_platform.training.artifacts import (
 from ppm_platform.training.batch import FeatureEncoder
 
 try:  # pytest's default (prepend) import mode puts tests/unit on sys.path
-    from test_feature_store import DM, ITEMS, L, USERS, _write_tables
-    from test_http_api import AS_OF, VERSION, _user_cache_one_version
+    from test_feature_store import DM, ITEMS, L
+    from test_http_api import VERSION, online_tables
 except ImportError:  # tests/ made a package
-    from tests.unit.test_feature_store import DM, ITEMS, L, USERS, _write_tables
-    from tests.unit.test_http_api import AS_OF, VERSION, _user_cache_one_version
+    from tests.unit.test_feature_store import DM, ITEMS, L
+    from tests.unit.test_http_api import VERSION, online_tables
 
 TIMEOUT_S = 120  # generous: 2 shared cores
 
@@ -159,16 +156,8 @@ def test_failed_finish_publishes_nothing_and_a_plain_folder_becomes_a_version(tm
 def online(tmp_path_factory):
     """The tables of test_http_api, applied and materialized (one ppm_version, VERSION, in the caches); the
     encoder and the offline point-in-time frame the models are checked against."""
-    root = tmp_path_factory.mktemp("swap")
-    settings = Settings.from_env(env={}, artifacts_dir=root / "artifacts", sequence={"max_len": L},
-                                 ppm={"d_model": DM},
-                                 serving={"model_watch_s": 0.1, "item_cache_refresh_s": 0}).ensure_dirs()
-    _write_tables(settings)
-    _user_cache_one_version(settings)
-    fsmod.apply_definitions(settings)
-    fsmod.materialize(settings, end=AS_OF)
-    entity = pd.DataFrame([(u, i) for u in USERS for i in ITEMS], columns=["user_id", "item_id"])
-    frame = fsmod.get_training_frame(settings, entity.assign(event_timestamp=AS_OF))
+    settings, frame = online_tables(tmp_path_factory.mktemp("swap"),
+                                    serving={"model_watch_s": 0.1, "item_cache_refresh_s": 0})
     enc = FeatureEncoder.fit(frame, max_len=L, ppm_dim=DM, counter_windows=tuple(settings.counters.windows_days),
                              rate_prior={"click": 0.5, "order": 0.2, "strength": 10.0})
     return settings, enc, frame
