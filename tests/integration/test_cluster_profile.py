@@ -120,14 +120,15 @@ def test_cluster_run_used_spark_standalone_spark_offline_store_and_redis(runs):
     import redis
     import yaml
 
-    from ppm_platform.feature_store import ASOF_STORE_TYPE
+    from ppm_platform.feature_store import ASOF_STORE_TYPE, redis_connection_string
 
     c = runs["cluster_handle"]
     apps = list((c.workdir / "worker").glob("app-*/*/stderr"))
     assert apps, "no executor ran on the standalone worker"
     cfg = yaml.safe_load((runs["cluster"] / "feast" / "feature_store.yaml").read_text())
     assert cfg["offline_store"]["type"] == "spark" and cfg["offline_store"]["spark_conf"]["spark.master"] == c.spark_master
-    assert cfg["online_store"] == {"type": "redis", "connection_string": c.redis}
+    assert cfg["online_store"] == {"type": "redis", "connection_string": redis_connection_string(c.redis)}
+    assert cfg["online_store"]["connection_string"].startswith(c.redis + ",")  # the bounded client's timeouts
     host, port = c.redis.split(":")
     assert redis.Redis(host=host, port=int(port)).dbsize() >= 30 + 40   # user + item entity keys
     local_cfg = yaml.safe_load((runs["local"] / "feast" / "feature_store.yaml").read_text())
