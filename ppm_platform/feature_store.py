@@ -57,6 +57,18 @@ from ppm_platform.io import to_arrow
 
 log = logging.getLogger("ppm_platform.feature_store")
 
+
+class _FileRegistryServeWhileMaterializingFilter(logging.Filter):
+    """Drops Feast's advisory that ``serve_features_while_materializing`` "typically has no effect" on a file
+    registry: on ours it does (the file registry honours it; without it reads of a materializing view fail,
+    ``tests/unit/test_feature_store.py::test_online_reads_keep_serving_while_a_view_is_materializing``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("`serve_features_while_materializing` is enabled but `registry_type`")
+
+
+logging.getLogger("feast.repo_config").addFilter(_FileRegistryServeWhileMaterializingFilter())
+
 if TYPE_CHECKING:  # feast import is slow (6-12 s): keep it out of module import
     from feast import FeatureService, FeatureStore
 
