@@ -22,9 +22,9 @@ import hashlib, json, sys
 import pandas as pd
 from ppm_platform.config import Settings
 from ppm_platform.encoders.finetune_image import finetune_image_encoder
-items_json, art = sys.argv[1], sys.argv[2]
+items_json, art, images = sys.argv[1], sys.argv[2], sys.argv[3]
 items = pd.read_json(items_json, orient="records")
-s = Settings.from_env(env={"PPM_ARTIFACTS_DIR": art})
+s = Settings.from_env(env={"PPM_ARTIFACTS_DIR": art, "PPM_DATA_DIR": images})  # images: the catalog root
 s.encoders.image_size = 64
 s.finetune.threads = 1
 s.finetune.export_onnx = False
@@ -59,7 +59,7 @@ def test_image_finetune_same_seed_gives_identical_weight_hash_in_two_processes(t
     items_json = tmp_path / "items.json"
     items.to_json(items_json, orient="records")
     # two fresh processes, as two pipeline runs are (side by side: 1 torch thread each)
-    procs = [subprocess.Popen([sys.executable, "-c", _RUN, str(items_json), str(tmp_path / f"art{k}")], cwd=REPO,
+    procs = [subprocess.Popen([sys.executable, "-c", _RUN, str(items_json), str(tmp_path / f"art{k}"), str(tmp_path)], cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(2)]
     runs = []
     for proc in procs:
