@@ -40,8 +40,14 @@ from ppm_platform.training.batch import FeatureEncoder
 
 log = logging.getLogger("ppm_platform.serving")
 
-#: item ids per bulk Feast read while (re)loading
+#: item ids per bulk Feast read of the blocking first load
 LOAD_CHUNK_IDS = 5_000
+#: item ids per Feast read of a background refresh, and the pause after each: a bulk read holds the GIL for
+#: its whole decode, and the request threads' many GIL hand-offs queue behind it (at 100 rps a 0.5 s reload
+#: of 1,682 items in one read put the p99 at 200 ms; docs/serving.md), so the refresh reads in short slices
+#: and sleeps between them
+REFRESH_CHUNK_IDS = 50
+REFRESH_PAUSE_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -115,11 +121,15 @@ class ItemFeatureCache:
         self.refreshes = 0
 
     # ---- loading -------------------------------------------------------------------------------------------
-    def _read(self, ids: list[int]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        """Feast rows of ``ids`` -> (encoded inputs [n, ...], known [n], versions [n] object)."""
+    def _read(self, ids: list[int], chunk_ids: int = LOAD_CHUNK_IDS,
+              pause_s: float = 0.0) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """Feast rows of ``ids`` -> (encoded inputs [n, ...], known [n], versions [n] object), read
+        ``chunk_ids`` at a time with ``pause_s`` seconds of sleep between reads."""
         parts, known, versions = [], [], []
-        for s in range(0, len(ids), LOAD_CHUNK_IDS):
-            chunk = ids[s:s + LOAD_CHUNK_IDS]
+        for s in range(0, len(ids), chunk_ids):
+            if s and pause_s:
+                time.sleep(pause_s)
+            chunk = ids[s:s + chunk_ids]
             df = self._fetch(chunk)
             feats = [c for c in df.columns if c != "item_id"]
             known.append(df[feats].notna().any(axis=1).to_numpy() if feats else np.ones(len(df), bool))
@@ -131,9 +141,10 @@ class ItemFeatureCache:
         arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         return arrays, np.concatenate(known), np.concatenate(versions)
 
-    def load(self, item_ids: Sequence[int]) -> dict:
+    def load(self, item_ids: Sequence[int], chunk_ids: int = LOAD_CHUNK_IDS, pause_s: float = 0.0) -> dict:
         """(Re)build the snapshot from the online store for ``item_ids`` (deduplicated, at most ``max_items``)
-        and swap it in; the items read on a miss since the last load are merged in. Blocking.
+        and swap it in; the items read on a miss since the last load are merged in. Blocking. ``chunk_ids``
+        / ``pause_s``: ids per Feast read and the sleep between reads (see :data:`REFRESH_CHUNK_IDS`).
 
         Returns:
             ``{"items", "known", "seconds", "capped"}`` (``capped``: ids left out by ``max_items``).
@@ -144,7 +155,7 @@ class ItemFeatureCache:
         ids = list(dict.fromkeys([int(i) for i in item_ids] + extra))
         capped = max(0, len(ids) - self.max_items)
         ids = ids[:self.max_items]
-        arrays, known, versions = self._read(ids)
+        arrays, known, versions = self._read(ids, chunk_ids, pause_s)
         secs = time.perf_counter() - t0
         snap = _Snapshot({i: r for r, i in enumerate(ids)}, arrays, known, versions, self._clock(), secs)
         with self._lock:
@@ -155,8 +166,9 @@ class ItemFeatureCache:
         return {"items": len(ids), "known": int(known.sum()), "seconds": round(secs, 3), "capped": capped}
 
     def refresh(self) -> dict:
-        """Re-read every cached item (:meth:`load` of the current snapshot's ids)."""
-        return self.load(list(self._snap.index))
+        """Re-read every cached item (:meth:`load` of the current snapshot's ids), in slices of
+        :data:`REFRESH_CHUNK_IDS` with :data:`REFRESH_PAUSE_S` between them, so serving threads keep running."""
+        return self.load(list(self._snap.index), REFRESH_CHUNK_IDS, REFRESH_PAUSE_S)
 
     def start(self) -> None:
         """Start the background refresh thread (no-op without ``refresh_s`` or when started). The thread holds

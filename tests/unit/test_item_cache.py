@@ -94,3 +94,24 @@ def test_background_refresh_and_size_bound(enc):
         cache.stop()
     with pytest.raises(ValueError, match="max_items"):
         ItemFeatureCache(online.fetch, enc, max_items=0)
+
+
+def test_refresh_reads_in_short_slices_and_equals_a_bulk_load(enc, monkeypatch):
+    """A background refresh reads REFRESH_CHUNK_IDS ids per Feast call with a pause between calls (a bulk
+    read holds the GIL and stalls request threads); the first load reads in bulk; both give the same rows."""
+    from ppm_platform.serving import item_cache as ic
+
+    monkeypatch.setattr(ic, "REFRESH_CHUNK_IDS", 3)
+    monkeypatch.setattr(ic, "REFRESH_PAUSE_S", 0.001)
+    online = FakeOnline()
+    online.rows.update({i: online.row(i) for i in range(20, 30)})
+    ids = [10, 11, 12, 13, *range(20, 30)]
+    cache = ItemFeatureCache(online.fetch, enc, max_items=100, refresh_s=None)
+    cache.load(ids)
+    assert [len(c) for c in online.calls] == [14]
+    bulk = {k: v.copy() for k, v in cache.get(ids).inputs.items()}
+    online.calls.clear()
+    cache.refresh()
+    assert [len(c) for c in online.calls] == [3, 3, 3, 3, 2] and sum(online.calls, []) == ids
+    again = cache.get(ids).inputs
+    assert all(np.array_equal(again[k], bulk[k]) for k in bulk)
