@@ -204,13 +204,26 @@ def write_day_partition(table: pa.Table, path: Path, day: date, ts_column: str =
     return write_parquet_atomic(_sorted(table, sort_by), path / DAY_FILE.format(day=day.isoformat()))
 
 
-def write_json_atomic(obj: Any, path: Path) -> None:
-    """Write ``obj`` as pretty JSON, atomically."""
+def write_bytes_atomic(data: bytes, path: Path) -> None:
+    """Write ``data`` to ``path`` atomically: a temp file ``.<name>.<random>.tmp`` in the same folder, fsynced,
+    then renamed over ``path`` (``os.replace``), so a reader sees the old or the new content, whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json_atomic(obj: Any, path: Path) -> None:
+    """Write ``obj`` as pretty JSON, atomically (:func:`write_bytes_atomic`)."""
+    write_bytes_atomic(json.dumps(obj, indent=2, sort_keys=True, default=str).encode(), path)
 
 
 def read_json(path: Path) -> Any:

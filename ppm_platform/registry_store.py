@@ -16,16 +16,13 @@ wins, as with Feast's store; the pipeline runs one materialize of a view at a ti
 
 from __future__ import annotations
 
-import os
-import tempfile
 import uuid
 
 from feast.infra.registry.file import FileRegistryStore
 from feast.protos.feast.core.Registry_pb2 import Registry as RegistryProto
 from feast.utils import _utc_now
 
-#: Feast ``registry_store_type`` value selecting :class:`AtomicFileRegistryStore`
-REGISTRY_STORE_TYPE = "ppm_platform.registry_store.AtomicFileRegistryStore"
+from ppm_platform.io import write_bytes_atomic
 
 
 class AtomicFileRegistryStore(FileRegistryStore):
@@ -34,15 +31,4 @@ class AtomicFileRegistryStore(FileRegistryStore):
     def _write_registry(self, registry_proto: RegistryProto) -> None:
         registry_proto.version_id = str(uuid.uuid4())  # as Feast's store stamps it
         registry_proto.last_updated.FromDatetime(_utc_now())
-        folder = self._filepath.parent
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self._filepath.name}.", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(registry_proto.SerializeToString())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self._filepath)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_bytes_atomic(registry_proto.SerializeToString(), self._filepath)
