@@ -19,8 +19,9 @@ demo: install
 	$(VENV)/bin/ppm demo
 
 # Everything, including the cluster-profile test (real Spark standalone + redis-server on loopback, ~2 min;
-# docs/scale.md §2): `redis` installs the OS package first when it is missing.
-test: install redis
+# docs/scale.md §2) and the real-browser UI test (the OS's chromium + chromium-driver): `redis` and `browser`
+# install the OS packages first when they are missing.
+test: install redis browser
 	$(PY) -m pytest -q -rs
 
 test-unit: install
@@ -36,7 +37,7 @@ clean:
 	rm -rf artifacts
 
 # ---- scale (issue #8): real Spark standalone + Redis on loopback, cost curves (docs/scale.md) ----
-.PHONY: redis test-cluster bench-scale
+.PHONY: redis browser test-cluster bench-scale
 # the OS package the cluster-profile test needs (no-op when installed; as root, or through sudo when there is one)
 redis:
 	@command -v redis-server >/dev/null || { \
@@ -45,6 +46,16 @@ redis:
 	    echo "error: redis-server is not installed and this user cannot install it; as root run:" \
 	         "apt-get update && apt-get install -y redis-server" >&2; exit 1; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server && command -v redis-server >/dev/null; }
+
+# the OS packages of the real-browser UI test (Playwright's own browser download cannot work offline)
+browser:
+	@{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || { \
+	  echo "chromium / chromium-driver missing: installing the OS packages (apt-get install chromium chromium-driver)"; \
+	  if [ "$$(id -u)" -eq 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; else \
+	    echo "error: chromium is not installed and this user cannot install it; as root run:" \
+	         "apt-get update && apt-get install -y chromium chromium-driver" >&2; exit 1; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+	    && command -v chromium >/dev/null && command -v chromedriver >/dev/null; }
 
 # the cluster-profile test alone (it is also part of `make test`)
 test-cluster: install redis
