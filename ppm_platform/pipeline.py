@@ -436,7 +436,7 @@ def item_cold_report(settings: Settings, spark, progress: Progress = None) -> di
         render_summary,
     )
     from ppm_platform.training.split import settings_cutoffs
-    from ppm_platform.training.urm_train import HELD_OUT_SLICE
+    from ppm_platform.training.metrics import HELD_OUT_SLICE
 
     t0 = time.perf_counter()
     ev = settings.evaluation

@@ -3,7 +3,7 @@ backend; no display needed, safe in Spark/Dagster worker processes).
 
 Inputs are the JSON-able results of :mod:`ppm_platform.pipeline`: ``epochs`` (a list of per-epoch dicts with
 ``epoch``, ``train_loss`` and ``valid_click_auc`` / ``valid_order_auc``) and ``slices`` (test metrics by
-slice and task, as written by :func:`ppm_platform.training.urm_train.evaluate_slices`).
+slice and task, as written by :func:`ppm_platform.training.metrics.evaluate_slices`).
 
 :func:`markdown_image` embeds a PNG as a base64 data URI in markdown, which the Dagster UI renders inline
 for a ``MetadataValue.md`` entry (Dagster docs, "Asset metadata": markdown metadata).

@@ -23,9 +23,8 @@ import numpy as np
 import pandas as pd
 
 from ppm_platform.config import Settings
+from ppm_platform.models import TASKS
 from ppm_platform.training.batch import FeatureEncoder, labels
-
-TASKS = ("click", "order")
 
 
 def popularity_scores(train: pd.DataFrame, rows: pd.DataFrame, strength: float) -> np.ndarray:
@@ -112,7 +111,7 @@ def popularity_report(settings: Settings, training_set_path) -> dict:
         ``{"test_click_auc", "test_order_auc", "test_click_gauc", "slices"}``.
     """
     from ppm_platform.training.split import split_labels
-    from ppm_platform.training.urm_train import evaluate_slices
+    from ppm_platform.training.metrics import evaluate_slices
 
     df = pd.read_parquet(training_set_path, columns=["user_id", "item_id", "event_timestamp", "click", "order"])
     split = split_labels(df["event_timestamp"], settings).to_numpy()

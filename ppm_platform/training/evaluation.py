@@ -50,16 +50,10 @@ import torch
 
 from ppm_platform.config import Settings
 from ppm_platform.training.batch import FeatureEncoder, labels
-from ppm_platform.training.metrics import auc
+from ppm_platform.models import TASKS
+from ppm_platform.training.metrics import HELD_OUT_SLICE, SLICES, evaluate_slices, slice_masks
 from ppm_platform.training.split import settings_cutoffs, split_labels
-from ppm_platform.training.urm_train import (
-    HELD_OUT_SLICE,
-    SLICES,
-    TASKS,
-    evaluate_slices,
-    fit_multitask,
-    predict_rows,
-)
+from ppm_platform.training.urm_train import fit_multitask, predict_rows
 
 log = logging.getLogger("ppm_platform.evaluation")
 
@@ -256,7 +250,7 @@ def run_evaluation(settings: Settings, training_set: pd.DataFrame, item_multimod
         KeyError: an item without an ME feature row.
     """
     from ppm_platform.training.baselines import popularity_scores, train_gbdt
-    from ppm_platform.training.urm_train import slice_masks, train_ctr_model
+    from ppm_platform.training.urm_train import train_ctr_model
 
     t0 = time.perf_counter()
     ev = settings.evaluation

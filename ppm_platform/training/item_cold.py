@@ -106,7 +106,8 @@ def combine_draws(reports: list[dict], draw_seeds: list[int]) -> dict:
         "lift_urm_base": {task: {"per_draw", "per_draw_seed_std", "mean", "std_over_draws"}}, "target"}``.
     """
     from ppm_platform.training.evaluation import TARGET_COLD_LIFT, lookup, paired_lift
-    from ppm_platform.training.urm_train import HELD_OUT_SLICE, TASKS
+    from ppm_platform.models import TASKS
+    from ppm_platform.training.metrics import HELD_OUT_SLICE
 
     models = [m for m in reports[0]["protocol"]["models"]] if reports else []
     out: dict = {"draws": len(reports), "draw_seeds": draw_seeds, "models": models, "auc": {}, "lift_urm_base": {}}
@@ -132,7 +133,8 @@ def combine_draws(reports: list[dict], draw_seeds: list[int]) -> dict:
 
 def render_summary(summary: dict, sizes: list[dict]) -> str:
     """Markdown of :func:`combine_draws` (``sizes``: each draw's held-out slice size)."""
-    from ppm_platform.training.urm_train import HELD_OUT_SLICE, TASKS
+    from ppm_platform.models import TASKS
+    from ppm_platform.training.metrics import HELD_OUT_SLICE
 
     L = ["# Item-cold protocol", "",
          f"{summary['draws']} draws (held-out-item seeds {summary['draw_seeds']}); held-out test impressions per draw: "

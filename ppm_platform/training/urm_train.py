@@ -24,15 +24,12 @@ from ppm_platform.config import Settings
 from ppm_platform.training.batch import FeatureEncoder, labels
 from ppm_platform.runtime import torch_threads
 from ppm_platform.training.streaming import ParquetChunks
-from ppm_platform.training.metrics import auc, task_metrics
+from ppm_platform.training.metrics import auc, evaluate_slices_counts
 from ppm_platform.training.split import split_codes
 
 log = logging.getLogger("ppm_platform.training")
 
 Progress = Callable[[str], None] | None
-TASKS = ("click", "order")
-#: Cold-item threshold of the evaluation protocol (DESIGN.md §5): <= this many training impressions.
-COLD_ITEM_MAX_TRAIN_IMPRESSIONS = 10
 
 
 @dataclass
@@ -137,49 +134,6 @@ def predict_rows(model: torch.nn.Module, logits_of: Callable[[np.ndarray], torch
         for s in range(0, len(rows), batch_size):
             out.append(torch.sigmoid(logits_of(rows[s:s + batch_size])))
     return torch.cat(out).double().numpy() if out else np.zeros((0, 2))
-
-
-#: slices of DESIGN.md §5, in report order; :data:`HELD_OUT_SLICE` is added on the item-cold protocol's runs
-SLICES: tuple[str, ...] = ("all", "cold_items", "warm_items", "new_users")
-#: the item-cold protocol's slice: test impressions of the items whose train-window events were removed
-HELD_OUT_SLICE = "held_out_items"
-
-
-def slice_masks(test: pd.DataFrame, item_counts: pd.Series, train_users: set,
-                held_out_items: set | None = None) -> dict[str, np.ndarray]:
-    """Boolean masks (``[len(test)]``) of the slices of DESIGN.md §5 over ``test`` rows: ``all``;
-    ``cold_items`` (items with <= :data:`COLD_ITEM_MAX_TRAIN_IMPRESSIONS` train impressions, from
-    ``item_counts`` indexed by item id); ``warm_items``; ``new_users`` (not in ``train_users``); plus
-    :data:`HELD_OUT_SLICE` when ``held_out_items`` is given. THE definition (training metrics and the report)."""
-    n_train = test["item_id"].map(item_counts).fillna(0).to_numpy()
-    out = {
-        "all": np.ones(len(test), bool),
-        "cold_items": n_train <= COLD_ITEM_MAX_TRAIN_IMPRESSIONS,
-        "warm_items": n_train > COLD_ITEM_MAX_TRAIN_IMPRESSIONS,
-        "new_users": ~test["user_id"].isin(train_users).to_numpy(),
-    }
-    if held_out_items is not None:
-        out[HELD_OUT_SLICE] = test["item_id"].isin(held_out_items).to_numpy()
-    return out
-
-
-def evaluate_slices(test: pd.DataFrame, probs: np.ndarray, train: pd.DataFrame,
-                    held_out_items: set | None = None) -> dict:
-    """Per-task AUC / GAUC / logloss on the slices of :func:`slice_masks` (from the ``train`` rows)."""
-    return evaluate_slices_counts(test, probs, train["item_id"].value_counts(), set(train["user_id"]), held_out_items)
-
-
-def evaluate_slices_counts(test: pd.DataFrame, probs: np.ndarray, item_counts: pd.Series, train_users: set,
-                           held_out_items: set | None = None) -> dict:
-    """:func:`evaluate_slices` from the train split's impressions per item (``item_counts``, indexed by
-    item id) and its set of user ids, instead of the train rows themselves."""
-    y = labels(test)
-    users = test["user_id"].to_numpy()
-    out = {}
-    for name, m in slice_masks(test, item_counts, train_users, held_out_items).items():
-        out[name] = {t: task_metrics(users[m], y[m, k], probs[m, k]) for k, t in enumerate(TASKS)} if m.any() else {}
-        out[name]["impressions"] = int(m.sum())
-    return out
 
 
 def id_dropout(inputs: list[torch.Tensor], p: float, gen: torch.Generator) -> list[torch.Tensor]:
