@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from ppm_platform import cli
+from ppm_platform.cli import commands, doctor, errors, orchestration
 
 
 @pytest.fixture
@@ -36,7 +37,7 @@ def test_run_help_documents_profile_and_select():
 
 def test_missing_artifacts_is_one_line_with_exit_3_and_traceback_only_when_verbose(env):
     res = CliRunner().invoke(cli.main, ["rank", "1", "2", "3"])
-    assert res.exit_code == cli.EXIT_MISSING == 3
+    assert res.exit_code == errors.EXIT_MISSING == 3
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: FileNotFoundError:") and "model.json not found" in lines[0]
     assert "Traceback" not in res.output
@@ -47,7 +48,7 @@ def test_missing_artifacts_is_one_line_with_exit_3_and_traceback_only_when_verbo
 def test_bad_setting_is_exit_5(env, monkeypatch):
     monkeypatch.setenv("PPM_MAX_ITEMS", "many")
     res = CliRunner().invoke(cli.main, ["summary"])
-    assert res.exit_code == cli.EXIT_BAD_INPUT == 5 and "max_items" in res.output
+    assert res.exit_code == errors.EXIT_BAD_INPUT == 5 and "max_items" in res.output
 
 
 def test_summary_without_run_is_exit_3(env):
@@ -67,7 +68,7 @@ def test_run_passes_profile_and_selection_to_dagster_and_maps_failure_to_4(env, 
         calls.append((cmd, env))
         return 1 if "fail_me" in cmd else 0
 
-    monkeypatch.setattr(cli.subprocess, "call", fake_call)
+    monkeypatch.setattr(orchestration.subprocess, "call", fake_call)
     ok = CliRunner().invoke(cli.main, ["run", "--profile", "cluster", "--select", "urm_model+"])
     assert ok.exit_code == 0, ok.output
     cmd, child_env = calls[0]
@@ -75,7 +76,7 @@ def test_run_passes_profile_and_selection_to_dagster_and_maps_failure_to_4(env, 
     assert child_env["PPM_PROFILE"] == "cluster"
     assert child_env["PPM_ARTIFACTS_DIR"] == str(env / "artifacts")
     bad = CliRunner().invoke(cli.main, ["run", "--select", "fail_me"])
-    assert bad.exit_code == cli.EXIT_RUN_FAILED == 4 and "materialization of 'fail_me' failed" in bad.output
+    assert bad.exit_code == errors.EXIT_RUN_FAILED == 4 and "materialization of 'fail_me' failed" in bad.output
 
 
 def test_java_version_parsing(tmp_path):
@@ -84,7 +85,7 @@ def test_java_version_parsing(tmp_path):
         fake = tmp_path / "java"
         fake.write_text(f"#!/bin/sh\necho '{text}' >&2\necho 'OpenJDK Runtime Environment' >&2\n")
         fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-        assert cli.java_major_version(str(fake)) == (major, text)
+        assert doctor.java_major_version(str(fake)) == (major, text)
 
 
 def test_doctor_on_empty_artifacts_fails_with_fixes_and_exit_3(env):
@@ -106,15 +107,15 @@ def test_doctor_checks_pass_on_complete_folders(env):
     s = Settings.from_env()
     for t in ("items", "users", "interactions"):
         (s.data_dir / f"{t}.csv").write_text("x\n1\n")
-    assert cli._check_dataset(s) == (True, f"canonical tables in {s.data_dir}: items.csv, users.csv, interactions.csv")
+    assert doctor._check_dataset(s) == (True, f"canonical tables in {s.data_dir}: items.csv, users.csv, interactions.csv")
     s.feast_dir.mkdir(parents=True)
     con = sqlite3.connect(s.feast_dir / "online_store.db")
     con.execute("CREATE TABLE ppm_platform_user_profile (k TEXT)")
     con.executemany("INSERT INTO ppm_platform_user_profile VALUES (?)", [("a",), ("b",), ("c",)])
     con.commit()
     con.close()
-    assert cli._check_online_store(s) == (True, f"{s.feast_dir / 'online_store.db'}: 1 tables, 3 rows")
-    ok, detail = cli._check_models(s)
+    assert doctor._check_online_store(s) == (True, f"{s.feast_dir / 'online_store.db'}: 1 tables, 3 rows")
+    ok, detail = doctor._check_models(s)
     assert not ok and detail.count("missing") == 1 and detail.count("model.json") == 3
     for m, files in (("ppm", ["model.json", "weights.safetensors"]),
                      ("base", ["model.json", "weights.safetensors", "model.onnx"]),
@@ -122,7 +123,7 @@ def test_doctor_checks_pass_on_complete_folders(env):
         (s.models_dir / m).mkdir(parents=True, exist_ok=True)
         for f in files:
             (s.models_dir / m / f).write_bytes(b"x")
-    assert cli._check_models(s)[0]
+    assert doctor._check_models(s)[0]
 
 
 def test_empty_online_table_fails(env):
@@ -133,29 +134,29 @@ def test_empty_online_table_fails(env):
     con = sqlite3.connect(s.feast_dir / "online_store.db")
     con.execute("CREATE TABLE ppm_platform_item_profile (k TEXT)")
     con.close()
-    ok, detail = cli._check_online_store(s)
+    ok, detail = doctor._check_online_store(s)
     assert not ok and "ppm_platform_item_profile" in detail
 
 
 def test_backfill_checks_the_range_then_runs_one_partition_range(env, monkeypatch):
     calls = []
-    monkeypatch.setattr(cli, "materialize", lambda s, select, partition_range=None: calls.append((select, partition_range)) or 0)
+    monkeypatch.setattr(commands, "materialize", lambda s, select, partition_range=None: calls.append((select, partition_range)) or 0)
     bad = CliRunner().invoke(cli.main, ["backfill", "--from", "1997-10-02", "--to", "1997-10-01"])
     assert bad.exit_code == 2 and "is before --from" in bad.output
     outside = CliRunner().invoke(cli.main, ["backfill", "--from", "1990-01-01", "--to", "1997-10-01"])
     assert outside.exit_code == 2 and "outside the partitions [1997-09-20, 1998-04-23)" in outside.output
     ok = CliRunner().invoke(cli.main, ["backfill", "--from", "1997-09-20", "--to", "1997-10-01"])
     assert ok.exit_code == 0, ok.output
-    assert calls == [(cli.DAILY_ASSETS, "1997-09-20...1997-10-01")]
+    assert calls == [(orchestration.DAILY_ASSETS, "1997-09-20...1997-10-01")]
 
 
 def test_materialize_all_runs_the_main_job_and_ranges_go_to_asset_materialize(monkeypatch, tmp_path):
     from ppm_platform.config import Settings
 
     cmds = []
-    monkeypatch.setattr(cli.subprocess, "call", lambda cmd, **kw: cmds.append(cmd) or 0)
+    monkeypatch.setattr(orchestration.subprocess, "call", lambda cmd, **kw: cmds.append(cmd) or 0)
     s = Settings(artifacts_dir=tmp_path)
-    cli.materialize(s)
-    cli.materialize(s, cli.DAILY_ASSETS, partition_range="1997-09-20...1997-09-21")
+    orchestration.materialize(s)
+    orchestration.materialize(s, orchestration.DAILY_ASSETS, partition_range="1997-09-20...1997-09-21")
     assert cmds[0][-4:] == ["-m", "dagster_project.definitions", "-j", "ppm_main"] and "job" in cmds[0]
-    assert cmds[1][-4:] == ["--select", cli.DAILY_ASSETS, "--partition-range", "1997-09-20...1997-09-21"]
+    assert cmds[1][-4:] == ["--select", orchestration.DAILY_ASSETS, "--partition-range", "1997-09-20...1997-09-21"]
