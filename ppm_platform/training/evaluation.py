@@ -100,24 +100,13 @@ def me_inputs(training_set: pd.DataFrame, item_multimodal: pd.DataFrame, max_len
         KeyError: an impression's item or a history item has no ``item_multimodal`` row (the id and the
             training-set row position are named).
     """
-    from ppm_platform.features.item_multimodal import me_matrix
     from ppm_platform.features.ppm_caches import pad_history
+    from ppm_platform.training.me_index import MEIndex
 
-    item_ids, me = me_matrix(item_multimodal)
-    me_table = np.vstack([np.zeros((1, me.shape[1]), np.float32), me]).astype(np.float32)
-    index = pd.Index(item_ids)
-    target = index.get_indexer(training_set["item_id"].to_numpy(np.int64))
-    if (bad := np.flatnonzero(target < 0)).size:
-        raise KeyError(f"training-set row {bad[0]}: item_id {int(training_set['item_id'].iloc[bad[0]])} has no "
-                       f"item_multimodal row ({bad.size} rows affected)")
+    index = MEIndex.of(item_multimodal)
+    target = index.rows(training_set["item_id"].to_numpy(np.int64))
     ids, age, mask = pad_history(list(training_set["hist_item_ids"]), list(training_set["hist_age_s"]), max_len)
-    hist = index.get_indexer(ids.ravel()).reshape(ids.shape)
-    if (bad := np.argwhere((hist < 0) & (mask > 0))).size:
-        r, c = bad[0]
-        raise KeyError(f"training-set row {r}: history item_id {int(ids[r, c])} has no item_multimodal row "
-                       f"({len(bad)} history entries affected)")
-    hist_row = np.where(mask > 0, hist + 1, 0).astype(np.int64)
-    return MEInputs(me_table, (target + 1).astype(np.int64), hist_row, age, mask)
+    return MEInputs(index.table, target, index.history_rows(ids, mask), age, mask)
 
 
 def _split_rows(df: pd.DataFrame, settings: Settings) -> dict[str, np.ndarray]:

@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ppm_platform.config import Settings
+from ppm_platform.training.me_index import MEIndex
 from ppm_platform.training.metrics import auc, logloss
 from ppm_platform.training.split import SPLIT_CODES, split_codes, split_labels
 from ppm_platform.runtime import torch_threads
@@ -83,25 +84,14 @@ def build_examples(settings: Settings, interactions: pd.DataFrame, item_multimod
     Raises:
         KeyError: an impression or history refers to an item without an ME feature row.
     """
-    from ppm_platform.features.item_multimodal import me_matrix
-    from ppm_platform.features.ppm_caches import PAD_ITEM_ID, pad_history
+    from ppm_platform.features.ppm_caches import pad_history
 
-    item_ids, me = me_matrix(item_multimodal)
-    row_of = {int(i): r + 1 for r, i in enumerate(item_ids)}
-    me = np.vstack([np.zeros((1, me.shape[1]), np.float32), me]).astype(np.float32)
+    index = MEIndex.of(item_multimodal)
     df = asof_sequences(interactions, sequences_path)
-    L = settings.sequence.max_len
-    try:
-        target = np.fromiter((row_of[int(i)] for i in df["item_id"]), np.int64, len(df))
-    except KeyError as e:
-        raise KeyError(f"item_id {e.args[0]} has no item_multimodal row") from None
-    ids, age, mask = pad_history(list(df["hist_item_ids"]), list(df["hist_age_s"]), L)
-    try:
-        hist = np.vectorize(lambda i: 0 if i == PAD_ITEM_ID else row_of[int(i)], otypes=[np.int64])(ids)
-    except KeyError as e:
-        raise KeyError(f"history item_id {e.args[0]} has no item_multimodal row") from None
+    target = index.rows(df["item_id"].to_numpy(np.int64))
+    ids, age, mask = pad_history(list(df["hist_item_ids"]), list(df["hist_age_s"]), settings.sequence.max_len)
     split = split_labels(df["event_timestamp"], settings).to_numpy()
-    return PPMExamples(me, target, hist, age, mask,
+    return PPMExamples(index.table, target, index.history_rows(ids, mask), age, mask,
                        df["click"].to_numpy(np.float32), split)
 
 
@@ -120,21 +110,11 @@ class PPMExampleFile:
     def __init__(self, path: Path, me_item_ids: np.ndarray, me: np.ndarray, split_code: np.ndarray,
                  max_len: int, chunk_rows: int):
         self.path = Path(path)
-        order = np.argsort(me_item_ids, kind="stable")
-        self._ids = np.asarray(me_item_ids, dtype=np.int64)[order]
-        self._rows = (order + 1).astype(np.int64)  # row in ``me`` (0 = padding)
-        self.me = np.vstack([np.zeros((1, me.shape[1]), np.float32), me]).astype(np.float32)
+        self._index = MEIndex(me_item_ids, me)
+        self.me = self._index.table
         self.split_code = split_code
         self.max_len = max_len
         self.chunks = ParquetChunks(self.path, chunk_rows)
-
-    def _me_rows(self, ids: np.ndarray, what: str) -> np.ndarray:
-        pos = np.searchsorted(self._ids, ids)
-        pos = np.minimum(pos, max(len(self._ids) - 1, 0))
-        bad = (self._ids[pos] != ids) if len(self._ids) else np.ones(len(ids), bool)
-        if bad.any():
-            raise KeyError(f"{what}item_id {int(ids[bad][0])} has no item_multimodal row")
-        return self._rows[pos]
 
     def _padded(self, col: pa.ChunkedArray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(values gathered into [n, L] (0 where padded), valid mask bool [n, L], lengths [n]) of a list column;
@@ -170,10 +150,9 @@ class PPMExampleFile:
         if (lens != age_lens).any():
             r = int(np.flatnonzero(lens != age_lens)[0])
             raise ValueError(f"row {r}: {int(lens[r])} item ids but {int(age_lens[r])} ages")
-        hist = np.zeros(ids.shape, dtype=np.int64)
-        hist[valid] = self._me_rows(ids[valid].astype(np.int64), "history ")
-        return {"target": self._me_rows(tbl.column("item_id").to_numpy().astype(np.int64), ""),
-                "hist": hist, "age_s": np.where(valid, age, 0).astype(np.float32),
+        return {"target": self._index.rows(tbl.column("item_id").to_numpy().astype(np.int64)),
+                "hist": self._index.history_rows(ids.astype(np.int64), valid),
+                "age_s": np.where(valid, age, 0).astype(np.float32),
                 "mask": valid.astype(np.float32),
                 "click": tbl.column("click").to_numpy().astype(np.float32)}
 
