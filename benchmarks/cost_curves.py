@@ -1,6 +1,6 @@
 """Cost curves (issue #8): end-to-end time and peak RSS of the pipeline at growing synthetic scale, broken
 down by asset; point-in-time retrieval rows/s of Feast's DuckDB offline store vs the project's ASOF DuckDB
-store (:mod:`ppm_platform.offline_store`) vs Feast's file (dask) offline store on the same definitions and
+store (:mod:`ppm_platform.feature_store.offline_store`) vs Feast's file (dask) offline store on the same definitions and
 entity rows in the same run; materialization rows/s.
 
 For every scale (impressions) it
@@ -135,7 +135,7 @@ def run_pipeline(env: dict[str, str], select: str, log_path: Path) -> dict:
 
 
 #: offline stores compared by :func:`pit_compare`: name in the JSON -> Feast ``offline_store.type``
-STORES = {"duckdb": "duckdb", "asof": "ppm_platform.offline_store.AsofDuckDBOfflineStore", "dask": "dask"}
+STORES = {"duckdb": "duckdb", "asof": "ppm_platform.feature_store.offline_store.AsofDuckDBOfflineStore", "dask": "dask"}
 
 
 def _pit_call(settings, store_name: str, ent_path: str, ref_path: str, q) -> None:

@@ -16,6 +16,7 @@ import pytest
 from ppm_platform import feature_store as fsmod
 from ppm_platform.config import Settings
 from ppm_platform.data import schemas
+from ppm_platform.feature_store import repo_config
 from ppm_platform.io import write_parquet_atomic
 
 UTC = timezone.utc
@@ -139,6 +140,29 @@ def test_cluster_profile_config(env, tmp_path):
     assert {x.path for x in srcs} == {str(tmp_path / "features" / f"{t}.parquet") for t in
                                       ["item_multimodal", "item_profile", "user_profile", "behavior_sequences",
                                        "ppm_item_cache", "ppm_user_cache", "item_stats", "user_stats"]}
+
+
+@pytest.mark.parametrize("profile", sorted(repo_config.CLI_YAML_FILES))
+def test_committed_feast_yaml_is_the_config_in_code(profile, monkeypatch):
+    """``feature_repo/feature_store*.yaml`` (the Feast CLI's config) are generated from the one config in
+    code: a change to :func:`repo_config_dict` must be regenerated into them
+    (``repo_config.write_cli_yaml("feature_repo")``), so the CLI files never drift from what the library runs.
+    Feast parses each into the store types of its profile, with the ``$VAR`` the cluster file leaves open."""
+    from feast.repo_config import load_repo_config
+
+    path = Settings.from_env(env={}).feature_repo_dir / repo_config.CLI_YAML_FILES[profile]
+    assert path.read_text() == repo_config.cli_yaml(profile), \
+        f"{path} differs from the config in code: run repo_config.write_cli_yaml('feature_repo')"
+    monkeypatch.setenv("PPM_REDIS", "redis.example:6380")
+    monkeypatch.setenv("PPM_SPARK_MASTER", "spark://h:7077")
+    rc = load_repo_config(path.parent, path)
+    expected = fsmod.repo_config_dict(Settings.from_env(env={}, profile=profile))
+    assert rc.offline_store.type == expected["offline_store"]["type"]
+    assert rc.online_store.type == expected["online_store"]["type"]
+    assert rc.registry.registry_store_type == repo_config.REGISTRY_STORE_TYPE
+    if profile == "cluster":
+        assert rc.online_store.connection_string.startswith("redis.example:6380,socket_timeout=")
+        assert rc.offline_store.spark_conf["spark.master"] == "spark://h:7077"
 
 
 def test_point_in_time_no_leakage(env):
@@ -267,7 +291,7 @@ def test_materialize_reads_latest_rows_and_writes_in_batches(env, monkeypatch):
     ``MATERIALIZE_BATCH_ROWS``: here 2 rows, so 3 users take two batches; every user still gets its latest
     row (user 2's two rows are 200 ms apart)."""
     settings, _, _ = env
-    monkeypatch.setattr(fsmod, "MATERIALIZE_BATCH_ROWS", 2)
+    monkeypatch.setattr(repo_config, "MATERIALIZE_BATCH_ROWS", 2)
     store = fsmod.get_store(settings)
     mc = store.config.materialization_config
     assert mc.pull_latest_features is True and mc.online_write_batch_size == 2

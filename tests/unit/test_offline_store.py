@@ -1,4 +1,4 @@
-"""ppm_platform.offline_store (ASOF point-in-time join as a Feast offline store) against Feast's own DuckDB
+"""ppm_platform.feature_store.offline_store (ASOF point-in-time join as a Feast offline store) against Feast's own DuckDB
 store on the same registry and random synthetic feature tables: equal results row for row, including timestamp
 ties (created_timestamp breaks them), TTL expiry, entity rows before any feature row, duplicate entity rows, a
 two-key view, a field mapping, list features and full feature names; plus the streaming read."""
@@ -14,7 +14,8 @@ import pytest
 from feast import Entity, FeatureStore, FeatureView, Field, FileSource, RepoConfig, ValueType
 from feast.types import Array, Float32, Int64, String
 
-from ppm_platform.offline_store import STORE_TYPE, AsofRetrievalJob
+from ppm_platform.feature_store.offline_store import AsofRetrievalJob
+from ppm_platform.feature_store.repo_config import ASOF_STORE_TYPE
 
 T0 = datetime(2024, 3, 1, tzinfo=timezone.utc)
 N_USERS, N_ITEMS = 40, 15
@@ -93,7 +94,7 @@ def stores(tmp_path_factory):
                            "label": rng.integers(0, 2, n)})
     entity = pd.concat([entity, entity.iloc[:50]], ignore_index=True)  # duplicate entity rows
     entity["rid"] = np.arange(len(entity))
-    return feast_store, _store(root, STORE_TYPE), entity
+    return feast_store, _store(root, ASOF_STORE_TYPE), entity
 
 
 FEATURES = ["v_user:a", "v_user:seq", "v_user:s", "v_ttl:b", "v_pair:c", "v_item:d"]

@@ -1,15 +1,13 @@
 """A Feast offline store: Feast's DuckDB store with the point-in-time join done as one ``ASOF LEFT JOIN`` per
-feature view, plus a batched read of the result (issue #8, docs/scale.md §3).
+feature view, plus a batched read of the result (docs/scale.md §3).
 
 Why: Feast's DuckDB/ibis store (``feast.infra.offline_stores.ibis.point_in_time_join``) inner-joins every
 entity row with *every earlier* feature row of its key, then keeps the latest with a ``row_number()`` window.
 The work per entity row grows with the key's history, and the intermediate carries every feature column
-(``ppm_user_seq`` is 640 floats). Measured on the synthetic 1e7 artifacts (100k users, ~23
-``ppm_user_cache`` rows per user): 10k entity rows per call cost 20.8 s (29k rows/min), so the 1e7 training set
-needed hours. An ASOF join (DuckDB ``ASOF LEFT JOIN``, https://duckdb.org/docs/sql/query_syntax/from#as-of-joins)
-finds the latest row ``feature_ts <= entity_ts`` per key with a sort-merge, one output row per entity row:
-250k entity rows of the last time window in 48 s on the same data under a 1 GB DuckDB cap, and the whole 1e7
-training set in 1,400 s = 429k rows/min (was ~95k rows/min). Feast made the same change for its Snowflake store
+(``ppm_user_seq`` is ``L*d`` floats), so large training sets took hours (docs/scale.md §3 has the
+measurements). An ASOF join (DuckDB ``ASOF LEFT JOIN``,
+https://duckdb.org/docs/sql/query_syntax/from#as-of-joins) finds the latest row ``feature_ts <= entity_ts`` per
+key with a sort-merge, one output row per entity row. Feast made the same change for its Snowflake store
 (feast-dev/feast PR #4850).
 
 What stays Feast's: the registry, feature views and services, ``FeatureStore.get_historical_features``, the
@@ -26,8 +24,13 @@ rows with equal timestamps the greatest ``created_timestamp_column``; NULL featu
 is older than ``entity ts - ttl`` (``ttl`` > 0). ``filter_by_created_timestamp=True`` and an SQL-string
 ``entity_df`` are delegated to Feast's own join (not used by this project).
 
-Use: ``offline_store: {type: ppm_platform.offline_store.AsofDuckDBOfflineStore}`` in ``feature_store.yaml``
-(Feast finds ``AsofDuckDBOfflineStoreConfig`` next to the class).
+Streaming: the store declares :attr:`AsofDuckDBOfflineStore.streams_arrow_batches`; its retrieval job's
+:meth:`AsofRetrievalJob.to_arrow_batches` reads a large result in batches
+(:mod:`ppm_platform.feature_store.training_sets` asks the store for that capability).
+
+Use: ``offline_store: {type: ppm_platform.feature_store.offline_store.AsofDuckDBOfflineStore}`` in
+``feature_store.yaml`` (Feast finds ``AsofDuckDBOfflineStoreConfig`` next to the class; the config is built
+in :mod:`ppm_platform.feature_store.repo_config`).
 """
 
 from __future__ import annotations
@@ -61,13 +64,13 @@ from ibis.expr import datatypes as dt
 from ibis.expr.types import Table
 from pydantic import StrictStr
 
-STORE_TYPE = "ppm_platform.offline_store.AsofDuckDBOfflineStore"
+from ppm_platform.feature_store.repo_config import ASOF_STORE_TYPE
 
 
 class AsofDuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
     """Config of :class:`AsofDuckDBOfflineStore`: the same fields as Feast's DuckDB store."""
 
-    type: StrictStr = STORE_TYPE
+    type: StrictStr = ASOF_STORE_TYPE
 
 
 class AsofRetrievalJob(IbisRetrievalJob):
@@ -79,9 +82,9 @@ class AsofRetrievalJob(IbisRetrievalJob):
 
         Memory: without ``order_by`` the rows stream from DuckDB (bounded by its ``memory_limit``; it spills
         beyond). With ``order_by`` the result is fetched once as an Arrow table and sorted there
-        (``pyarrow.compute.sort_indices``, rows copied one batch at a time), so it must fit in memory: a DuckDB ``ORDER BY`` over rows carrying
-        640-float lists ran out of a 1 GB cap at 500k rows on the 1e7 data, while the Arrow sort of 250k such
-        rows (0.71 GiB) took 1.5 s. Callers bound it by the entity rows per call.
+        (``pyarrow.compute.sort_indices``, rows copied one batch at a time), so it must fit in memory: a DuckDB
+        ``ORDER BY`` over rows carrying long float lists runs out of a small memory cap where the Arrow sort of
+        the same rows is fast (docs/scale.md §3). Callers bound it by the entity rows per call.
 
         Args:
             order_by: columns to sort the result by (ascending); None = DuckDB's output order (not stable
@@ -167,6 +170,10 @@ def asof_point_in_time_join(entity: Table, tables: list[tuple[Table, dict[str, s
 class AsofDuckDBOfflineStore(DuckDBOfflineStore):
     """Feast's :class:`~feast.infra.offline_stores.duckdb.DuckDBOfflineStore` whose
     ``get_historical_features`` is an ASOF join (module docstring: why, semantics, what is unchanged)."""
+
+    #: capability: its retrieval jobs are :class:`AsofRetrievalJob`, which read a result in Arrow batches
+    #: (:meth:`AsofRetrievalJob.to_arrow_batches`) instead of one DataFrame
+    streams_arrow_batches = True
 
     @staticmethod
     def get_historical_features(
