@@ -329,3 +329,87 @@ def test_online_reads_keep_serving_while_a_view_is_materializing(env):
     finally:
         fv.state = previous
         writer.registry.apply_feature_view(fv, writer.project, commit=True)
+
+
+# ---- offline x online store matrix -------------------------------------------------------------------------
+# The same point-in-time and online-read checks on every pair of offline store (our ASOF DuckDB store, Feast's
+# own DuckDB store) and online store (SQLite; Redis when redis-server is on PATH), as Feast's universal tests
+# run one test over many stores. Small tables (those above), so each pair costs a few seconds.
+OFFLINE_STORES = {"asof": repo_config.ASOF_STORE_TYPE, "feast_duckdb": "duckdb"}
+ONLINE_STORES = ("sqlite", "redis")
+
+
+@pytest.fixture(scope="module")
+def redis_addr(tmp_path_factory):
+    """``host:port`` of a ``redis-server`` started on loopback for this module (skips without one)."""
+    import shutil
+
+    from ppm_platform.testing.cluster import start_redis
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server not on PATH (`make redis`): the Redis online-store cases need it")
+    proc, addr = start_redis(tmp_path_factory.mktemp("matrix_redis"))
+    try:
+        yield addr
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module", params=[(off, on) for off in OFFLINE_STORES for on in ONLINE_STORES],
+                ids=lambda p: f"{p[0]}-{p[1]}")
+def matrix(request, tmp_path_factory):
+    """``(offline, settings, store)``: the tables above under a fresh artifacts dir, definitions applied, and
+    a store on the pair's offline and online store (Redis: database ``1 + index`` of one server per module,
+    so pairs do not share keys)."""
+    from feast import FeatureStore, RepoConfig
+
+    offline, online = request.param
+    root = tmp_path_factory.mktemp(f"matrix_{offline}_{online}")
+    update: dict = {"online_store": online}
+    if online == "redis":
+        update["redis"] = f"{request.getfixturevalue('redis_addr')},db={1 + list(OFFLINE_STORES).index(offline)}"
+    settings = Settings.from_env(env={}, artifacts_dir=root / "artifacts", sequence={"max_len": L},
+                                 ppm={"d_model": DM}).model_copy(update=update).ensure_dirs()
+    _write_tables(settings)
+    fsmod.apply_definitions(settings)
+    cfg = {**fsmod.repo_config_dict(settings), "offline_store": {"type": OFFLINE_STORES[offline]}}
+    config = RepoConfig(**cfg)
+    config.repo_path = settings.feature_repo_dir
+    return offline, settings, FeatureStore(repo_path=str(settings.feature_repo_dir), config=config)
+
+
+def test_matrix_point_in_time_and_training_set(matrix, tmp_path):
+    """Point-in-time rows (before any row, at the producing event, after it; an item that enters the catalog
+    later) are the same on every offline store, through both the DataFrame and the streamed-file path; only
+    the streaming store streams."""
+    offline, settings, store = matrix
+    assert fsmod.streams_arrow_batches(store) is (offline == "asof")
+    ent = pd.DataFrame({"user_id": [1, 1, 1, 1, 3, 3], "item_id": [10, 10, 10, 10, 12, 12],
+                        "event_timestamp": [T0 - timedelta(days=1), T0, T, T + timedelta(seconds=1),
+                                            ITEM_LATE_TS - D, ITEM_LATE_TS],
+                        "click": np.arange(6, dtype="int8")})
+    out = fsmod.get_training_frame(settings, ent, store=store)
+    assert out["click"].tolist() == list(range(6))
+    assert [None if h is None else list(h) for h in out["hist_item_ids"]] == [None, None, [10], [11, 10], [11], [11]]
+    assert out["release_year"].tolist()[4:] == [pd.NA, 1997]
+    res = fsmod.write_training_set(settings, ent, tmp_path / "ts.parquet", store=store, chunk_rows=4)
+    written = pq.read_table(res["path"]).to_pandas()  # rows in time order
+    by_time = out.sort_values("event_timestamp", kind="stable")
+    assert res["rows"] == 6 and res["chunks"] == 2
+    assert written["click"].tolist() == by_time["click"].tolist()
+    assert [None if h is None else list(h) for h in written["hist_item_ids"]] == \
+        [None if h is None else list(h) for h in by_time["hist_item_ids"]]
+
+
+def test_matrix_materialize_and_online_reads(matrix):
+    """Materialize writes each entity's latest row, and online reads return it (None for an unknown id), on
+    every pair of offline and online store."""
+    _, settings, store = matrix
+    fsmod.materialize(settings, store=store)
+    u = fsmod.online_user_features(store, 1)
+    assert list(u["hist_item_ids"]) == [11, 10] and u["ppm_user_version"] == "v2" and u["age"] == 20
+    assert fsmod.online_user_features(store, 999)["hist_item_ids"] is None
+    items = fsmod.online_item_features(store, [12, 999, 10])
+    assert items["item_id"].tolist() == [12, 999, 10]
+    assert items["release_year"].tolist()[0] == 1997 and items["ppm_item_version"][1] is None
