@@ -1,5 +1,7 @@
 """Shared integration fixtures: ONE Dagster materialization of the whole asset graph on the real MovieLens-100K
-subset per test session, reused by every integration module (test_pipeline_movielens.py, test_serving.py)."""
+subset per test session, reused by every integration module (test_pipeline_movielens.py, test_serving.py,
+test_ui_browser.py). The run is recorded in a persistent Dagster instance (``<artifacts>/dagster_home``), so the
+UI test can open the webserver on it as a user would after ``ppm demo``."""
 
 import json
 
@@ -34,8 +36,12 @@ def pipeline_run(tmp_path_factory):
     from dagster_project.definitions import all_assets, all_checks
     from dagster_project.resources import resources_for
 
+    home = art / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
     try:
-        result = dg.materialize([*all_assets, *all_checks], resources=resources_for("local"),
+        instance = dg.DagsterInstance.local_temp(str(home))  # open for the session: results read events from it
+        result = dg.materialize([*all_assets, *all_checks], resources=resources_for("local"), instance=instance,
                                 selection=dg.AssetSelection.all() - dg.AssetSelection.groups("daily"))
     finally:
         # session scope: don't leak the subset's PPM_* variables into later modules (unit tests build their
