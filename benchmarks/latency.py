@@ -69,7 +69,7 @@ class OnlinePPM:
     def __init__(self, settings, urm, encoders: bool):
         import torch
 
-        from ppm_platform.training.artifacts import load_ppm
+        from ppm_platform.model_store import load_ppm
 
         torch.set_num_threads(1)
         self.torch, self.urm, self.settings, self.encoders = torch, urm, settings, encoders

@@ -60,7 +60,7 @@ def main() -> None:
     import pandas as pd
 
     from ppm_platform.config import Settings
-    from ppm_platform.training.artifacts import load_ppm
+    from ppm_platform.model_store import load_ppm
     from ppm_platform.training.urm_train import train_ctr_model
 
     settings = Settings.from_env()

@@ -158,7 +158,7 @@ def ppm_model(settings: Settings, progress: Progress = None) -> dict:
     import tempfile
 
     from ppm_platform.features.ppm_caches import ppm_version_for
-    from ppm_platform.training.artifacts import model_version, save_model
+    from ppm_platform.model_store import model_version, save_model
     from ppm_platform.training.ppm_train import pretrain_ppm, write_examples
 
     mm = pd.read_parquet(_feature(settings, "item_multimodal"))  # the catalog only
@@ -237,7 +237,7 @@ def online_store(settings: Settings) -> dict:
 # ---- URM ---------------------------------------------------------------------------------------------
 def _train_and_save(settings: Settings, name: str, use_ppm: bool, progress: Progress) -> dict:
     from ppm_platform.features.ppm_caches import ppm_version_of
-    from ppm_platform.training.artifacts import load_ppm, resolve_model_dir, save_model
+    from ppm_platform.model_store import load_ppm, resolve_model_dir, save_model
     from ppm_platform.training.urm_train import train_ctr_model
 
     ppm_dir = resolve_model_dir(settings.models_dir / "ppm") if use_ppm else None  # one version, read once
@@ -305,7 +305,7 @@ ONNX_RECORD = "onnx.json"
 
 
 def _onnx_into(settings: Settings, model, encoder, record: dict) -> Callable[[Path], None]:
-    """A :func:`~ppm_platform.training.artifacts.save_model` ``finish`` hook: export ``model``'s ONNX graphs
+    """A :func:`~ppm_platform.model_store.save_model` ``finish`` hook: export ``model``'s ONNX graphs
     (``model.onnx``, ``model_serving.onnx``) into the staged version, parity-checked against torch on the last
     256 rows of the training set (the test split; ValueError above 1e-5, and nothing is published), and
     write their figures to :data:`ONNX_RECORD` there and into ``record``."""
@@ -338,7 +338,7 @@ def export_onnx(settings: Settings, name: str, force: bool = False) -> dict:
         ``exported`` (True when this call exported the graphs).
     """
     from ppm_platform.serving.onnx_export import SERVING_FILE
-    from ppm_platform.training.artifacts import load_urm, read_model_json, resolve_model_dir, save_model
+    from ppm_platform.model_store import load_urm, read_model_json, resolve_model_dir, save_model
     from ppm_platform.training.batch import FeatureEncoder
 
     link = settings.models_dir / name
@@ -390,7 +390,7 @@ def evaluation_report(settings: Settings, progress: Progress = None) -> dict:
     Reads the ``training_set``, ``item_multimodal`` and ``ppm_model`` artifacts. Returns the headline
     figures (test click / order AUC per model, lifts, targets) and the paths of the written files.
     """
-    from ppm_platform.training.artifacts import load_ppm
+    from ppm_platform.model_store import load_ppm
     from ppm_platform.training.evaluation import lookup, run_evaluation, write_report
 
     ts = pd.read_parquet(settings.artifacts_dir / "training_set.parquet")
@@ -425,7 +425,7 @@ def item_cold_report(settings: Settings, spark, progress: Progress = None) -> di
     """
     from ppm_platform.features.spark import release_heap
     from ppm_platform.io import write_json_atomic
-    from ppm_platform.training.artifacts import load_ppm
+    from ppm_platform.model_store import load_ppm
     from ppm_platform.training.evaluation import json_safe, run_evaluation, write_report
     from ppm_platform.training.item_cold import (
         clean_draw,

@@ -147,7 +147,7 @@ class ItemVectorTable:
 
 def ppm_version_for(weights_version: str, encoder_version: str | None) -> str:
     """THE ``ppm_version`` (see the module docstring): the feature space of PPM cache vectors computed by PPM
-    weights ``weights_version`` (:func:`~ppm_platform.training.artifacts.model_version`) from ME features of
+    weights ``weights_version`` (:func:`~ppm_platform.model_store.model_version`) from ME features of
     encoders ``encoder_version`` (``item_multimodal.encoder_version``, ``"<text>|<image>"``).
 
     Returns:
@@ -168,7 +168,7 @@ def weights_version_of(model_dir: Path) -> str:
     Raises:
         ValueError: ``model.json`` records no version.
     """
-    from ppm_platform.training.artifacts import read_model_json
+    from ppm_platform.model_store import read_model_json
 
     v = read_model_json(Path(model_dir)).get("version")
     if not v:
@@ -185,7 +185,7 @@ def ppm_version_of(model_dir: Path) -> str:
         ValueError: ``model.json`` records no weights version, or a ``metadata["ppm_version"]`` that is not
             that of its weights and encoders (e.g. a PPM saved before ``ppm_version`` covered the encoders).
     """
-    from ppm_platform.training.artifacts import read_model_json
+    from ppm_platform.model_store import read_model_json
 
     doc = read_model_json(Path(model_dir))
     meta = doc.get("metadata") or {}
@@ -209,7 +209,7 @@ def get_ppm(model_dir: Path, ppm_version: str):
     Raises:
         ValueError: the folder now holds another version than the driver planned with.
     """
-    from ppm_platform.training.artifacts import load_ppm
+    from ppm_platform.model_store import load_ppm
 
     key = (str(Path(model_dir).resolve()), ppm_version)
     with _LOCK:
@@ -380,7 +380,7 @@ def compute_ppm_user_cache(spark, settings: Settings, behavior_sequences_path: P
     Raises:
         ValueError: the item cache was computed by another PPM version, or L exceeds the PPM's max_len.
     """
-    from ppm_platform.training.artifacts import read_model_json
+    from ppm_platform.model_store import read_model_json
 
     t0 = time.perf_counter()
     version = ppm_version_of(ppm_model_dir)

@@ -67,7 +67,7 @@ def build_new_item_rows(settings: Settings, item_id: int, title: str, categories
     from ppm_platform.data.validation import check_image
     from ppm_platform.features.item_multimodal import encode_items_frame
     from ppm_platform.features.ppm_caches import encode_item_frame, get_ppm, ppm_version_of, weights_version_of
-    from ppm_platform.training.artifacts import read_model_json
+    from ppm_platform.model_store import read_model_json
 
     if image_path is not None:  # the ingest's own image check (catalog root, pixel limit, decodable)
         reason = check_image(str(image_path), settings.data_dir)

@@ -108,7 +108,7 @@ class Ranker:
             request).
 
     The model is read from the version published at ``models/<model_name>`` when the Ranker is built
-    (:func:`~ppm_platform.training.artifacts.resolve_model_dir`: all files from one version folder); a Ranker
+    (:func:`~ppm_platform.model_store.resolve_model_dir`: all files from one version folder); a Ranker
     never changes model; the HTTP service swaps in a new Ranker when another version is published
     (:mod:`ppm_platform.serving.reload`).
 
@@ -122,7 +122,7 @@ class Ranker:
         from ppm_platform.feature_store import get_store
         from ppm_platform.io import read_json
         from ppm_platform.serving.onnx_export import SERVING_FILE, OnnxScorer
-        from ppm_platform.training.artifacts import resolve_model_dir
+        from ppm_platform.model_store import resolve_model_dir
 
         hint = f"materialize the '{model_name}_model' asset first (ppm run)"
         try:  # every file below from one version: the published link may move while this runs

@@ -1,6 +1,6 @@
 """Model swap without downtime (issue #16): the HTTP service follows the model published at ``models/<name>``.
 
-A model is published atomically (:func:`~ppm_platform.training.artifacts.save_model`: a complete version
+A model is published atomically (:func:`~ppm_platform.model_store.save_model`: a complete version
 folder, then one rename of the ``models/<name>`` symlink). :class:`ModelReloader` watches that link: a
 background thread resolves it every ``serving.model_watch_s`` seconds (one ``realpath``; no operator step,
 works in every worker process of ``ppm serve --workers N`` and on any file system, where inotify would not
@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ppm_platform.training.artifacts import resolve_model_dir
+from ppm_platform.model_store import resolve_model_dir
 
 log = logging.getLogger("ppm_platform.serving.reload")
 

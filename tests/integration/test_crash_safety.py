@@ -115,7 +115,7 @@ def test_killed_spark_job_leaves_no_output_and_rerun_completes(spark, tmp_path):
 
 
 def test_killed_training_and_save_loop_leaves_a_loadable_model(tmp_path):
-    from ppm_platform.training.artifacts import load_ppm, model_version
+    from ppm_platform.model_store import load_ppm, model_version
 
     model_dir = tmp_path / "models" / "ppm"
     marker = tmp_path / "saves"
@@ -123,7 +123,7 @@ def test_killed_training_and_save_loop_leaves_a_loadable_model(tmp_path):
         import torch
         from pathlib import Path
         from ppm_platform.models.ppm import PPM, PPMConfig
-        from ppm_platform.training.artifacts import model_version, save_model
+        from ppm_platform.model_store import model_version, save_model
         cfg = PPMConfig(d_model=64, n_layers=2, ff_dim=128, max_len=20)
         torch.manual_seed(0)
         model = PPM(cfg)
@@ -144,7 +144,7 @@ def test_killed_training_and_save_loop_leaves_a_loadable_model(tmp_path):
     assert all(".tmp-" in n or ".old-" in n for n in leftovers)  # hidden temp folders only
     # the re-run completes
     from ppm_platform.models.ppm import PPM, PPMConfig
-    from ppm_platform.training.artifacts import save_model
+    from ppm_platform.model_store import save_model
 
     m = PPM(PPMConfig(d_model=64, n_layers=2, ff_dim=128, max_len=20))
     save_model(m, m.cfg, model_dir, "ppm", {"ppm_version": model_version(m)})

@@ -120,7 +120,7 @@ def test_new_item_becomes_rankable_with_content_features(pipeline_run):
     from ppm_platform.features.item_multimodal import me_matrix
     from ppm_platform.serving.new_item import add_new_item
     from ppm_platform.serving.ranker import Ranker
-    from ppm_platform.training.artifacts import load_ppm
+    from ppm_platform.model_store import load_ppm
 
     settings, _ = pipeline_run
     ranker = Ranker(settings)

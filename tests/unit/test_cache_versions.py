@@ -23,7 +23,7 @@ from ppm_platform.features.ppm_caches import (
 )
 from ppm_platform.io import write_parquet_atomic
 from ppm_platform.models.ppm import PPM, PPMConfig
-from ppm_platform.training.artifacts import model_version, save_model
+from ppm_platform.model_store import model_version, save_model
 
 try:  # pytest's default (prepend) import mode puts tests/unit on sys.path
     from test_feature_store import DM

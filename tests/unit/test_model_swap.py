@@ -30,7 +30,7 @@ from ppm_platform.models import URM, URMConfig
 from ppm_platform.models.ppm import PPMConfig
 from ppm_platform.serving.app import create_app
 from ppm_platform.serving.onnx_export import SERVING_FILE, export_urm_onnx
-from ppm_platform.training.artifacts import (
+from ppm_platform.model_store import (
     KEEP_VERSIONS,
     load_urm,
     model_version,

@@ -17,7 +17,7 @@ from ppm_platform.models import (
     PPMReadout, PPMSequenceEncoder, URMConfig, masked_softmax, multitask_bce,
 )
 from ppm_platform.models.idrec import safe_index
-from ppm_platform.training.artifacts import load_ppm, load_urm, model_version, read_model_json, save_model
+from ppm_platform.model_store import load_ppm, load_urm, model_version, read_model_json, save_model
 
 B, L, ME, S, G = 6, 8, 24, 3, 5
 SIDE_CARDS = (5, 4, 7)

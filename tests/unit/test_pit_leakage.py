@@ -50,7 +50,7 @@ def _tiny_ppm():
     import torch
 
     from ppm_platform.models.ppm import PPM, PPMConfig
-    from ppm_platform.training.artifacts import model_version
+    from ppm_platform.model_store import model_version
 
     torch.manual_seed(0)
     ppm = PPM(PPMConfig(me_dim=1665, d_model=DM, n_layers=1, n_heads=2, ff_dim=16, max_len=L, n_time_buckets=8,

@@ -108,7 +108,7 @@ def test_item_multimodal_unreadable_image_fails_naming_the_path(spark, tmp_path)
 def _ppm_or_skip():
     try:
         from ppm_platform.models.ppm import PPM, PPMConfig
-        from ppm_platform.training.artifacts import model_version, save_model
+        from ppm_platform.model_store import model_version, save_model
     except ImportError as e:  # pragma: no cover
         pytest.skip(f"PPM model module not available yet: {e}")
     return PPM, PPMConfig, model_version, save_model

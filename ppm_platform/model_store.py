@@ -1,9 +1,11 @@
-"""Model persistence: ``weights.safetensors`` + ``model.json`` (kind, config, metadata) in one folder.
+"""The model store: save and load the PPM / URM artifacts (``weights.safetensors`` + ``model.json`` with kind,
+config and metadata, in one version folder), publish them atomically, and resolve the published version.
 
 Loading is safe by construction: weights come only from safetensors (no pickle, no ``torch.load``) and the
-model is rebuilt from its typed dataclass config, so a model folder can never execute code.
+model is rebuilt from its typed config (``PPMConfig`` / ``URMConfig``), so a model folder can never execute
+code.
 
-Publication (issue #16 finding 5): every save writes a new immutable version folder
+Publication: every save writes a new immutable version folder
 ``<name>.versions/<id>/`` next to ``<name>`` (``<id>`` = UTC time + weights hash, so names sort by age), staged
 under a hidden name and renamed into ``<name>.versions/`` only once complete (weights, ``model.json`` and
 whatever the ``finish`` hook writes, e.g. the ONNX graphs). ``<name>`` itself is a relative symlink to the
@@ -22,7 +24,6 @@ them all from that folder, because the link may move between two opens. The newe
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -136,7 +137,8 @@ def save_model(model: nn.Module, config: Any, out_dir: Path, kind: str, metadata
 
     Args:
         model: a :class:`PPM` or :class:`URM` (others save, but only these two load).
-        config: the dataclass config the model was built from.
+        config: the typed config the model was built from (``PPMConfig`` / ``URMConfig``: its ``to_dict()``
+            is recorded, ``from_dict`` rebuilds it).
         out_dir: where the model is published (a symlink; its parent is created).
         kind: free label, e.g. ``"ppm"``, ``"urm"``, ``"base"``.
         metadata: JSON-serialisable facts (metrics, ``ppm_version`` consumed, data window, ...); values JSON
@@ -150,15 +152,15 @@ def save_model(model: nn.Module, config: Any, out_dir: Path, kind: str, metadata
         ``out_dir``. ``model.json`` = ``{kind, model_class, version, config, metadata}``; the published
         folder is :func:`resolve_model_dir` ``(out_dir)``.
     """
-    if not dataclasses.is_dataclass(config) or isinstance(config, type):
-        raise TypeError(f"config must be a dataclass instance, got {type(config).__name__}")
+    if isinstance(config, type) or not callable(getattr(config, "to_dict", None)):
+        raise TypeError(f"config must be a model config instance (with to_dict), got {type(config).__name__}")
     out_dir = Path(out_dir)
     weights = _weights_bytes(model)
     doc = {
         "kind": kind,
         "model_class": type(model).__name__,
         "version": _short_sha(weights),
-        "config": dataclasses.asdict(config),
+        "config": config.to_dict(),
         "metadata": metadata,
     }
     text = json.dumps(doc, indent=2, sort_keys=True, default=str)
