@@ -37,8 +37,8 @@ class SparkSettings(BaseModel):
     """Spark session settings. JVM flags follow ../shared/notes/stack.md §4: C1-only JIT + SerialGC halve
     SparkSession start on 2-core machines. The heap-ratio flags let the driver JVM give its free heap back
     to the OS in one full GC (:func:`ppm_platform.features.spark.release_heap`, run after every Spark
-    stage), so the idle JVM does not keep its peak heap through the torch / Feast stages (issue #8: JVM
-    RSS 1.99 -> 0.62 GiB after a 30 M-row window job; without them a GC frees nothing to the OS)."""
+    stage), so the idle JVM does not keep its peak heap through the torch / Feast stages (without them a GC
+    frees nothing to the OS; docs/scale.md)."""
 
     master: str = "local[*]"
     driver_memory: str = "4g"
@@ -49,7 +49,7 @@ class SparkSettings(BaseModel):
     arrow_batch_rows: int = 256
     #: keep Spark's Python workers alive between tasks (``spark.python.worker.reuse``). Off: a worker exits with
     #: its task, so the encoders / PPM it loaded (~1 GiB per worker) do not stay resident through the
-    #: non-Spark stages after it (issue #8 memory; costs one model load per task, a few seconds)
+    #: non-Spark stages after it (costs one model load per task)
     python_worker_reuse: bool = False
 
 
@@ -69,10 +69,16 @@ class EncoderSettings(BaseModel):
     torch_threads_per_worker: int = 1
     #: batch-inference runtime per encoder: ``onnx`` runs ``model.onnx`` next to the weights with onnxruntime
     #: when it exists (the fine-tuned encoders are exported with a parity check), else torch. Defaults are the
-    #: measured faster one on 2 CPU cores, 1 thread per worker (benchmarks/encode_throughput.py, docs/encoders.md):
-    #: MiniLM text is faster in torch, EfficientNet-Lite0 image about 3x faster in onnxruntime.
+    #: faster runtime of each encoder on CPU, 1 thread per worker (benchmarks/encode_throughput.py, docs/encoders.md):
+    #: torch for MiniLM text, onnxruntime for EfficientNet-Lite0 images.
     text_backend: Literal["torch", "onnx"] = "torch"
     image_backend: Literal["torch", "onnx"] = "onnx"
+
+    @property
+    def me_dim(self) -> int:
+        """Width of the multi-modal (ME) item feature: ``text_dim + image_dim + 1`` (the has_image flag);
+        1665 with the default encoders. The one place this width is computed."""
+        return self.text_dim + self.image_dim + 1
 
 
 class TextFinetuneSettings(BaseModel):
@@ -109,7 +115,7 @@ class ImageFinetuneSettings(BaseModel):
 
 
 class FinetuneSettings(BaseModel):
-    """Encoder fine-tuning (issue #3): budgets and whether ``item_multimodal`` uses the fine-tuned encoders."""
+    """Encoder fine-tuning: budgets and whether ``item_multimodal`` uses the fine-tuned encoders."""
 
     #: encode ``item_multimodal`` with ``models_dir/text_encoder`` and ``models_dir/image_encoder`` when present
     use_finetuned: bool = True
@@ -128,46 +134,82 @@ class SequenceSettings(BaseModel):
     max_len: int = 20
 
 
-class PPMSettings(BaseModel):
-    """PPM hyper-parameters (DESIGN.md §4) and pre-training budget. Defaults fit 2 CPU cores."""
+class PPMHyperParams(BaseModel):
+    """PPM architecture hyper-parameters (DESIGN.md §4), declared once: :class:`PPMSettings` (what
+    ``PPM_CONFIG`` sets, key ``ppm``) and :class:`ppm_platform.models.ppm.PPMConfig` (what a PPM is built from,
+    adding the widths the data gives) both extend this class."""
 
+    #: width ``d`` of item vectors and Transformer tokens
     d_model: int = 32
+    #: bidirectional Transformer encoder: layers, heads (must divide ``d_model``), feed-forward width
     n_layers: int = 2
     n_heads: int = 2
     ff_dim: int = 64
+    #: number of behaviour-age buckets (geometric boundaries from 1 s to ~10 years; >= 2)
     n_time_buckets: int = 16
+    #: width ``R`` of the readout representation (PPM's light top)
     readout_hidden: int = 64
+    #: dropout in the item tower, Transformer and readout
     dropout: float = 0.1
+
+
+class PPMSettings(PPMHyperParams):
+    """PPM hyper-parameters (:class:`PPMHyperParams`) and pre-training budget. Defaults fit 2 CPU cores."""
+
     epochs: int = 3
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-5
     #: torch intra-op threads while pre-training (None = torch's default, one per core). The steps are small
-    #: ([B*L, d] matrices): 1 thread measured 17x faster than 2 on the shared 2-core machine (docs/scale.md §3)
+    #: ([B*L, d] matrices): more threads than cores spin at OpenMP barriers on a shared machine (docs/scale.md §3)
     threads: int | None = 1
     #: learn a per-item logit offset during pre-training, discarded after (the saved PPM stays ID-free): it
     #: absorbs each item's popularity, so the item tower learns content that transfers instead of memorizing
     #: the train window's item click rates, which the URM then trusted for warm and misapplied to cold items
     #: (validation, docs/evaluation.md); the URM reads popularity from the counters, point-in-time
     item_bias: bool = True
-    #: examples read (and shuffled) at a time from the on-disk as-of join (bounded memory; issue #8 §4)
+    #: examples read (and shuffled) at a time from the on-disk as-of join (bounded memory)
     chunk_rows: int = 262_144
     #: DuckDB memory limit of the as-of join that writes the examples (it spills to disk beyond it)
     join_memory_limit: str = "1GB"
 
 
-class URMSettings(BaseModel):
-    """URM / IDRec hyper-parameters (IDRec + PPM top + MMoE, click and order towers)."""
+class IDRecHyperParams(BaseModel):
+    """IDRec hyper-parameters, declared once: :class:`URMSettings` and
+    :class:`ppm_platform.models.idrec.IDRecConfig` (which adds the vocabulary sizes the data gives) extend it."""
 
     #: embedding width; 8 and lr 5e-4 over 5 epochs were chosen on validation over lr {5e-4, 1e-3, 2e-3} x
     #: emb_dim {8, 16} (benchmarks/results/select_ctr_optimizer.json)
     emb_dim: int = 8
+    #: DCN-V2 cross layers over the concatenated embeddings
     cross_layers: int = 2
+    #: widths of the DNN on top of the cross network
     dnn_hidden: tuple[int, ...] = (128, 64)
+    dropout: float = 0.1
+
+
+class MMoEHyperParams(BaseModel):
+    """MMoE hyper-parameters, declared once: :class:`URMSettings` and
+    :class:`ppm_platform.models.mmoe.MMoEConfig` extend it."""
+
+    #: number of shared experts and the output width of each
     n_experts: int = 4
     expert_hidden: int = 64
-    tower_hidden: int = 32
     dropout: float = 0.1
+
+
+class URMHyperParams(IDRecHyperParams, MMoEHyperParams):
+    """URM / Base architecture hyper-parameters: IDRec's and MMoE's (one ``dropout`` for both and the towers)
+    plus the towers' width. :class:`URMSettings` and :class:`ppm_platform.models.urm.URMConfig` extend it."""
+
+    #: hidden width of the click / order towers
+    tower_hidden: int = 32
+
+
+class URMSettings(URMHyperParams):
+    """URM / IDRec hyper-parameters (:class:`URMHyperParams`: IDRec + PPM top + MMoE, click and order towers)
+    and the training budget."""
+
     click_weight: float = 1.0
     order_weight: float = 1.0
     epochs: int = 5
@@ -202,8 +244,8 @@ class URMSettings(BaseModel):
 
 
 class PartitionSettings(BaseModel):
-    """Daily partitions of the incremental path (issue #8): the ``daily`` Dagster asset group
-    (``dagster_project/assets/daily.py``) partitions interactions and the user-level feature tables by UTC
+    """Daily partitions of the incremental path: the ``daily`` Dagster asset group
+    (``dagster_project/defs/daily/assets.py``) partitions interactions and the user-level feature tables by UTC
     calendar day. Defaults cover MovieLens-100K (first event 1997-09-20, last 1998-04-22); set them to
     your data's window (e.g. ``PPM_CONFIG`` ``{"partitions": {"start_date": "2026-01-01", "end_date": null}}``;
     ``end_date`` null = up to today, as a live feed would be).
@@ -249,7 +291,7 @@ class CounterSettings(BaseModel):
 
 
 class EvaluationSettings(BaseModel):
-    """Evaluation harness (issue #4, DESIGN.md §5): the paper's Table-2 rows on the fixed time split.
+    """Evaluation harness (DESIGN.md §5): the paper's Table-2 rows on the fixed time split.
 
     The PPM pre-training and caches are the ``ppm_model`` asset's (one pre-trained PPM); seeds vary the
     downstream training (init + batch order) of every trained row.
@@ -275,8 +317,8 @@ class EvaluationSettings(BaseModel):
     recent_fraction: float = 0.5
     #: epochs of every trained row (None = ``urm.epochs``); the best epoch is picked on validation click AUC
     epochs: int | None = None
-    #: ME branch of QM&EP and Base+QM&EP: projected width and projection hidden width (the 1665 -> hidden layer
-    #: is most of their CPU cost)
+    #: ME branch of QM&EP and Base+QM&EP: projected width and projection hidden width (the ME width -> hidden
+    #: layer is most of their CPU cost)
     me_dim: int = 32
     me_proj_hidden: int = 64
 
@@ -333,7 +375,7 @@ class Settings(BaseModel):
     online_store: Literal["sqlite", "redis"] | None = None
     #: DuckDB memory limit while Feast materializes views into the online store (``local`` profile; DuckDB
     #: spills beyond it). Feast's DuckDB store picks the latest row per entity with a window over the whole
-    #: view; at 1e7 synthetic impressions that took 6.73 GiB RSS uncapped, 1.70 GiB with "1GB" (docs/scale.md §3)
+    #: view, which uncapped holds several GiB at 1e7 impressions (docs/scale.md §3)
     materialize_memory_limit: str | None = "1GB"
     seed: int = 42
     spark: SparkSettings = SparkSettings()

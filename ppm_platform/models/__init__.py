@@ -3,9 +3,9 @@
 See :mod:`ppm_platform.models.ppm` for the caching split (what is frozen + cached vs. trained in URM).
 """
 
-from ppm_platform.models.idrec import IDRec
+from ppm_platform.models.idrec import IDRec, IDRecConfig
 from ppm_platform.models.layers import MLP, CrossNetV2, DINAttention, DotAttentionPooling, attention_pool, masked_softmax
-from ppm_platform.models.mmoe import MMoE
+from ppm_platform.models.mmoe import MMoE, MMoEConfig
 from ppm_platform.models.ppm import PPM, PPMConfig, PPMItemTower, PPMReadout, PPMSequenceEncoder
 from ppm_platform.models.urm import (
     IDREC_INPUT_NAMES,
@@ -20,5 +20,5 @@ from ppm_platform.models.urm import (
 __all__ = [
     "MLP", "CrossNetV2", "DINAttention", "DotAttentionPooling", "attention_pool", "masked_softmax",
     "PPM", "PPMConfig", "PPMItemTower", "PPMReadout", "PPMSequenceEncoder",
-    "IDRec", "MMoE", "URM", "URMConfig", "URM_INPUT_NAMES", "PPM_INPUT_NAMES", "IDREC_INPUT_NAMES", "TASKS", "multitask_bce",
+    "IDRec", "IDRecConfig", "MMoE", "MMoEConfig", "URM", "URMConfig", "URM_INPUT_NAMES", "PPM_INPUT_NAMES", "IDREC_INPUT_NAMES", "TASKS", "multitask_bce",
 ]

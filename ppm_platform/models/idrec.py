@@ -14,15 +14,12 @@ content dropout; DropoutNet, Volkovs et al., NeurIPS'17).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
+from pydantic import model_validator
 from torch import Tensor, nn
 
+from ppm_platform.config import IDRecHyperParams
 from ppm_platform.models.layers import MLP, CrossNetV2, DINAttention
-
-if TYPE_CHECKING:  # avoid an import cycle: urm.py imports this module
-    from ppm_platform.models.urm import URMConfig
 
 #: Reserved indices of every categorical vocabulary.
 PAD_IDX = 0
@@ -36,6 +33,37 @@ def safe_index(idx: Tensor, vocab_size: int) -> Tensor:
     of bounds (onnxruntime); ``torch.where`` keeps it a branch-free, exportable op.
     """
     return torch.where((idx < 0) | (idx >= vocab_size), torch.full_like(idx, OOV_IDX), idx)
+
+
+class IDRecConfig(IDRecHyperParams):
+    """IDRec's config: the hyper-parameters of :class:`~ppm_platform.config.IDRecHyperParams` (``emb_dim``,
+    ``cross_layers``, ``dnn_hidden``, ``dropout``; set under ``urm`` in the settings) plus the input widths the
+    data gives.
+
+    Attributes:
+        n_users, n_items: vocabulary sizes INCLUDING the 2 reserved indices (0 = padding, 1 = OOV).
+        user_side_cardinalities: vocabulary size (incl. the 2 reserved) of each categorical user side feature.
+        n_genres: width ``G`` of the item genre multi-hot.
+        n_user_dense, n_item_dense: widths ``Du`` / ``Di`` of the dense counter inputs (0 = none).
+        max_len: length ``L`` of the clicked-item ID sequence.
+
+    Raises:
+        pydantic.ValidationError (a ValueError): a vocabulary size below 2.
+    """
+
+    n_users: int
+    n_items: int
+    user_side_cardinalities: tuple[int, ...]
+    n_genres: int
+    n_user_dense: int = 0
+    n_item_dense: int = 0
+    max_len: int = 20
+
+    @model_validator(mode="after")
+    def _reserved_indices(self) -> "IDRecConfig":
+        if self.n_users < 2 or self.n_items < 2 or any(c < 2 for c in self.user_side_cardinalities):
+            raise ValueError("vocabulary sizes include the 2 reserved indices (0 pad, 1 OOV): each must be >= 2")
+        return self
 
 
 class IDRec(nn.Module):
@@ -54,7 +82,7 @@ class IDRec(nn.Module):
         Indices: 0 = padding, 1 = out-of-vocabulary, >= 2 known; indices outside the vocabulary are mapped to 1.
     """
 
-    def __init__(self, cfg: "URMConfig"):
+    def __init__(self, cfg: IDRecConfig):
         super().__init__()
         e = cfg.emb_dim
         self.n_users, self.n_items = cfg.n_users, cfg.n_items

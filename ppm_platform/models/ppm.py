@@ -21,12 +21,13 @@ module                      status in URM                  cached as
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
+from ppm_platform.config import EncoderSettings, PPMHyperParams, Settings
 from ppm_platform.models.layers import MLP, DotAttentionPooling
 
 #: Hidden width of the item tower MLP (me_dim -> 128 -> d).
@@ -35,47 +36,51 @@ ITEM_TOWER_HIDDEN = 128
 MAX_AGE_S = 10 * 365.25 * 86400.0
 
 
-@dataclass
-class PPMConfig:
-    """PPM hyper-parameters (defaults = ``config.PPMSettings``; ``me_dim`` = 384 text + 1280 image + 1 has_image).
+class PPMConfig(PPMHyperParams):
+    """PPM's config: the hyper-parameters of :class:`~ppm_platform.config.PPMHyperParams` (``d_model``,
+    ``n_layers``, ``n_heads``, ``ff_dim``, ``n_time_buckets``, ``readout_hidden``, ``dropout``; set under
+    ``ppm`` in the settings) plus the widths the data gives. Build it from settings with :meth:`from_settings`.
 
     Attributes:
-        me_dim: width of the multi-modal (ME) item feature.
-        d_model: width ``d`` of item vectors and Transformer tokens.
-        n_layers / n_heads / ff_dim: bidirectional Transformer encoder shape.
+        me_dim: width of the multi-modal (ME) item feature (default: the default encoders',
+            :attr:`~ppm_platform.config.EncoderSettings.me_dim`).
         max_len: longest behaviour sequence ``L`` (size of the position embedding).
-        n_time_buckets: number of time-interval buckets (geometric boundaries from 1 s to ~10 years).
-        readout_hidden: width ``R`` of the readout representation.
-        dropout: dropout in the item tower, Transformer and readout.
+
+    Raises:
+        pydantic.ValidationError (a ValueError): ``d_model`` not divisible by ``n_heads``, or
+        ``n_time_buckets < 2``.
     """
 
-    me_dim: int = 1665
-    d_model: int = 32
-    n_layers: int = 2
-    n_heads: int = 2
-    ff_dim: int = 64
+    me_dim: int = Field(default_factory=lambda: EncoderSettings().me_dim)
     max_len: int = 20
-    n_time_buckets: int = 16
-    readout_hidden: int = 64
-    dropout: float = 0.1
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check_shapes(self) -> "PPMConfig":
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
         if self.n_time_buckets < 2:
             raise ValueError(f"n_time_buckets={self.n_time_buckets} must be >= 2")
+        return self
+
+    @classmethod
+    def from_settings(cls, settings: Settings, me_dim: int) -> "PPMConfig":
+        """The PPM config of ``settings`` (``settings.ppm``'s hyper-parameters, ``settings.sequence.max_len``)
+        for ME features of width ``me_dim`` (the ME table's columns). The one place a PPM config is built
+        from settings."""
+        hyper = settings.ppm.model_dump(include=set(PPMHyperParams.model_fields))
+        return cls(**hyper, me_dim=me_dim, max_len=settings.sequence.max_len)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-ready dict (tuples as lists); :meth:`from_dict` inverts it."""
+        return self.model_dump(mode="json")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PPMConfig":
         """Inverse of :meth:`to_dict`; unknown keys raise ``TypeError`` (a config from another version)."""
-        known = {f.name for f in fields(cls)}
-        extra = set(d) - known
+        extra = set(d) - set(cls.model_fields)
         if extra:
             raise TypeError(f"unknown PPMConfig field(s) {sorted(extra)}")
-        return cls(**d)
+        return cls.model_validate(d)
 
 
 def time_bucket_boundaries(n_buckets: int, max_age_s: float = MAX_AGE_S) -> Tensor:

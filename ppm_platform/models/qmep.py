@@ -10,19 +10,20 @@
   projection on top of them is trained with IDRec). Same MMoE + click / order towers as URM, so
   ``Base+QM&EP`` vs ``URM`` isolates the value of PPM's pre-training.
 
-Both models take the ME features as dense tensors (``me_dim`` = 384 text + 1280 image + 1 has_image with
-the default encoders) and output click / order logits ``[B, 2]`` like :class:`~ppm_platform.models.urm.URM`.
+Both models take the ME features as dense tensors (``me_dim`` = text + image + 1 has_image,
+:attr:`ppm_platform.config.EncoderSettings.me_dim`) and output click / order logits ``[B, 2]`` like :class:`~ppm_platform.models.urm.URM`.
 For training over a catalog, ``forward_catalog`` projects each distinct ME row of a batch once and indexes
 it (identical numbers to ``forward`` on gathered rows; up to ``B x (L + 1)`` times fewer projections). No I/O in here.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor, nn
 
+from ppm_platform.config import EncoderSettings, Settings
 from ppm_platform.models.idrec import IDRec
 from ppm_platform.models.layers import MLP, DINAttention
 from ppm_platform.models.mmoe import MMoE
@@ -34,7 +35,8 @@ class MEConfig:
     """Shape of the ME branch shared by :class:`QMEP` and :class:`BaseQMEP`.
 
     Attributes:
-        me_dim: width of the ME item feature (``features.item_multimodal.me_matrix``).
+        me_dim: width of the ME item feature (``features.item_multimodal.me_matrix``; default: the default
+            encoders', :attr:`~ppm_platform.config.EncoderSettings.me_dim`).
         d_model: width ``d`` of the projected item vector.
         proj_hidden: hidden width of the projection MLP (``LayerNorm(me_dim) -> proj_hidden -> d``).
         dnn_hidden: DNN widths of :class:`QMEP` (unused by :class:`BaseQMEP`, which uses IDRec's + MMoE).
@@ -42,7 +44,7 @@ class MEConfig:
         dropout: dropout in the projection, DNN and towers.
     """
 
-    me_dim: int = 1665
+    me_dim: int = field(default_factory=lambda: EncoderSettings().me_dim)
     d_model: int = 32
     proj_hidden: int = 128
     dnn_hidden: tuple[int, ...] = (128, 64)
@@ -54,6 +56,14 @@ class MEConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, me_dim: int) -> "MEConfig":
+        """The ME branch of ``settings`` for ME features of width ``me_dim``: ``evaluation.me_dim`` /
+        ``me_proj_hidden`` for the projection, ``urm``'s DNN, tower and dropout (the same head as Base / URM)."""
+        e, u = settings.evaluation, settings.urm
+        return cls(me_dim=me_dim, d_model=e.me_dim, proj_hidden=e.me_proj_hidden, dnn_hidden=tuple(u.dnn_hidden),
+                   tower_hidden=u.tower_hidden, dropout=u.dropout)
 
 
 class MEBranch(nn.Module):
@@ -155,10 +165,10 @@ class BaseQMEP(nn.Module):
     def __init__(self, cfg: URMConfig, me_cfg: MEConfig):
         super().__init__()
         self.cfg, self.me_cfg = cfg, me_cfg
-        self.idrec = IDRec(cfg)
+        self.idrec = IDRec(cfg.idrec)
         self.me = MEBranch(me_cfg)
         in_dim = self.idrec.out_dim + self.me.out_dim
-        self.mmoe = MMoE(in_dim, cfg.n_experts, cfg.expert_hidden, n_tasks=len(TASKS), dropout=cfg.dropout)
+        self.mmoe = MMoE(in_dim, cfg.mmoe)
         self.towers = _towers(cfg.expert_hidden, cfg.tower_hidden, cfg.dropout)
 
     def _head(self, id_rep: Tensor, me_rep: Tensor) -> Tensor:

@@ -9,16 +9,17 @@ the same inputs (:data:`URM_INPUT_NAMES`) so training sets, ONNX graphs and the 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
+from pydantic import model_validator
 from torch import Tensor, nn
 
-from ppm_platform.models.idrec import IDRec
+from ppm_platform.config import URMHyperParams, Settings
+from ppm_platform.models.idrec import IDRec, IDRecConfig
 from ppm_platform.models.layers import MLP
-from ppm_platform.models.mmoe import MMoE
+from ppm_platform.models.mmoe import MMoE, MMoEConfig
 from ppm_platform.models.ppm import PPM, PPMConfig, PPMReadout
 
 #: Model inputs, in ``URM.forward`` order (also the ONNX graph input names).
@@ -49,61 +50,81 @@ ITEM_INPUT_NAMES: tuple[str, ...] = ("item_idx", "item_genres", "item_content", 
 TASKS: tuple[str, ...] = ("click", "order")
 
 
-@dataclass
-class URMConfig:
-    """URM / Base hyper-parameters (defaults = ``config.URMSettings``).
+class InputShapes(Protocol):
+    """The input widths a fitted feature encoder gives (``training.batch.FeatureEncoder`` has them): vocabulary
+    sizes incl. the 2 reserved indices, the genre multi-hot width and the dense counter widths."""
+
+    @property
+    def n_users(self) -> int: ...
+    @property
+    def n_items(self) -> int: ...
+    @property
+    def user_side_cardinalities(self) -> tuple[int, ...]: ...
+    @property
+    def n_genres(self) -> int: ...
+    @property
+    def n_user_dense(self) -> int: ...
+    @property
+    def n_item_dense(self) -> int: ...
+
+
+class URMConfig(IDRecConfig, URMHyperParams):
+    """URM / Base config: IDRec's (:class:`~ppm_platform.models.idrec.IDRecConfig`: input widths and IDRec
+    hyper-parameters), MMoE's and the towers' (:class:`~ppm_platform.config.URMHyperParams`, set under ``urm``
+    in the settings), and the plugged-in PPM's. :attr:`idrec` and :attr:`mmoe` are the configs the
+    sub-modules are built from. Flat (one level, as ``model.json`` records it), so a saved URM's config reads
+    back unchanged. Build it from settings with :meth:`from_settings`.
 
     Attributes:
-        n_users, n_items: vocabulary sizes INCLUDING the 2 reserved indices (0 = padding, 1 = OOV).
-        user_side_cardinalities: vocabulary size (incl. the 2 reserved) of each categorical user side feature.
-        n_genres: width ``G`` of the item genre multi-hot.
-        n_user_dense, n_item_dense: widths ``Du`` / ``Di`` of the dense counter inputs (0 = none).
-        max_len: length ``L`` of the clicked-item ID sequence.
-        emb_dim, cross_layers, dnn_hidden: IDRec (embeddings, DCN-V2 cross layers, DNN widths).
-        n_experts, expert_hidden: MMoE; tower_hidden: hidden width of the click / order towers.
         use_ppm: False = the "Base" model (IDRec only).
         ppm: the PPM config whose readout is plugged in (defaults to ``PPMConfig()`` when ``use_ppm``).
+
+    Raises:
+        pydantic.ValidationError (a ValueError): a vocabulary size below 2 (see ``IDRecConfig``).
     """
 
-    n_users: int
-    n_items: int
-    user_side_cardinalities: tuple[int, ...]
-    n_genres: int
-    n_user_dense: int = 0
-    n_item_dense: int = 0
-    max_len: int = 20
-    emb_dim: int = 16
-    cross_layers: int = 2
-    dnn_hidden: tuple[int, ...] = (128, 64)
-    n_experts: int = 4
-    expert_hidden: int = 64
-    tower_hidden: int = 32
-    dropout: float = 0.1
     use_ppm: bool = True
     ppm: PPMConfig | None = None
 
-    def __post_init__(self) -> None:
-        # JSON round trips give lists / dicts: normalise so from_dict(asdict(c)) == c
-        self.user_side_cardinalities = tuple(int(c) for c in self.user_side_cardinalities)
-        self.dnn_hidden = tuple(int(h) for h in self.dnn_hidden)
-        if isinstance(self.ppm, Mapping):
-            self.ppm = PPMConfig.from_dict(dict(self.ppm))
+    @model_validator(mode="after")
+    def _default_ppm(self) -> "URMConfig":
         if self.use_ppm and self.ppm is None:
             self.ppm = PPMConfig()
-        if self.n_users < 2 or self.n_items < 2 or any(c < 2 for c in self.user_side_cardinalities):
-            raise ValueError("vocabulary sizes include the 2 reserved indices (0 pad, 1 OOV): each must be >= 2")
+        return self
+
+    @property
+    def idrec(self) -> IDRecConfig:
+        """The :class:`~ppm_platform.models.idrec.IDRecConfig` part (what :class:`IDRec` is built from)."""
+        return IDRecConfig(**self.model_dump(include=set(IDRecConfig.model_fields)))
+
+    @property
+    def mmoe(self) -> MMoEConfig:
+        """The :class:`~ppm_platform.models.mmoe.MMoEConfig` part: one gate per task of :data:`TASKS`."""
+        return MMoEConfig(**self.model_dump(include=set(MMoEConfig.model_fields) - {"n_tasks"}), n_tasks=len(TASKS))
+
+    @classmethod
+    def from_settings(cls, settings: Settings, shapes: InputShapes, ppm: PPMConfig | None = None) -> "URMConfig":
+        """The config of ``settings.urm``'s hyper-parameters for the input widths of ``shapes`` (a fitted
+        ``FeatureEncoder``) and ``settings.sequence.max_len``; URM with ``ppm`` (the config of the PPM whose
+        readout is plugged in), Base when ``ppm`` is None. The one place a URM / Base config is built."""
+        hyper = settings.urm.model_dump(include=set(URMHyperParams.model_fields))
+        return cls(**hyper, n_users=shapes.n_users, n_items=shapes.n_items,
+                   user_side_cardinalities=tuple(shapes.user_side_cardinalities), n_genres=shapes.n_genres,
+                   n_user_dense=shapes.n_user_dense, n_item_dense=shapes.n_item_dense,
+                   max_len=settings.sequence.max_len, use_ppm=ppm is not None, ppm=ppm)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-ready flat dict (tuples as lists, ``ppm`` a dict or None); :meth:`from_dict` inverts it."""
+        return self.model_dump(mode="json")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "URMConfig":
-        """Inverse of :meth:`to_dict` (accepts JSON lists for tuples, a dict for ``ppm``)."""
-        known = {f.name for f in fields(cls)}
-        extra = set(d) - known
+        """Inverse of :meth:`to_dict` (accepts JSON lists for tuples, a dict for ``ppm``); unknown keys raise
+        ``TypeError`` (a config from another version)."""
+        extra = set(d) - set(cls.model_fields)
         if extra:
             raise TypeError(f"unknown URMConfig field(s) {sorted(extra)}")
-        return cls(**d)
+        return cls.model_validate(d)
 
 
 class URM(nn.Module):
@@ -124,7 +145,7 @@ class URM(nn.Module):
     def __init__(self, cfg: URMConfig):
         super().__init__()
         self.cfg = cfg
-        self.idrec = IDRec(cfg)
+        self.idrec = IDRec(cfg.idrec)
         in_dim = self.idrec.out_dim
         self.ppm_top: PPMReadout | None = None
         if cfg.use_ppm:
@@ -133,7 +154,7 @@ class URM(nn.Module):
             #: the PPM item vector of an item without content features (learned; zero at init)
             self.no_content_vec = nn.Parameter(torch.zeros(cfg.ppm.d_model))
             in_dim += self.ppm_top.out_dim
-        self.mmoe = MMoE(in_dim, cfg.n_experts, cfg.expert_hidden, n_tasks=len(TASKS), dropout=cfg.dropout)
+        self.mmoe = MMoE(in_dim, cfg.mmoe)
         self.towers = nn.ModuleList(
             MLP(cfg.expert_hidden, [cfg.tower_hidden, 1], dropout=cfg.dropout, final_activation=False)
             for _ in TASKS

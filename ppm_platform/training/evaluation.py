@@ -147,11 +147,9 @@ def train_me_model(settings: Settings, df: pd.DataFrame, me: MEInputs, kind: str
         raise ValueError(f"kind must be 'QM&EP' or 'Base+QM&EP', got {kind!r}")
     torch.manual_seed(settings.seed)
     t0 = time.perf_counter()
-    u, e = settings.urm, settings.evaluation
     rows = _split_rows(df, settings)
     y = labels(df)
-    me_cfg = MEConfig(me_dim=me.me_table.shape[1], d_model=e.me_dim, proj_hidden=e.me_proj_hidden,
-                      dnn_hidden=tuple(u.dnn_hidden), tower_hidden=u.tower_hidden, dropout=u.dropout)
+    me_cfg = MEConfig.from_settings(settings, me_dim=me.me_table.shape[1])
     me_t = torch.from_numpy(me.me_table)
     tgt, hist, mask = (torch.from_numpy(a) for a in (me.target_row, me.hist_row, me.hist_mask))
     if kind == "QM&EP":
@@ -161,13 +159,13 @@ def train_me_model(settings: Settings, df: pd.DataFrame, me: MEInputs, kind: str
             bt = torch.from_numpy(b)
             return model.forward_catalog(me_t, tgt[bt], hist[bt], mask[bt])
     else:
-        from ppm_platform.models.urm import IDREC_INPUT_NAMES
-        from ppm_platform.training.urm_train import fit_encoder, training_inputs, urm_config
+        from ppm_platform.models.urm import IDREC_INPUT_NAMES, URMConfig
+        from ppm_platform.training.urm_train import fit_encoder, training_inputs
 
         enc = fit_encoder(settings, df.iloc[rows["train"]], 0)
         x = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in enc.transform(df).items()
              if k in IDREC_INPUT_NAMES}
-        model = BaseQMEP(urm_config(settings, enc, use_ppm=False), me_cfg)
+        model = BaseQMEP(URMConfig.from_settings(settings, enc), me_cfg)
 
         gen = torch.Generator().manual_seed(settings.seed)
 

@@ -313,9 +313,7 @@ def _pretrain(settings: Settings, ex, progress) -> tuple[object, dict]:
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     p = settings.ppm
-    cfg = PPMConfig(me_dim=ex.me.shape[1], d_model=p.d_model, n_layers=p.n_layers, n_heads=p.n_heads,
-                    ff_dim=p.ff_dim, max_len=settings.sequence.max_len, n_time_buckets=p.n_time_buckets,
-                    readout_hidden=p.readout_hidden, dropout=p.dropout)
+    cfg = PPMConfig.from_settings(settings, me_dim=ex.me.shape[1])
     ppm = PPM(cfg)
     # a per-item logit offset during pre-training only (discarded after): it absorbs each item's popularity so
     # the content tower is not pushed to memorize it (the URM reads popularity from the counters, leak-free)

@@ -241,24 +241,10 @@ def fit_encoder(settings: Settings, train: pd.DataFrame, ppm_dim: int) -> Featur
                               rate_prior=label_prior(train["click"], train["order"], settings.counters.prior_strength))
 
 
-def urm_config(settings: Settings, enc: FeatureEncoder, use_ppm: bool, ppm_cfg=None):
-    """The :class:`~ppm_platform.models.urm.URMConfig` of ``settings.urm`` for the vocabularies and dense widths
-    of ``enc`` (``ppm_cfg``: the PPM config whose readout is plugged in, with ``use_ppm``)."""
-    from ppm_platform.models.urm import URMConfig
-
-    u = settings.urm
-    return URMConfig(n_users=enc.n_users, n_items=enc.n_items, user_side_cardinalities=enc.user_side_cardinalities,
-                     n_genres=enc.n_genres, n_user_dense=enc.n_user_dense, n_item_dense=enc.n_item_dense,
-                     max_len=settings.sequence.max_len, emb_dim=u.emb_dim, cross_layers=u.cross_layers,
-                     dnn_hidden=tuple(u.dnn_hidden), n_experts=u.n_experts, expert_hidden=u.expert_hidden,
-                     tower_hidden=u.tower_hidden, dropout=u.dropout, use_ppm=use_ppm,
-                     ppm=ppm_cfg if use_ppm else None)
-
-
 def _urm(settings: Settings, enc: FeatureEncoder, use_ppm: bool, ppm):
-    from ppm_platform.models.urm import URM
+    from ppm_platform.models.urm import URM, URMConfig
 
-    cfg = urm_config(settings, enc, use_ppm, ppm.cfg if use_ppm else None)
+    cfg = URMConfig.from_settings(settings, enc, ppm.cfg if use_ppm else None)
     model = URM(cfg)
     if use_ppm:
         model.load_ppm_top(ppm)

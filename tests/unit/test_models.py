@@ -3,7 +3,6 @@ the multi-task loss and model persistence. Small synthetic data made here; CPU o
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 
@@ -13,7 +12,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from ppm_platform.models import (
-    IDREC_INPUT_NAMES, MLP, PPM, URM, URM_INPUT_NAMES, CrossNetV2, DINAttention, IDRec, MMoE, PPMConfig, PPMItemTower,
+    IDREC_INPUT_NAMES, MLP, PPM, URM, URM_INPUT_NAMES, CrossNetV2, DINAttention, IDRec, IDRecConfig, MMoE, MMoEConfig,
+    PPMConfig, PPMItemTower,
     PPMReadout, PPMSequenceEncoder, URMConfig, masked_softmax, multitask_bce,
 )
 from ppm_platform.models.idrec import safe_index
@@ -92,7 +92,7 @@ def test_layer_shapes():
     pooled = din(torch.randn(B, 4), torch.randn(B, L, 4), mask)
     assert pooled.shape == (B, 4) and torch.isfinite(pooled).all()
     assert torch.equal(pooled[0], torch.zeros(4))  # empty history pools to zero
-    outs = MMoE(12, n_experts=3, expert_hidden=5, n_tasks=2)(x)
+    outs = MMoE(12, MMoEConfig(n_experts=3, expert_hidden=5, n_tasks=2))(x)
     assert len(outs) == 2 and all(o.shape == (B, 5) and o.dtype == torch.float32 for o in outs)
 
 
@@ -266,7 +266,7 @@ def test_load_ppm_top_rejects_base_and_mismatched_ppm():
 # ------------------------------------------------------------------------------------- IDRec / URM
 def test_idrec_shapes_and_oov_mapping():
     cfg = small_urm_cfg(use_ppm=False)
-    idrec = IDRec(cfg)
+    idrec = IDRec(cfg.idrec)
     b = urm_batch(cfg)
     rep = idrec(*(b[n] for n in IDREC_INPUT_NAMES))
     assert rep.shape == (B, idrec.out_dim) and idrec.out_dim == 16 and rep.dtype == torch.float32
@@ -370,8 +370,11 @@ def test_multitask_bce_matches_hand_computation():
 
 def test_urm_config_round_trips_through_json():
     cfg = small_urm_cfg(use_ppm=True)
-    back = URMConfig.from_dict(json.loads(json.dumps(dataclasses.asdict(cfg))))
+    back = URMConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert back == cfg and isinstance(back.ppm, PPMConfig) and isinstance(back.dnn_hidden, tuple)
+    assert isinstance(cfg.idrec, IDRecConfig) and cfg.idrec.emb_dim == cfg.emb_dim and cfg.mmoe.n_tasks == 2
+    with pytest.raises(TypeError, match="unknown URMConfig"):
+        URMConfig.from_dict({**cfg.to_dict(), "bogus": 1})
     assert URMConfig(n_users=5, n_items=5, user_side_cardinalities=(3,), n_genres=2).ppm == PPMConfig()
     with pytest.raises(ValueError):
         URMConfig(n_users=1, n_items=5, user_side_cardinalities=(), n_genres=2)
