@@ -16,7 +16,7 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	touch $@
 
 demo: install
-	$(VENV)/bin/ppm demo
+	@$(VENV)/bin/ppm demo
 
 # Everything, including the cluster-profile test (real Spark standalone + redis-server on loopback, ~2 min;
 # docs/scale.md §2) and the real-browser UI test (the OS's chromium + chromium-driver): `redis` and `browser`

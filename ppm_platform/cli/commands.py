@@ -24,7 +24,7 @@ import click
 
 from ppm_platform.cli.errors import (EPILOG as _EPILOG, EXIT_MISSING, EXIT_RUN_FAILED, EXIT_USAGE,
                                      PPMError, PPMGroup)
-from ppm_platform.cli.orchestration import DAILY_ASSETS, materialize
+from ppm_platform.cli.orchestration import DAILY_ASSETS, DEMO_SELECTION, materialize
 from ppm_platform.cli.summary import print_summary
 from ppm_platform.config import Settings
 
@@ -38,7 +38,8 @@ def main(ctx: click.Context, verbose: bool) -> None:
     \b
     Typical session:
       ppm doctor              check Java, Spark, the dataset, weights, Feast and models
-      ppm demo                the whole asset graph on MovieLens-100K (~5 min on 2 cores)
+      ppm demo                the main job on MovieLens-100K: 21 of the 26 assets, 10-13 min on 2 cores
+                              (not the evaluation reports: ppm report; not the daily partitions: ppm backfill)
       ppm rank 234 50 100 181 rank items 50, 100, 181 for user 234 from the online store
       make ui                 the Dagster UI on http://127.0.0.1:3000
     """
@@ -49,14 +50,34 @@ def _settings(profile: str | None = None) -> Settings:
     return Settings.from_env(**({"profile": profile} if profile else {}))
 
 
+def _materialize(settings: Settings, select: str, label: str, what: str, partition_range: str | None = None,
+                 stream_log: bool = False):
+    """Run :func:`~ppm_platform.cli.orchestration.materialize` with one line per asset; name the full log at
+    the end. Raises :class:`PPMError` (exit 4) naming the failed step or check and the log file."""
+    click.echo(f"{label}: materializing {what} through Dagster (one line per asset as it finishes)")
+    t0 = time.perf_counter()
+    out = materialize(settings, select, partition_range=partition_range, label=label.replace("ppm ", ""),
+                      echo=click.echo, stream_log=stream_log)
+    p = out.progress
+    checks = f", {p.checks_passed} checks passed" + (f", {len(p.checks_failed)} failed" if p.checks_failed else "")
+    click.echo(f"{len(p.assets)} assets in {time.perf_counter() - t0:.0f} s{checks}; "
+               f"full Dagster/Spark log: {out.log_path}")
+    if out.rc != 0:
+        raise PPMError(f"{what}: {p.failure()} (dagster exit {out.rc}); full log: {out.log_path}", EXIT_RUN_FAILED)
+    return out
+
+
 @main.command(epilog=_EPILOG)
 def demo() -> None:
-    """Run the main job on the configured dataset and print the summary.
+    """Run the main job on the configured dataset and print the summary (10-13 min on 2 cores).
 
-    The main job is every asset up to the online ranking and the Base baseline (`*ranking_demo,*base_onnx`:
-    ingest, encoder fine-tuning,
-    Spark features, PPM + caches, Feast, training set, Base + URM, ONNX, online store). The 3-seed
-    evaluation harness (Table 2) is separate: `ppm report`.
+    The main job is the 21 assets up to the online ranking and the Base baseline (`*ranking_demo,*base_onnx`):
+    ingest, encoder fine-tuning, Spark features, PPM + caches, Feast, training set, Base + URM, ONNX, online
+    store. Not run: `evaluation_report` and `item_cold_report` (the 3-seed Table 2 harness: `ppm report`) and
+    the daily group (`interactions_daily`, `user_features_daily`, `online_user_features`: `ppm backfill`).
+
+    Prints one line per asset as it finishes (seconds and its headline figure), then the summary; the full
+    Dagster/Spark log goes to PPM_ARTIFACTS_DIR/logs/demo-<time>.log, named at the end.
 
     Default: MovieLens-100K from PPM_DATA_DIR with embedded stores (Spark local, DuckDB, SQLite); artifacts
     in PPM_ARTIFACTS_DIR (default ./artifacts). Your own catalog: PPM_DATASET=canonical PPM_DATA_DIR=<folder>
@@ -68,9 +89,7 @@ def demo() -> None:
     except FileNotFoundError as e:
         raise PPMError(str(e), EXIT_MISSING) from None
     t0 = time.perf_counter()
-    rc = materialize(settings, "*ranking_demo,*base_onnx")
-    if rc != 0:
-        raise PPMError(f"materialization failed (dagster exit {rc}); see the Dagster log above", EXIT_RUN_FAILED)
+    _materialize(settings, DEMO_SELECTION, "ppm demo", "the main job (*ranking_demo, *base_onnx)")
     print_summary(settings)
     click.echo(f"\ntotal wall time {time.perf_counter() - t0:.0f} s; artifacts in {settings.artifacts_dir}")
 
@@ -83,13 +102,15 @@ def demo() -> None:
 @click.option("--profile", type=click.Choice(["local", "cluster"]), default=None,
               help="Resource profile (default: PPM_PROFILE or local). cluster = Spark master URL + Spark offline "
                    "store + Redis online store (docs/cluster.md).")
-def run(select: str, profile: str | None) -> None:
-    """Materialize a selection of assets through Dagster (the same run the UI shows)."""
+@click.option("--dagster-log", is_flag=True,
+              help="Print Dagster's full console log (every event, DEBUG included) instead of one line per asset.")
+def run(select: str, profile: str | None, dagster_log: bool) -> None:
+    """Materialize a selection of assets through Dagster (the same run the UI shows).
+
+    Prints one line per asset as it finishes; the full Dagster/Spark log goes to PPM_ARTIFACTS_DIR/logs/.
+    """
     settings = _settings(profile).ensure_dirs()
-    rc = materialize(settings, select)
-    if rc != 0:
-        raise PPMError(f"materialization of {select!r} failed (dagster exit {rc}); see the Dagster log above",
-                       EXIT_RUN_FAILED)
+    _materialize(settings, select, "ppm run", f"{select!r}", stream_log=dagster_log)
 
 
 @main.command(epilog=_EPILOG)
@@ -109,10 +130,7 @@ def backfill(first, last, select: str, profile: str | None) -> None:
         raise PPMError(f"days {first:%Y-%m-%d}..{last:%Y-%m-%d} outside the partitions [{lo}, {hi or 'today'}) "
                        "(settings.partitions; PPM_CONFIG)", EXIT_USAGE)
     rng = f"{first:%Y-%m-%d}...{last:%Y-%m-%d}"
-    rc = materialize(settings, select, partition_range=rng)
-    if rc != 0:
-        raise PPMError(f"backfill of {select!r} for {rng} failed (dagster exit {rc}); see the Dagster log above",
-                       EXIT_RUN_FAILED)
+    _materialize(settings, select, "ppm backfill", f"{select} for {rng}", partition_range=rng)
     click.echo(f"backfilled {select} for {rng}")
 
 
@@ -239,9 +257,7 @@ def report(seeds: int | None, item_cold: bool) -> None:
     settings = _settings().ensure_dirs()
     t0 = time.perf_counter()
     select = "evaluation_report,item_cold_report" if item_cold else "evaluation_report"
-    rc = materialize(settings, select)
-    if rc != 0:
-        raise PPMError(f"{select} failed (dagster exit {rc}); see the Dagster log above", EXIT_RUN_FAILED)
+    _materialize(settings, select, "ppm report", select)
     click.echo((settings.reports_dir / "report.md").read_text())
     if item_cold:
         click.echo((settings.reports_dir / "item_cold" / "summary.md").read_text())

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from ppm_platform import cli
-from ppm_platform.cli import commands, doctor, errors, orchestration
+from ppm_platform.cli import doctor, errors, orchestration
 
 
 @pytest.fixture
@@ -61,22 +61,204 @@ def test_usage_error_is_exit_2():
     assert CliRunner().invoke(cli.main, ["run", "--profile", "moon"]).exit_code == 2
 
 
-def test_run_passes_profile_and_selection_to_dagster_and_maps_failure_to_4(env, monkeypatch):
+#: a stand-in for the Dagster child: noise on stdout/stderr (the log file's), the events of a run that
+#: materializes ``items`` (a multi-asset step with ``users``) and ``urm_model``, one passed and one failed check;
+#: exit 1 when the selection is ``fail_me``
+FAKE_CHILD = r"""
+import json, os, sys
+sel = sys.argv[1]
+print("26/12/02 04:06:40 WARN NativeCodeLoader: noise", file=sys.stderr)
+print("Materializing 1 feature views ...")
+evs = [{"type": "PIPELINE_START", "step": None},
+       {"type": "STEP_START", "step": "canonical_tables"},
+       {"type": "ASSET_MATERIALIZATION", "step": "canonical_tables", "asset": "items",
+        "metadata": {"rows_in": 1682, "rows_out": 1680, "rows_quarantined": 2}},
+       {"type": "ASSET_MATERIALIZATION", "step": "canonical_tables", "asset": "users", "metadata": {"rows_out": 943}},
+       {"type": "STEP_SUCCESS", "step": "canonical_tables", "duration_s": 3.94},
+       {"type": "ASSET_CHECK_EVALUATION", "step": "items_q", "asset": "items", "check": "items_q", "passed": True},
+       {"type": "STEP_START", "step": "urm_model"}]
+if sel == "fail_me":
+    evs += [{"type": "STEP_FAILURE", "step": "urm_model", "error": "ValueError: no rows"},
+            {"type": "PIPELINE_FAILURE", "step": None, "error": "steps failed"}]
+else:
+    evs += [{"type": "ASSET_MATERIALIZATION", "step": "urm_model", "asset": "urm_model",
+             "metadata": {"rows": 80000, "test_click_auc": 0.74123, "train_seconds": 61.0}},
+            {"type": "STEP_SUCCESS", "step": "urm_model", "duration_s": 65.25},
+            {"type": "ASSET_CHECK_EVALUATION", "step": "urm_auc", "asset": "urm_model", "check": "urm_auc",
+             "passed": False},
+            {"type": "PIPELINE_SUCCESS", "step": None}]
+with open(os.environ["PPM_DAGSTER_EVENTS"], "a") as f:
+    for e in evs:
+        f.write(json.dumps({"ts": 1.0, **e}) + "\n")
+sys.exit(1 if sel == "fail_me" else 0)
+"""
+
+
+@pytest.fixture
+def fake_dagster(monkeypatch, tmp_path):
+    """Replace the Dagster child by FAKE_CHILD; records (select, partition_range) of each call."""
+    import sys
+
+    script = tmp_path / "fake_dagster.py"
+    script.write_text(FAKE_CHILD)
     calls = []
 
-    def fake_call(cmd, env, cwd):
-        calls.append((cmd, env))
-        return 1 if "fail_me" in cmd else 0
+    def command(select="*", partition_range=None):
+        calls.append((select, partition_range))
+        return [sys.executable, str(script), select]
 
-    monkeypatch.setattr(orchestration.subprocess, "call", fake_call)
-    ok = CliRunner().invoke(cli.main, ["run", "--profile", "cluster", "--select", "urm_model+"])
-    assert ok.exit_code == 0, ok.output
-    cmd, child_env = calls[0]
-    assert cmd[-2:] == ["--select", "urm_model+"] and "dagster_project.definitions" in cmd
-    assert child_env["PPM_PROFILE"] == "cluster"
-    assert child_env["PPM_ARTIFACTS_DIR"] == str(env / "artifacts")
+    monkeypatch.setattr(orchestration, "dagster_command", command)
+    return calls
+
+
+def test_run_prints_one_line_per_asset_and_the_log_file_gets_the_rest(env, fake_dagster):
+    res = CliRunner().invoke(cli.main, ["run", "--profile", "cluster", "--select", "urm_model+"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[0] == "ppm run: materializing 'urm_model+' through Dagster (one line per asset as it finishes)"
+    assert lines[1].split() == ["items", "3.9", "s", "1,680", "rows", "(2", "quarantined)"]
+    assert lines[2].split() == ["users", "3.9", "s", "943", "rows"]
+    assert lines[3].split() == ["urm_model", "65.2", "s", "test", "AUC", "click", "0.7412"]
+    assert lines[4].split() == ["check", "FAILED:", "urm_auc", "on", "urm_model"]
+    assert lines[5].startswith("3 assets in ") and "1 checks passed, 1 failed; full Dagster/Spark log: " in lines[5]
+    assert len(lines) == 6 and "NativeCodeLoader" not in res.output and "Materializing" not in res.output
+    log = next((env / "artifacts" / "logs").glob("run-*.log"))
+    assert str(log) in lines[5] and "NativeCodeLoader: noise" in log.read_text()
+    assert fake_dagster == [("urm_model+", None)]
+
+
+def test_failed_run_names_the_step_and_the_log_with_exit_4(env, fake_dagster):
     bad = CliRunner().invoke(cli.main, ["run", "--select", "fail_me"])
-    assert bad.exit_code == errors.EXIT_RUN_FAILED == 4 and "materialization of 'fail_me' failed" in bad.output
+    assert bad.exit_code == errors.EXIT_RUN_FAILED == 4
+    assert "FAILED urm_model: ValueError: no rows" in bad.output
+    last = bad.output.strip().splitlines()[-1]
+    assert last.startswith("Error: 'fail_me': step urm_model failed: ValueError: no rows (dagster exit 1); full log: ")
+
+
+def test_child_env_and_dagster_yaml(env, monkeypatch, tmp_path):
+    from ppm_platform.config import Settings
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("PYTHONWARNINGS", "error::UserWarning")
+    s = Settings.from_env(profile="cluster")
+    child = orchestration.child_env(s, tmp_path / "ev.jsonl")
+    assert child["PPM_PROFILE"] == "cluster" and child["PPM_ARTIFACTS_DIR"] == str(env / "artifacts")
+    assert child["DAGSTER_HOME"] == str(env / "artifacts" / "dagster_home")
+    assert child[orchestration.EVENTS_ENV] == str(tmp_path / "ev.jsonl")
+    filters = child["PYTHONWARNINGS"].split(",")
+    assert filters[0] == "error::UserWarning" and "ignore::DeprecationWarning:ibis.backends.duckdb" in filters
+    import yaml
+
+    cfg = yaml.safe_load((env / "artifacts" / "dagster_home" / "dagster.yaml").read_text())
+    assert cfg["telemetry"] == {"enabled": False} and cfg["nux"] == {"enabled": False}
+    assert cfg["python_logs"]["python_log_level"] == "INFO"
+    assert cfg["python_logs"]["dagster_handler_config"]["handlers"]["ppm_events"]["()"] == \
+        "ppm_platform.cli.orchestration.DagsterEventHandler"
+    own = tmp_path / "home"
+    own.mkdir()
+    (own / "dagster.yaml").write_text("telemetry:\n  enabled: true\n")
+    orchestration.write_dagster_yaml(own)  # a dagster.yaml the user wrote is kept
+    assert (own / "dagster.yaml").read_text() == "telemetry:\n  enabled: true\n"
+
+
+def test_materialize_all_runs_the_main_job_and_ranges_go_to_asset_materialize():
+    main_job = orchestration.dagster_command()
+    assert main_job[-4:] == ["-m", "dagster_project.definitions", "-j", "ppm_main"] and "job" in main_job
+    rng = orchestration.dagster_command(orchestration.DAILY_ASSETS, partition_range="1997-09-20...1997-09-21")
+    assert rng[-4:] == ["--select", orchestration.DAILY_ASSETS, "--partition-range", "1997-09-20...1997-09-21"]
+    assert "dagster" in rng and "asset" in rng and "materialize" in rng
+
+
+class _Key:
+    def __init__(self, *path):
+        self.path = list(path)
+
+
+class _Value:  # a Dagster MetadataValue: its .value
+    def __init__(self, value):
+        self.value = value
+
+
+class _Event:
+    def __init__(self, kind, step, data=None, message=""):
+        self.event_type_value, self.step_key, self.event_specific_data, self.message = kind, step, data, message
+
+
+def _record(event=None, level=20, message="msg"):
+    import logging
+
+    r = logging.LogRecord("dagster", level, __file__, 1, message, (), None)
+    r.dagster_meta = {"dagster_event": event, "step_key": event.step_key if event else "s", "orig_message": message}
+    return r
+
+
+def test_event_from_record_reads_dagster_events_by_attribute():
+    from types import SimpleNamespace as NS
+
+    mat = NS(materialization=NS(asset_key=_Key("urm_model"), partition=None,
+                                metadata={"test_click_auc": 0.74, "rows": _Value(10), "plot": _Value("x" * 200),
+                                          "epochs": _Value([{"a": 1}, {"a": 2}]), "path": _Value(object())}))
+    ev = orchestration.event_from_record(_record(_Event("ASSET_MATERIALIZATION", "urm_model", mat)))
+    assert ev["type"] == "ASSET_MATERIALIZATION" and ev["asset"] == "urm_model" and ev["step"] == "urm_model"
+    assert ev["metadata"] == {"test_click_auc": 0.74, "rows": 10, "epochs": 2}
+    ok = orchestration.event_from_record(_record(_Event("STEP_SUCCESS", "urm_model", NS(duration_ms=1234.5))))
+    assert ok["duration_s"] == 1.234
+    err = NS(error=NS(cls_name="ValueError", message="no rows\nmore"))
+    assert orchestration.event_from_record(_record(_Event("STEP_FAILURE", "x", err)))["error"] == "ValueError: no rows"
+    chk = NS(asset_key=_Key("items"), check_name="q", passed=False)
+    assert orchestration.event_from_record(_record(_Event("ASSET_CHECK_EVALUATION", "c", chk)))["passed"] is False
+    assert orchestration.event_from_record(_record(_Event("STEP_OUTPUT", "x"))) is None  # not followed
+    assert orchestration.event_from_record(_record(level=20)) is None  # an INFO message: the log file's
+    assert orchestration.event_from_record(_record(level=40, message="boom"))["message"] == "boom"
+
+
+def test_event_handler_from_dict_config_writes_json_lines_only_with_the_variable(monkeypatch, tmp_path):
+    import json
+    import logging
+    import logging.config
+
+    from types import SimpleNamespace as NS
+
+    path = tmp_path / "ev.jsonl"
+    monkeypatch.setenv(orchestration.EVENTS_ENV, str(path))
+    logging.config.dictConfig({"version": 1, "disable_existing_loggers": False,
+                               "handlers": {"ppm_events": {"()": "ppm_platform.cli.orchestration.DagsterEventHandler",
+                                                           "level": "DEBUG"}},
+                               "loggers": {"ppm_test_events": {"handlers": ["ppm_events"]}}})
+    handler = logging.getLogger("ppm_test_events").handlers[0]
+    handler.handle(_record(_Event("STEP_SUCCESS", "a", NS(duration_ms=10.0))))
+    handler.close()
+    logging.getLogger("ppm_test_events").handlers.clear()
+    assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == ["a"]
+    monkeypatch.delenv(orchestration.EVENTS_ENV)
+    quiet = orchestration.DagsterEventHandler()  # a run started from the UI: nothing written
+    quiet.handle(_record(_Event("STEP_SUCCESS", "b", NS(duration_ms=10.0))))
+    assert len(path.read_text().splitlines()) == 1
+
+
+def test_read_events_leaves_a_partial_line_for_the_next_call(tmp_path):
+    p = tmp_path / "ev.jsonl"
+    p.write_bytes(b'{"type": "STEP_START", "step": "a"}\n{"type": "STEP_SUC')
+    evs, off = orchestration.read_events(p)
+    assert [e["type"] for e in evs] == ["STEP_START"] and off == len(b'{"type": "STEP_START", "step": "a"}\n')
+    with p.open("ab") as f:
+        f.write(b'CESS", "step": "a"}\n')
+    evs, off2 = orchestration.read_events(p, off)
+    assert [e["type"] for e in evs] == ["STEP_SUCCESS"] and off2 == p.stat().st_size
+
+
+@pytest.mark.parametrize("metadata, text", [
+    ({"rows": 80000, "test_click_auc": 0.74123}, "test AUC click 0.7412"),
+    ({"valid_click_auc": 0.7, "train_rows": 5}, "valid AUC click 0.7000"),
+    ({"max_abs_diff": 3.2e-7, "parity_rows": 256}, "max |torch - onnxruntime| 3.2e-07"),
+    ({"wall_ms": 9.123, "scored": 100}, "100 candidates ranked in 9.1 ms"),
+    ({"items": 1682, "seconds": 50}, "1,682 items"),
+    ({"feature_views": 9, "seconds": 1.0}, "9 feature views"),
+    ({"skipped": "too few queries"}, "skipped: too few queries"),
+    ({"seconds": 3.0}, ""),
+])
+def test_headline_is_the_figure_that_matters(metadata, text):
+    assert orchestration.headline(metadata) == text
 
 
 def test_java_version_parsing(tmp_path):
@@ -138,25 +320,11 @@ def test_empty_online_table_fails(env):
     assert not ok and "ppm_platform_item_profile" in detail
 
 
-def test_backfill_checks_the_range_then_runs_one_partition_range(env, monkeypatch):
-    calls = []
-    monkeypatch.setattr(commands, "materialize", lambda s, select, partition_range=None: calls.append((select, partition_range)) or 0)
+def test_backfill_checks_the_range_then_runs_one_partition_range(env, fake_dagster):
     bad = CliRunner().invoke(cli.main, ["backfill", "--from", "1997-10-02", "--to", "1997-10-01"])
     assert bad.exit_code == 2 and "is before --from" in bad.output
     outside = CliRunner().invoke(cli.main, ["backfill", "--from", "1990-01-01", "--to", "1997-10-01"])
     assert outside.exit_code == 2 and "outside the partitions [1997-09-20, 1998-04-23)" in outside.output
     ok = CliRunner().invoke(cli.main, ["backfill", "--from", "1997-09-20", "--to", "1997-10-01"])
     assert ok.exit_code == 0, ok.output
-    assert calls == [(orchestration.DAILY_ASSETS, "1997-09-20...1997-10-01")]
-
-
-def test_materialize_all_runs_the_main_job_and_ranges_go_to_asset_materialize(monkeypatch, tmp_path):
-    from ppm_platform.config import Settings
-
-    cmds = []
-    monkeypatch.setattr(orchestration.subprocess, "call", lambda cmd, **kw: cmds.append(cmd) or 0)
-    s = Settings(artifacts_dir=tmp_path)
-    orchestration.materialize(s)
-    orchestration.materialize(s, orchestration.DAILY_ASSETS, partition_range="1997-09-20...1997-09-21")
-    assert cmds[0][-4:] == ["-m", "dagster_project.definitions", "-j", "ppm_main"] and "job" in cmds[0]
-    assert cmds[1][-4:] == ["--select", orchestration.DAILY_ASSETS, "--partition-range", "1997-09-20...1997-09-21"]
+    assert fake_dagster == [(orchestration.DAILY_ASSETS, "1997-09-20...1997-10-01")]
