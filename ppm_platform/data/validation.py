@@ -34,8 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ppm_platform.data import schemas
-# the pixel limit lives with the one function that opens catalog images (issue #16 finding 7); re-exported
-from ppm_platform.encoders.image import MAX_IMAGE_PIXELS  # noqa: F401
+from ppm_platform.data.item_content import MAX_IMAGE_PIXELS, ImageRefusedError, open_catalog_image
 
 MAX_TITLE_CHARS = 1_000
 
@@ -243,7 +242,7 @@ def check_image(path: str, root: Path | None) -> str | None:
     """Return ``None`` if ``path`` is a readable image inside ``root``, else the reason it is not.
 
     ``path`` is a local path (relative paths are taken relative to ``root``) or a ``file://`` URI. The file is
-    opened through :func:`ppm_platform.encoders.image.open_catalog_image`, the one function every image
+    opened through :func:`ppm_platform.data.item_content.open_catalog_image`, the one function every image
     reader uses (ingest, encoders, fine-tuning, the new-item path). Checks, in order: URI scheme other than
     ``file`` (e.g. ``http``: not fetched), escapes the catalog root (path traversal with ``../``, an
     absolute path elsewhere, or a symlink pointing out; the path is resolved first), missing file (or a
@@ -252,8 +251,6 @@ def check_image(path: str, root: Path | None) -> str | None:
     same), not decodable (corrupt/truncated: the pixels are decoded). Reasons are fixed strings so they
     count per category.
     """
-    from ppm_platform.encoders.image import ImageRefusedError, open_catalog_image
-
     try:
         with open_catalog_image(path, root) as im:
             im.verify()

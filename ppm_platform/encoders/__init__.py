@@ -9,13 +9,10 @@ from typing import TYPE_CHECKING
 
 from ppm_platform.encoders.image import (
     ImageEncoder,
-    ImageLoadError,
-    ImageRefusedError,
     default_image_weights_path,
     get_image_encoder,
     image_encoder_version,
     load_image,
-    open_catalog_image,
 )
 from ppm_platform.encoders.text import (
     TextEncoder,
@@ -45,7 +42,7 @@ def encoder_version(settings: "Settings") -> str:
 
 
 __all__ = [
-    "ImageEncoder", "ImageLoadError", "ImageRefusedError", "TextEncoder", "configure_worker_threads", "default_image_weights_path",
+    "ImageEncoder", "TextEncoder", "configure_worker_threads", "default_image_weights_path",
     "default_text_model_path", "encoder_version", "get_image_encoder", "get_text_encoder", "image_encoder_version",
-    "load_image", "open_catalog_image", "text_encoder_version",
+    "load_image", "text_encoder_version",
 ]

