@@ -97,12 +97,15 @@ def _online_recent(s, user_id):
 def test_online_store_moves_forward_with_each_days_rows(daily):
     import dagster as dg
 
-    from dagster_project.assets.daily import interactions_daily, online_user_features, user_features_daily
+    from dagster_project.definitions import build_defs
     from dagster_project.resources import PPMSettingsResource, SparkResource
     from ppm_platform import pipeline
     from ppm_platform.feature_store import get_store
 
     s, _, env = daily
+    # the daily assets over the partitions of this run's settings, as the code location builds them
+    interactions_daily, user_features_daily, online_user_features = (
+        build_defs(s).resolve_assets_def(k) for k in ("interactions_daily", "user_features_daily", "online_user_features"))
     end = datetime.combine(LAST + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
     store = get_store(s)
     for view in pipeline.DAILY_VIEWS:
@@ -116,7 +119,7 @@ def test_online_store_moves_forward_with_each_days_rows(daily):
 
     # the next day, in process: that day's rows, from its start to its end (the previous end)
     settings_res = PPMSettingsResource(artifacts_dir=str(s.artifacts_dir), data_dir=str(s.data_dir))
-    resources = {"ppm": settings_res, "spark": SparkResource(settings=settings_res)}
+    resources = {"ppm": settings_res, "spark": SparkResource()}
     nxt = LAST + timedelta(days=1)
     mp = pytest.MonkeyPatch()
     mp.setenv("PPM_MAX_ITEMS", env["PPM_MAX_ITEMS"])

@@ -172,8 +172,8 @@ def test_asset_checks_fail_on_a_cache_table_of_two_versions(tmp_path):
     """The Dagster checks beside the cache assets (thin calls of cache_table_versions), invoked directly."""
     import dagster as dg
 
-    from dagster_project.assets.daily import user_features_daily_one_cache_version
-    from dagster_project.assets.ppm import ppm_item_cache_one_version, ppm_user_cache_one_version
+    from dagster_project.defs.daily.checks import user_features_daily_one_cache_version
+    from dagster_project.defs.ppm.checks import ppm_item_cache_one_version, ppm_user_cache_one_version
     from dagster_project.resources import PPMSettingsResource
 
     settings = Settings.from_env(env={}, artifacts_dir=tmp_path / "artifacts").ensure_dirs()

@@ -1,20 +1,97 @@
-"""Smoke-load the Dagster code location (as project_fully_featured does)."""
+"""The Dagster code location (as project_fully_featured smoke-loads its own): it loads without warnings, and
+its asset keys, groups, asset checks, jobs and schedules are pinned: a refactor of ``dagster_project/``
+that drops or renames one fails here. Settings are built once per run; the daily partitions follow the
+settings given to ``build_defs``."""
+
+import subprocess
+import sys
+
+import dagster as dg
+
+from dagster_project.resources import PPMSettingsResource, SparkResource
+
+#: asset key -> group (DESIGN.md §3)
+ASSET_GROUPS = {
+    "items": "ingest", "users": "ingest", "interactions": "ingest", "queries": "ingest",
+    "text_encoder": "encoders", "image_encoder": "encoders",
+    "item_multimodal": "features", "behavior_sequences": "features", "item_stats": "features", "user_stats": "features",
+    "ppm_model": "ppm", "ppm_item_cache": "ppm", "ppm_user_cache": "ppm",
+    "feast_definitions": "feast", "training_set": "feast", "online_store": "feast",
+    "base_model": "training", "urm_model": "training",
+    "urm_onnx": "serving", "base_onnx": "serving", "ranking_demo": "serving",
+    "evaluation_report": "evaluation", "item_cold_report": "evaluation",
+    "interactions_daily": "daily", "user_features_daily": "daily", "online_user_features": "daily",
+}
+
+#: every asset check as "asset:check"
+CHECKS = {
+    "base_model:base_valid_auc_above_chance", "behavior_sequences:behavior_sequences_table_quality",
+    "evaluation_report:evaluation_report_complete", "interactions:interactions_row_accounting",
+    "interactions:interactions_table_quality", "item_multimodal:item_multimodal_table_quality",
+    "item_stats:item_stats_consistent", "item_stats:item_stats_table_quality", "items:item_profile_table_quality",
+    "items:items_row_accounting", "items:items_table_quality", "ppm_item_cache:ppm_item_cache_one_version",
+    "ppm_item_cache:ppm_item_cache_table_quality", "ppm_user_cache:ppm_user_cache_one_version",
+    "ppm_user_cache:ppm_user_cache_table_quality", "queries:queries_row_accounting",
+    "ranking_demo:ranking_scores_every_candidate", "ranking_demo:serving_parity",
+    "training_set:training_set_label_rate", "urm_model:urm_valid_auc_above_chance", "urm_onnx:urm_onnx_parity",
+    "user_features_daily:user_features_daily_one_cache_version", "user_stats:user_stats_consistent",
+    "user_stats:user_stats_table_quality", "users:user_profile_table_quality", "users:users_row_accounting",
+    "users:users_table_quality",
+}
 
 
-def test_definitions_load_with_full_asset_graph():
+def _graph():
     from dagster_project.definitions import defs
 
-    graph = defs.resolve_asset_graph()
-    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys >= {"items", "users", "interactions", "queries", "item_multimodal", "behavior_sequences",
-                    "ppm_model", "ppm_item_cache", "ppm_user_cache", "feast_definitions", "training_set",
-                    "online_store", "base_model", "urm_model", "urm_onnx", "base_onnx", "ranking_demo"}
+    return defs, defs.resolve_asset_graph()
+
+
+def test_asset_keys_groups_and_checks_are_pinned():
+    defs, graph = _graph()
+    assert {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()} == ASSET_GROUPS
+    assert {f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys} == CHECKS
+    assert sorted(j.name for j in defs.resolve_all_job_defs()) == ["__ASSET_JOB", "ppm_daily", "ppm_main"]
+    assert [s.name for s in defs.schedules] == ["ppm_daily_schedule"]
     # the caches sit between the frozen PPM and the feature store
-    assert {k.to_user_string() for k in graph.get(graph_key("ppm_user_cache")).parent_keys} == {
+    assert {k.to_user_string() for k in graph.get(dg.AssetKey("ppm_user_cache")).parent_keys} == {
         "ppm_model", "behavior_sequences", "ppm_item_cache"}
 
 
-def graph_key(s):
-    import dagster as dg
+def test_definitions_load_without_warnings():
+    """No warning (BetaWarning, SupersessionWarning, DeprecationWarning, ...) printed when the UI or a run loads
+    the definitions, with every warning shown once (``-W always``)."""
+    proc = subprocess.run([sys.executable, "-W", "always", "-c", "import dagster_project.definitions"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "Warning" not in proc.stderr, proc.stderr[-3000:]
 
-    return dg.AssetKey(s)
+
+def test_daily_partitions_come_from_the_settings(tmp_path):
+    from dagster_project.definitions import build_defs
+    from ppm_platform.config import Settings
+
+    s = Settings.from_env(env={}, artifacts_dir=tmp_path)
+    s = s.model_copy(update={"partitions": s.partitions.model_copy(update={"start_date": "2024-03-01",
+                                                                           "end_date": "2024-03-08"})})
+    graph = build_defs(s).resolve_asset_graph()
+    for key in ("interactions_daily", "user_features_daily", "online_user_features"):
+        keys = graph.get(dg.AssetKey(key)).partitions_def.get_partition_keys()
+        assert keys[0] == "2024-03-01" and keys[-1] == "2024-03-07" and len(keys) == 7, key
+    assert graph.get(dg.AssetKey("urm_model")).partitions_def is None
+
+
+def test_settings_are_built_once_per_run(tmp_path, monkeypatch):
+    """Every step of a run sees the same Settings object (the steps hand it to the Spark resource)."""
+    monkeypatch.setenv("PPM_ARTIFACTS_DIR", str(tmp_path))
+    seen = []
+
+    @dg.asset
+    def a(ppm: PPMSettingsResource, spark: SparkResource):
+        seen.append((ppm.get(), ppm.get()))
+
+    @dg.asset(deps=[a])
+    def b(ppm: PPMSettingsResource):
+        seen.append((ppm.get(), ppm.get()))
+
+    assert dg.materialize([a, b], resources={"ppm": PPMSettingsResource(), "spark": SparkResource()}).success
+    objs = {id(x) for pair in seen for x in pair}
+    assert len(seen) == 2 and len(objs) == 1 and seen[0][0].artifacts_dir == tmp_path

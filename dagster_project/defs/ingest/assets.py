@@ -3,7 +3,7 @@
 import dagster as dg
 
 from dagster_project.resources import PPMSettingsResource
-from dagster_project.assets._meta import metadata_from
+from dagster_project.metadata import metadata_from
 from ppm_platform import pipeline
 from ppm_platform.data.ingest import quarantine_db_path
 

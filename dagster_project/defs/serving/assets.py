@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from dagster_project.assets._meta import metadata_from
+from dagster_project.metadata import metadata_from
 from dagster_project.resources import PPMSettingsResource
 from ppm_platform import pipeline
 
@@ -32,17 +32,3 @@ def ranking_demo(ppm: PPMSettingsResource) -> dg.MaterializeResult:
             f"| {i + 1} | {r['item_id']} | {r['title']} | {r['click']:.4f} | {r['order']:.4f} |"
             for i, r in enumerate(res["top10"])))
     return dg.MaterializeResult(metadata=md)
-
-
-@dg.asset_check(asset=ranking_demo, description=(
-    "train/serve parity: for serving.parity_pairs sampled (user, item) pairs, |score from the Feast online "
-    "store - score from the offline point-in-time features as of the materialization time| <= serving.parity_atol"))
-def serving_parity(ppm: PPMSettingsResource) -> dg.AssetCheckResult:
-    """Online vs offline scores on sampled pairs (:func:`ppm_platform.serving.parity.check_parity`)."""
-    from ppm_platform.serving.parity import check_parity
-
-    res = check_parity(ppm.get())
-    md = metadata_from(res, skip=("worst", "passed"))
-    md["worst"] = dg.MetadataValue.json(res["worst"])
-    return dg.AssetCheckResult(passed=res["passed"], metadata=md,
-                               severity=dg.AssetCheckSeverity.ERROR)

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from dagster_project.assets._meta import metadata_from
+from dagster_project.metadata import metadata_from
 from dagster_project.resources import PPMSettingsResource, SparkResource
 from ppm_platform import pipeline
 
@@ -14,14 +14,16 @@ def item_multimodal(ppm: PPMSettingsResource, spark: SparkResource) -> dg.Materi
     fine-tuned by `text_encoder`) + EfficientNet-Lite0 poster embedding (1280-d; entity-prediction
     fine-tuned by `image_encoder`) + has-image mask, computed with the frozen encoders in Spark
     `mapInPandas`. Rows record the encoder versions that produced them."""
-    return dg.MaterializeResult(metadata=metadata_from(pipeline.item_multimodal(ppm.get(), spark.session())))
+    settings = ppm.get()
+    return dg.MaterializeResult(metadata=metadata_from(pipeline.item_multimodal(settings, spark.session(settings))))
 
 
 @dg.asset(group_name="features", deps=["interactions"], owners=["team:ppm-platform"], kinds={"spark", "parquet"})
 def behavior_sequences(ppm: PPMSettingsResource, spark: SparkResource) -> dg.MaterializeResult:
     """Per (user, click time t): the last L clicked items with timestamp <= t, stamped t + 1 µs so a
     point-in-time join at t never sees the event that produced the row (leakage rule, DESIGN.md §4)."""
-    return dg.MaterializeResult(metadata=metadata_from(pipeline.behavior_sequences(ppm.get(), spark.session())))
+    settings = ppm.get()
+    return dg.MaterializeResult(metadata=metadata_from(pipeline.behavior_sequences(settings, spark.session(settings))))
 
 
 @dg.multi_asset(
@@ -39,7 +41,8 @@ def counters(ppm: PPMSettingsResource, spark: SparkResource):
     """Point-in-time counters of every item and user in one Spark job over the interactions: an event enters
     at t + 1 µs and leaves a window W at t + W + 1 µs, so a join at t never sees the event at t (leakage rule,
     DESIGN.md §4) and windowed counts decay without a later event."""
-    res = pipeline.counters(ppm.get(), spark.session())
+    settings = ppm.get()
+    res = pipeline.counters(settings, spark.session(settings))
     common = {"priors": dg.MetadataValue.json(res["priors"]), "windows_days": dg.MetadataValue.json(res["windows_days"]),
               "seconds": res["seconds"]}
     for table in ("item_stats", "user_stats"):

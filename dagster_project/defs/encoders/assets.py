@@ -5,18 +5,15 @@
 Both attach held-out metrics, split sizes, training time and the training curve (PNG inline) as metadata.
 """
 
-import base64
-from pathlib import Path
-
 import dagster as dg
 
 from dagster_project.resources import PPMSettingsResource
 from ppm_platform import pipeline
+from ppm_platform.reporting.plots import markdown_image
 
 
 def _png_md(path: str, alt: str) -> dg.MetadataValue:
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{data})\n\n`{path}`")
+    return dg.MetadataValue.md(markdown_image(path, alt))
 
 
 def _skipped(r: dict) -> dg.MaterializeResult:

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from dagster_project.assets._meta import metadata_from, plot_metadata
+from dagster_project.metadata import metadata_from, plot_metadata
 from dagster_project.resources import PPMSettingsResource
 from ppm_platform import pipeline
 

@@ -1,0 +1,34 @@
+"""PPM group: ID-free pre-training and the frozen caches (DESIGN.md §4)."""
+
+import dagster as dg
+
+from dagster_project.metadata import metadata_from, plot_metadata
+from dagster_project.resources import PPMSettingsResource, SparkResource
+from ppm_platform import pipeline
+
+
+@dg.asset(group_name="ppm", deps=["item_multimodal", "behavior_sequences", "interactions"],
+          owners=["team:ppm-platform"], kinds={"pytorch"})
+def ppm_model(context: dg.AssetExecutionContext, ppm: PPMSettingsResource) -> dg.MaterializeResult:
+    """PPM pre-trained on click over the train window: item tower + bidirectional Transformer sequence
+    encoder (position + time-interval encodings) + target-aware readout."""
+    settings = ppm.get()
+    res = pipeline.ppm_model(settings, progress=context.log.info)
+    return dg.MaterializeResult(metadata={**metadata_from(res, skip=("config",)),
+                                          **plot_metadata(res, settings.reports_dir / "plots", "ppm_model", "PPM")})
+
+
+@dg.asset(group_name="ppm", deps=["ppm_model", "item_multimodal"], owners=["team:ppm-platform"], kinds={"spark", "pytorch"})
+def ppm_item_cache(ppm: PPMSettingsResource, spark: SparkResource) -> dg.MaterializeResult:
+    """Frozen PPM item-tower output per item, cached as a Feast feature view."""
+    settings = ppm.get()
+    return dg.MaterializeResult(metadata=metadata_from(pipeline.ppm_item_cache(settings, spark.session(settings))))
+
+
+@dg.asset(group_name="ppm", deps=["ppm_model", "behavior_sequences", "ppm_item_cache"],
+          owners=["team:ppm-platform"], kinds={"spark", "pytorch"})
+def ppm_user_cache(ppm: PPMSettingsResource, spark: SparkResource) -> dg.MaterializeResult:
+    """Frozen PPM sequence-encoder output (L x d, flattened) per behaviour-sequence row, cached as a
+    Feast feature view with the same as-of timestamps as the sequences."""
+    settings = ppm.get()
+    return dg.MaterializeResult(metadata=metadata_from(pipeline.ppm_user_cache(settings, spark.session(settings))))
