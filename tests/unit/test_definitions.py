@@ -38,6 +38,17 @@ CHECKS = {
     "user_stats:user_stats_table_quality", "users:user_profile_table_quality", "users:users_row_accounting",
     "users:users_table_quality",
 }
+#: checks added on the daily group: per-day row accounting (a partitioned check) and a time-partition freshness
+#: check per daily asset (the latest day materialized by 03:00 UTC)
+DAILY_CHECKS = {"interactions_daily:interactions_daily_row_accounting", "interactions_daily:freshness_check",
+                "user_features_daily:freshness_check", "online_user_features:freshness_check"}
+#: asset -> concurrency pool (the heavy steps); every other asset has none
+POOLS = {**dict.fromkeys(["text_encoder", "image_encoder", "ppm_model", "base_model", "urm_model",
+                          "evaluation_report"], "torch_training"),
+         **dict.fromkeys(["item_multimodal", "behavior_sequences", "item_stats", "user_stats", "ppm_item_cache",
+                          "ppm_user_cache", "user_features_daily", "item_cold_report"], "spark")}
+#: the feature and cache assets a full run rebuilds carry a freshness policy
+FRESHNESS = {"item_multimodal", "behavior_sequences", "item_stats", "user_stats", "ppm_item_cache", "ppm_user_cache"}
 
 
 def _graph():
@@ -49,12 +60,56 @@ def _graph():
 def test_asset_keys_groups_and_checks_are_pinned():
     defs, graph = _graph()
     assert {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()} == ASSET_GROUPS
-    assert {f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys} == CHECKS
+    assert {f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys} == CHECKS | DAILY_CHECKS
     assert sorted(j.name for j in defs.resolve_all_job_defs()) == ["__ASSET_JOB", "ppm_daily", "ppm_main"]
     assert [s.name for s in defs.schedules] == ["ppm_daily_schedule"]
+    assert [s.name for s in defs.sensors] == ["ppm_daily_freshness_sensor"]
     # the caches sit between the frozen PPM and the feature store
     assert {k.to_user_string() for k in graph.get(dg.AssetKey("ppm_user_cache")).parent_keys} == {
         "ppm_model", "behavior_sequences", "ppm_item_cache"}
+
+
+def test_pools_freshness_and_partitioned_checks():
+    defs, graph = _graph()
+    keys = graph.get_all_asset_keys()
+    assert {k.to_user_string(): defs.resolve_assets_def(k).op.pool for k in keys
+            if defs.resolve_assets_def(k).op.pool} == POOLS
+    policies = {k.to_user_string(): graph.get(k).freshness_policy for k in keys if graph.get(k).freshness_policy}
+    assert set(policies) == FRESHNESS
+    assert {type(p).__name__ for p in policies.values()} == {"TimeWindowFreshnessPolicy"}
+    daily = graph.get(dg.AssetKey("interactions_daily")).partitions_def
+    row_accounting = graph.get(dg.AssetCheckKey(dg.AssetKey("interactions_daily"), "interactions_daily_row_accounting"))
+    assert row_accounting.partitions_def == daily
+
+
+def test_partitioned_row_accounting_reads_each_days_result(tmp_path):
+    """The per-day check of interactions_daily, for one day and for a range run (a backfill as one run)."""
+    from dagster_project.definitions import build_defs
+    from ppm_platform.config import Settings
+    from ppm_platform.io import write_json_atomic
+
+    s = Settings.from_env(env={}, artifacts_dir=tmp_path)
+    s = s.model_copy(update={"partitions": s.partitions.model_copy(update={"start_date": "2024-03-01",
+                                                                           "end_date": "2024-03-08"})})
+    for day, out in (("2024-03-01", 9), ("2024-03-02", 10), ("2024-03-03", 10)):
+        write_json_atomic({"day": day, "rows_in": 10, "rows_out": out, "rows_quarantined": 1 if out == 9 else 0},
+                          tmp_path / "runs" / "interactions_daily" / f"{day}.json")
+
+    @dg.asset(key="interactions_daily", partitions_def=dg.DailyPartitionsDefinition("2024-03-01", end_date="2024-03-08"))
+    def stub() -> None:
+        """Stands in for the real asset (its stage results are written above)."""
+
+    check = build_defs(s).get_asset_checks_def(dg.AssetCheckKey(dg.AssetKey("interactions_daily"),
+                                                                "interactions_daily_row_accounting"))
+    ppm = PPMSettingsResource(artifacts_dir=str(tmp_path))
+    res = dg.materialize([stub, check], resources={"ppm": ppm}, partition_key="2024-03-02")
+    (ev,) = res.get_asset_check_evaluations()
+    assert ev.passed and ev.partition == "2024-03-02"
+    res = dg.materialize([stub, check], resources={"ppm": ppm}, tags={
+        "dagster/asset_partition_range_start": "2024-03-01", "dagster/asset_partition_range_end": "2024-03-04"})
+    (ev,) = res.get_asset_check_evaluations()
+    assert not ev.passed and ev.metadata["failed_days"].value == "2024-03-04"  # never materialized
+    assert [r.data["day"] for r in ev.metadata["per_day"].value.records] == [f"2024-03-0{i}" for i in range(1, 5)]
 
 
 def test_definitions_load_without_warnings():

@@ -16,6 +16,7 @@ from datetime import date, timedelta
 import dagster as dg
 
 from dagster_project.metadata import metadata_from
+from dagster_project.policies import SPARK_POOL
 from dagster_project.resources import PPMSettingsResource, SparkResource
 from ppm_platform import pipeline
 
@@ -36,7 +37,7 @@ def _per_day(results: list[dict], keys: tuple[str, ...]) -> dict:
 
 def build_assets(partitions_def: dg.TimeWindowPartitionsDefinition) -> list[dg.AssetsDefinition]:
     """The daily assets over ``partitions_def`` (built from the settings in ``definitions.py``), each
-    backfilled in one run per range (``BackfillPolicy.single_run``)."""
+    backfilled in one run per range (``BackfillPolicy.single_run``); the Spark step in the ``spark`` pool."""
     kw = dict(group_name="daily", partitions_def=partitions_def, backfill_policy=dg.BackfillPolicy.single_run(),
               owners=["team:ppm-platform"])
     with warnings.catch_warnings():
@@ -56,7 +57,7 @@ def build_assets(partitions_def: dg.TimeWindowPartitionsDefinition) -> list[dg.A
                 ("rows_in", "rows_out", "rows_quarantined")))
 
         @dg.asset(deps=["interactions_daily", "ppm_model", "ppm_item_cache", "item_stats", "user_stats"],
-                  kinds={"spark", "pytorch", "parquet"}, **kw)
+                  kinds={"spark", "pytorch", "parquet"}, pool=SPARK_POOL, **kw)
         def user_features_daily(context: dg.AssetExecutionContext, ppm: PPMSettingsResource,
                                 spark: SparkResource) -> dg.MaterializeResult:
             """One UTC day of the time-varying feature tables: ``behavior_sequences`` rows whose as-of time is

@@ -7,6 +7,7 @@ Both attach held-out metrics, split sizes, training time and the training curve 
 
 import dagster as dg
 
+from dagster_project.policies import TORCH_POOL
 from dagster_project.resources import PPMSettingsResource
 from ppm_platform import pipeline
 from ppm_platform.reporting.plots import markdown_image
@@ -22,7 +23,8 @@ def _skipped(r: dict) -> dg.MaterializeResult:
                                           "split": dg.MetadataValue.json(r["split"])})
 
 
-@dg.asset(group_name="encoders", deps=["queries", "items"], owners=["team:ppm-platform"], kinds={"pytorch", "onnx"})
+@dg.asset(group_name="encoders", deps=["queries", "items"], owners=["team:ppm-platform"], kinds={"pytorch", "onnx"},
+          pool=TORCH_POOL)
 def text_encoder(context: dg.AssetExecutionContext, ppm: PPMSettingsResource) -> dg.MaterializeResult:
     """MiniLM fine-tuned by query matching: InfoNCE with in-batch negatives (same-item duplicates masked) on
     (query, clicked item text) pairs of the `queries` table; held-out query -> item retrieval over the whole
@@ -44,7 +46,7 @@ def text_encoder(context: dg.AssetExecutionContext, ppm: PPMSettingsResource) ->
     })
 
 
-@dg.asset(group_name="encoders", deps=["items"], owners=["team:ppm-platform"], kinds={"pytorch", "onnx"})
+@dg.asset(group_name="encoders", deps=["items"], owners=["team:ppm-platform"], kinds={"pytorch", "onnx"}, pool=TORCH_POOL)
 def image_encoder(context: dg.AssetExecutionContext, ppm: PPMSettingsResource) -> dg.MaterializeResult:
     """EfficientNet-Lite0 fine-tuned by entity prediction (multi-label item categories from the image, BCE):
     last blocks + head trained on cached frozen-trunk activations; held-out items scored against a linear probe

@@ -6,6 +6,7 @@ import math
 
 import dagster as dg
 
+from dagster_project.policies import SPARK_POOL, TORCH_POOL
 from dagster_project.resources import PPMSettingsResource, SparkResource
 from ppm_platform import pipeline
 
@@ -15,7 +16,7 @@ def _key(model: str) -> str:
 
 
 @dg.asset(group_name="evaluation", deps=["training_set", "ppm_model", "item_multimodal"],
-          owners=["team:ppm-platform"], kinds={"pytorch", "scikitlearn", "matplotlib"})
+          owners=["team:ppm-platform"], kinds={"pytorch", "scikitlearn", "matplotlib"}, pool=TORCH_POOL)
 def evaluation_report(context: dg.AssetExecutionContext, ppm: PPMSettingsResource) -> dg.MaterializeResult:
     """Popularity and GBDT, then Table 2 of the PPM paper on MovieLens-100K: every row trained (N seeds) and
     scored on the time split (DESIGN.md §5); AUC / GAUC / logloss per task on all / cold_items / warm_items /
@@ -49,7 +50,7 @@ def evaluation_report(context: dg.AssetExecutionContext, ppm: PPMSettingsResourc
 
 
 @dg.asset(group_name="evaluation", deps=["interactions", "items", "users", "item_multimodal"],
-          owners=["team:ppm-platform"], kinds={"spark", "pytorch", "feast", "scikitlearn"})
+          owners=["team:ppm-platform"], kinds={"spark", "pytorch", "feast", "scikitlearn"}, pool=SPARK_POOL)
 def item_cold_report(context: dg.AssetExecutionContext, ppm: PPMSettingsResource,
                      spark: SparkResource) -> dg.MaterializeResult:
     """The item-cold protocol: per seeded draw, 20 % of the catalog loses its train-window events (launched at

@@ -3,12 +3,13 @@
 import dagster as dg
 
 from dagster_project.metadata import metadata_from, plot_metadata
+from dagster_project.policies import FULL_REBUILD_FRESHNESS, SPARK_POOL, TORCH_POOL
 from dagster_project.resources import PPMSettingsResource, SparkResource
 from ppm_platform import pipeline
 
 
 @dg.asset(group_name="ppm", deps=["item_multimodal", "behavior_sequences", "interactions"],
-          owners=["team:ppm-platform"], kinds={"pytorch"})
+          owners=["team:ppm-platform"], kinds={"pytorch"}, pool=TORCH_POOL)
 def ppm_model(context: dg.AssetExecutionContext, ppm: PPMSettingsResource) -> dg.MaterializeResult:
     """PPM pre-trained on click over the train window: item tower + bidirectional Transformer sequence
     encoder (position + time-interval encodings) + target-aware readout."""
@@ -18,7 +19,8 @@ def ppm_model(context: dg.AssetExecutionContext, ppm: PPMSettingsResource) -> dg
                                           **plot_metadata(res, settings.reports_dir / "plots", "ppm_model", "PPM")})
 
 
-@dg.asset(group_name="ppm", deps=["ppm_model", "item_multimodal"], owners=["team:ppm-platform"], kinds={"spark", "pytorch"})
+@dg.asset(group_name="ppm", deps=["ppm_model", "item_multimodal"], owners=["team:ppm-platform"], kinds={"spark", "pytorch"},
+          pool=SPARK_POOL, freshness_policy=FULL_REBUILD_FRESHNESS)
 def ppm_item_cache(ppm: PPMSettingsResource, spark: SparkResource) -> dg.MaterializeResult:
     """Frozen PPM item-tower output per item, cached as a Feast feature view."""
     settings = ppm.get()
@@ -26,7 +28,8 @@ def ppm_item_cache(ppm: PPMSettingsResource, spark: SparkResource) -> dg.Materia
 
 
 @dg.asset(group_name="ppm", deps=["ppm_model", "behavior_sequences", "ppm_item_cache"],
-          owners=["team:ppm-platform"], kinds={"spark", "pytorch"})
+          owners=["team:ppm-platform"], kinds={"spark", "pytorch"}, pool=SPARK_POOL,
+          freshness_policy=FULL_REBUILD_FRESHNESS)
 def ppm_user_cache(ppm: PPMSettingsResource, spark: SparkResource) -> dg.MaterializeResult:
     """Frozen PPM sequence-encoder output (L x d, flattened) per behaviour-sequence row, cached as a
     Feast feature view with the same as-of timestamps as the sequences."""

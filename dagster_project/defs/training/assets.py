@@ -3,13 +3,14 @@
 import dagster as dg
 
 from dagster_project.metadata import metadata_from, plot_metadata
+from dagster_project.policies import TORCH_POOL
 from dagster_project.resources import PPMSettingsResource
 from ppm_platform import pipeline
 
 _SKIP = ("slices",)
 
 
-@dg.asset(group_name="training", deps=["training_set"], owners=["team:ppm-platform"], kinds={"pytorch"})
+@dg.asset(group_name="training", deps=["training_set"], owners=["team:ppm-platform"], kinds={"pytorch"}, pool=TORCH_POOL)
 def base_model(context: dg.AssetExecutionContext, ppm: PPMSettingsResource) -> dg.MaterializeResult:
     """IDRec baseline (ID embeddings with trained OOV rows, DIN attention over the ID sequence, the user and
     item counters, DCN-v2 cross, MMoE towers); its metadata also carries the Popularity row on the same split."""
@@ -23,7 +24,8 @@ def base_model(context: dg.AssetExecutionContext, ppm: PPMSettingsResource) -> d
                                           **plot_metadata(res, settings.reports_dir / "plots", "base_model", "Base (IDRec)")})
 
 
-@dg.asset(group_name="training", deps=["training_set", "ppm_model"], owners=["team:ppm-platform"], kinds={"pytorch"})
+@dg.asset(group_name="training", deps=["training_set", "ppm_model"], owners=["team:ppm-platform"], kinds={"pytorch"},
+          pool=TORCH_POOL)
 def urm_model(context: dg.AssetExecutionContext, ppm: PPMSettingsResource) -> dg.MaterializeResult:
     """URM: IDRec + PPM's light top (readout over the cached PPM features) + MMoE, click and order towers."""
     settings = ppm.get()
