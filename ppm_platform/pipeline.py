@@ -18,10 +18,11 @@ from typing import Callable
 import pandas as pd
 
 from ppm_platform.config import Settings
+from ppm_platform.encoders.factory import encoder_settings
 from ppm_platform.io import read_json, write_json_atomic
+from ppm_platform.runtime import Progress
 
 log = logging.getLogger("ppm_platform.pipeline")
-Progress = Callable[[str], None] | None
 
 
 def _spark_stage(stage: Callable) -> Callable:
@@ -86,28 +87,10 @@ def item_multimodal(settings: Settings, spark) -> dict:
 
 
 # ---- encoder fine-tuning (issue #3) -------------------------------------------------------------------
-def encoder_settings(settings: Settings) -> Settings:
-    """A copy of ``settings`` whose ``encoders.text_model_path`` / ``image_weights_path`` point at the
-    fine-tuned encoders (``models_dir/text_encoder``, ``models_dir/image_encoder/model.safetensors``) when
-    they exist and ``finetune.use_finetuned`` is on; otherwise ``settings`` unchanged."""
-    from ppm_platform.encoders.finetune_image import IMAGE_ENCODER_DIR, WEIGHTS_FILE
-    from ppm_platform.encoders.finetune_text import TEXT_ENCODER_DIR
-
-    if not settings.finetune.use_finetuned:
-        return settings
-    s = settings.model_copy(deep=True)
-    text_dir, image_w = s.models_dir / TEXT_ENCODER_DIR, s.models_dir / IMAGE_ENCODER_DIR / WEIGHTS_FILE
-    if (text_dir / "config.json").is_file():
-        s.encoders.text_model_path = text_dir
-    if image_w.is_file():
-        s.encoders.image_weights_path = image_w
-    return s
-
-
 def text_encoder(settings: Settings, progress: Progress = None) -> dict:
     """Query-matching fine-tune of the text encoder on the ``queries`` table; held-out recall@10 / MRR over
     the whole catalog before vs after -> ``models_dir/text_encoder`` (+ ONNX)."""
-    from ppm_platform.encoders.finetune_text import finetune_text_encoder
+    from ppm_platform.encoders.finetune.text import finetune_text_encoder
 
     qpath = settings.tables_dir / "queries.parquet"  # optional table (DESIGN.md §2)
     queries = pd.read_parquet(qpath) if qpath.exists() else pd.DataFrame({"query": [], "item_id": []})
@@ -119,7 +102,7 @@ def text_encoder(settings: Settings, progress: Progress = None) -> dict:
 def image_encoder(settings: Settings, progress: Progress = None) -> dict:
     """Entity-prediction fine-tune of the image encoder (multi-label categories from the image); held-out
     mAP / F1 of a frozen linear probe vs the fine-tuned encoder -> ``models_dir/image_encoder`` (+ ONNX)."""
-    from ppm_platform.encoders.finetune_image import finetune_image_encoder
+    from ppm_platform.encoders.finetune.image import finetune_image_encoder
 
     items = pd.read_parquet(settings.tables_dir / "items.parquet")
     res = finetune_image_encoder(settings, items, progress)
@@ -339,7 +322,7 @@ def export_onnx(settings: Settings, name: str, force: bool = False) -> dict:
     """
     from ppm_platform.serving.onnx_export import SERVING_FILE
     from ppm_platform.model_store import load_urm, read_model_json, resolve_model_dir, save_model
-    from ppm_platform.training.batch import FeatureEncoder
+    from ppm_platform.features.encoding import FeatureEncoder
 
     link = settings.models_dir / name
     mdir = resolve_model_dir(link)
@@ -391,7 +374,9 @@ def evaluation_report(settings: Settings, progress: Progress = None) -> dict:
     figures (test click / order AUC per model, lifts, targets) and the paths of the written files.
     """
     from ppm_platform.model_store import load_ppm
-    from ppm_platform.training.evaluation import lookup, run_evaluation, write_report
+    from ppm_platform.evaluation.aggregate import lookup
+    from ppm_platform.evaluation.harness import run_evaluation
+    from ppm_platform.evaluation.report import write_report
 
     ts = pd.read_parquet(settings.artifacts_dir / "training_set.parquet")
     mm = pd.read_parquet(_feature(settings, "item_multimodal"))
@@ -411,7 +396,7 @@ def evaluation_report(settings: Settings, progress: Progress = None) -> dict:
 
 
 def item_cold_report(settings: Settings, spark, progress: Progress = None) -> dict:
-    """The item-cold protocol (:mod:`ppm_platform.training.item_cold`, DESIGN.md §5): for each of
+    """The item-cold protocol (:mod:`ppm_platform.evaluation.item_cold`, DESIGN.md §5): for each of
     ``evaluation.item_cold_draws`` seeded draws of held-out items, remove their train-window events and run the
     same stages as the main job (sequences, counters, PPM pre-training, caches, Feast, point-in-time training
     set) under ``<artifacts>/item_cold/draw_<i>`` with the full data's cut points, then the report rows of
@@ -421,21 +406,16 @@ def item_cold_report(settings: Settings, spark, progress: Progress = None) -> di
     Reads the main job's tables and ``item_multimodal`` / profile feature tables (never its models).
 
     Returns:
-        the summary (:func:`~ppm_platform.training.item_cold.combine_draws`) plus ``seconds`` and ``paths``.
+        the summary (:func:`~ppm_platform.evaluation.aggregate.combine_draws`) plus ``seconds`` and ``paths``.
     """
     from ppm_platform.features.spark import release_heap
     from ppm_platform.io import write_json_atomic
     from ppm_platform.model_store import load_ppm
-    from ppm_platform.training.evaluation import json_safe, run_evaluation, write_report
-    from ppm_platform.training.item_cold import (
-        clean_draw,
-        combine_draws,
-        draw_held_out,
-        draw_settings,
-        prepare_draw,
-        render_summary,
-    )
-    from ppm_platform.training.split import settings_cutoffs
+    from ppm_platform.evaluation.aggregate import combine_draws
+    from ppm_platform.evaluation.harness import run_evaluation
+    from ppm_platform.evaluation.item_cold import clean_draw, draw_held_out, draw_settings, prepare_draw
+    from ppm_platform.evaluation.report import json_safe, render_summary, write_report
+    from ppm_platform.data.split import settings_cutoffs
     from ppm_platform.training.metrics import HELD_OUT_SLICE
 
     t0 = time.perf_counter()

@@ -1,9 +1,13 @@
-"""PNG plots of the model stages for the Dagster UI and the docs (matplotlib with the non-interactive ``Agg``
-backend; no display needed, safe in Spark/Dagster worker processes).
+"""Every PNG plot of the project, for the Dagster UI and the docs (matplotlib with the non-interactive ``Agg``
+backend; no display needed, safe in Spark/Dagster worker processes), and the one PNG -> markdown embedder.
 
-Inputs are the JSON-able results of :mod:`ppm_platform.pipeline`: ``epochs`` (a list of per-epoch dicts with
-``epoch``, ``train_loss`` and ``valid_click_auc`` / ``valid_order_auc``) and ``slices`` (test metrics by
-slice and task, as written by :func:`ppm_platform.training.metrics.evaluate_slices`).
+This module sits at the bottom of the layers: it takes plain numbers and lists, never a model, a report
+object or another ``ppm_platform`` module, so any layer can plot.
+
+The per-stage plots take the JSON-able results of :mod:`ppm_platform.pipeline`: ``epochs`` (a list of
+per-epoch dicts with ``epoch``, ``train_loss`` and ``valid_click_auc`` / ``valid_order_auc``) and ``slices``
+(test metrics by slice and task, as written by :func:`ppm_platform.training.metrics.evaluate_slices`). The
+evaluation report's plots (:func:`grouped_bars_png`, :func:`bars_png`) take the numbers it extracted.
 
 :func:`markdown_image` embeds a PNG as a base64 data URI in markdown, which the Dagster UI renders inline
 for a ``MetadataValue.md`` entry (Dagster docs, "Asset metadata": markdown metadata).
@@ -16,6 +20,7 @@ import math
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # before pyplot: no display, no GUI toolkit
 import matplotlib.pyplot as plt  # noqa: E402
@@ -106,6 +111,71 @@ def auc_by_slice_png(slices: dict, out_path: Path, title: str) -> Path:
     ax.set_ylabel("test AUC")
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out_path)
+
+
+def grouped_bars_png(panels: dict[str, dict[str, list[tuple[float, float]]]], groups: list[str], out_path: Path,
+                     ylabel: str) -> Path:
+    """One panel per key of ``panels`` (side by side, shared y axis), each with one bar per series and group,
+    error bars of one std, a dotted line at 0.5 (chance) and the legend in the last panel.
+
+    Args:
+        panels: ``{panel title: {series label: [(mean, std) per group]}}``, e.g. test AUC per model and slice
+            for each task.
+        groups: the group labels (x ticks), in the order of the ``(mean, std)`` lists.
+        out_path: the PNG to write.
+        ylabel: label of the y axis (first panel).
+
+    Returns:
+        ``out_path``.
+
+    Raises:
+        ValueError: ``panels`` is empty.
+    """
+    if not panels:
+        raise ValueError("grouped_bars_png: no panels to plot")
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), dpi=100, sharey=True, squeeze=False)
+    axes = axes[0]
+    for ax, (title, series) in zip(axes, panels.items()):
+        width = 0.8 / max(len(series), 1)
+        for j, (label, vals) in enumerate(series.items()):
+            ax.bar(np.arange(len(groups)) + j * width, [v[0] for v in vals], width, yerr=[v[1] for v in vals],
+                   capsize=2, label=label)
+        ax.set_xticks(np.arange(len(groups)) + width * (len(series) - 1) / 2, groups)
+        ax.set_title(title)
+        ax.set_ylim(0.45, None)
+        ax.axhline(0.5, color="gray", lw=0.8, ls=":")
+    axes[0].set_ylabel(ylabel)
+    axes[-1].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return _save(fig, out_path)
+
+
+def bars_png(labels: list[str], means: list[float], stds: list[float], out_path: Path, title: str, ylabel: str,
+             colors: list[str] | None = None, reference: tuple[float, str] | None = None) -> Path:
+    """One bar per label with an error bar of one std; the y axis starts 0.03 below the lowest bar (not below
+    0.45), so differences of a few AUC points stay visible.
+
+    Args:
+        labels / means / stds: one entry per bar (NaN mean: an empty bar).
+        out_path: the PNG to write.
+        colors: bar colours (matplotlib names), cycled by matplotlib when None.
+        reference: ``(y, label)`` of a dashed horizontal reference line, e.g. a baseline's AUC.
+
+    Returns:
+        ``out_path``.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.bar(range(len(means)), means, yerr=stds, capsize=3, color=colors)
+    ax.set_xticks(range(len(means)), labels, fontsize=7)
+    if reference is not None:
+        ax.axhline(reference[0], color="tab:blue", lw=0.8, ls="--", label=reference[1])
+    ax.set_ylim(max(0.45, np.nanmin(means) - 0.03) if means else 0.45, None)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if reference is not None:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, out_path)
 

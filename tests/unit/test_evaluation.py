@@ -1,4 +1,4 @@
-"""Evaluation harness (issue #4): the QM&EP / Base+QM&EP models, aggregation over seeds, targets, the
+"""Evaluation harness: the QM&EP / Base+QM&EP models, aggregation over seeds, targets, the
 report schema, and a smoke run of the whole harness (all 5 Table-2 rows, 1 seed, data efficiency) on a tiny
 synthetic training set built here."""
 
@@ -18,8 +18,11 @@ from ppm_platform.models.ppm import PPM, PPMConfig
 from ppm_platform.models.qmep import QMEP, BaseQMEP, MEConfig
 from ppm_platform.testing.frames import with_counters
 from ppm_platform.models.urm import URMConfig
-from ppm_platform.training import evaluation as ev
-from ppm_platform.training.metrics import auc
+from ppm_platform.evaluation import aggregate as agg
+from ppm_platform.evaluation import harness, protocol
+from ppm_platform.evaluation import report as report_files
+from ppm_platform.reporting.plots import markdown_image
+from ppm_platform.training.metrics import SLICES, auc
 
 L, D = 5, 8
 N_USERS, N_ITEMS, N_EVENTS = 40, 30, 1600
@@ -73,7 +76,7 @@ def test_base_qmep_uses_ids_and_me_features():
 def _slices(click_auc, order_auc=0.6):
     task = lambda a: {"auc": a, "gauc": a - 0.01, "logloss": 0.5, "gauc_users": 10, "gauc_users_skipped": 2}  # noqa: E731
     return {s: {"click": task(click_auc + (0.05 if s == "cold_items" else 0)), "order": task(order_auc),
-                "impressions": 100} for s in ev.SLICES}
+                "impressions": 100} for s in SLICES}
 
 
 def _run(model, window, seed, click):
@@ -82,24 +85,24 @@ def _run(model, window, seed, click):
 
 
 def test_aggregate_mean_std_and_targets_hand_computed():
-    runs = [_run("Popularity", ev.FULL, None, 0.55), _run("GBDT", ev.FULL, None, 0.63),
-            _run("Base", ev.FULL, 1, 0.60), _run("Base", ev.FULL, 2, 0.64),
-            _run("URM", ev.FULL, 1, 0.70), _run("URM", ev.FULL, 2, 0.71),
-            _run("URM", ev.RECENT, 1, 0.61), _run("URM", ev.RECENT, 2, 0.61)]
-    rep = ev.aggregate(runs)
-    r = ev.lookup(rep, "Base")
+    runs = [_run("Popularity", protocol.FULL, None, 0.55), _run("GBDT", protocol.FULL, None, 0.63),
+            _run("Base", protocol.FULL, 1, 0.60), _run("Base", protocol.FULL, 2, 0.64),
+            _run("URM", protocol.FULL, 1, 0.70), _run("URM", protocol.FULL, 2, 0.71),
+            _run("URM", protocol.RECENT, 1, 0.61), _run("URM", protocol.RECENT, 2, 0.61)]
+    rep = agg.aggregate(runs)
+    r = agg.lookup(rep, "Base")
     assert r["mean"] == pytest.approx(0.62) and r["std"] == pytest.approx(np.std([0.60, 0.64], ddof=1))
     assert r["n_seeds"] == 2 and r["values"] == [0.60, 0.64]
-    assert ev.lookup(rep, "URM", "gauc_users_skipped")["mean"] == 2
+    assert agg.lookup(rep, "URM", "gauc_users_skipped")["mean"] == 2
     # every (model, window) x split x slice x task x metric is one record
-    assert len(rep["records"]) == 5 * 2 * len(ev.SLICES) * 2 * len(ev.METRICS)
+    assert len(rep["records"]) == 5 * 2 * len(SLICES) * 2 * len(protocol.METRICS)
     # URM - Base paired by seed: +0.10, +0.07 -> mean 0.085, std 0.0212; required max(0.010, 2 std)
-    lift = ev.paired_lift(rep, "URM", "Base")
+    lift = agg.paired_lift(rep, "URM", "Base")
     assert lift["mean"] == pytest.approx(0.085) and lift["std"] == pytest.approx(np.std([0.10, 0.07], ddof=1))
-    assert ev.paired_lift(rep, "Base", "GBDT") == {"mean": pytest.approx(-0.01), "std": 0.0, "n": 1}
+    assert agg.paired_lift(rep, "Base", "GBDT") == {"mean": pytest.approx(-0.01), "std": 0.0, "n": 1}
     rep["protocol"] = {"models": ["Popularity", "GBDT", "Base", "URM"], "data_efficiency": True,
-                       "slices": list(ev.SLICES)}
-    t = {x["target"]: x for x in ev.targets(rep)}
+                       "slices": list(SLICES)}
+    t = {x["target"]: x for x in agg.targets(rep)}
     click = t["URM - Base >= +0.010, >= 2 std (click AUC)"]
     assert click["required"] == pytest.approx(2 * lift["std"]) and click["met"]
     assert click["gap"] == pytest.approx(0.085 - 2 * lift["std"])
@@ -172,33 +175,33 @@ def smoke(tmp_path_factory):
     settings = Settings.from_env(env={}, artifacts_dir=out, sequence={"max_len": L}, ppm={"d_model": D},
                                  urm={"batch_size": 128, "dnn_hidden": [16]},
                                  evaluation={"seeds": 1, "epochs": 2})
-    report = ev.run_evaluation(settings, df, mm, ppm, ppm_version="v1")
-    paths = ev.write_report(report, out)
+    report = harness.run_evaluation(settings, df, mm, ppm, ppm_version="v1")
+    paths = report_files.write_report(report, out)
     return settings, df, mm, ppm, report, paths
 
 
 def test_harness_smoke_all_rows_and_schema(smoke):
     settings, df, _, _, report, paths = smoke
-    assert report["schema_version"] == ev.REPORT_SCHEMA_VERSION
+    assert report["schema_version"] == protocol.REPORT_SCHEMA_VERSION
     assert set(report) >= {"records", "runs", "protocol", "rows", "slice_sizes", "targets", "seconds"}
     assert sum(report["rows"][s] for s in ("train", "valid", "test")) == len(df)
     keys = {(r["model"], r["train_window"]) for r in report["records"]}
-    assert keys == {(m, ev.FULL) for m in ev.MODELS} | {("Base", ev.RECENT), ("URM", ev.RECENT)}
+    assert keys == {(m, protocol.FULL) for m in protocol.MODELS} | {("Base", protocol.RECENT), ("URM", protocol.RECENT)}
     for r in report["records"]:
         assert set(r) == {"model", "train_window", "split", "slice", "task", "metric", "mean", "std", "n_seeds",
                           "values"}
         assert r["n_seeds"] == 1 and len(r["values"]) == 1 and r["std"] == 0.0
-    for m in ev.MODELS:
+    for m in protocol.MODELS:
         for t in ("click", "order"):
-            a = ev.lookup(report, m, "auc", t)["mean"]
+            a = agg.lookup(report, m, "auc", t)["mean"]
             assert 0.0 <= a <= 1.0, (m, t, a)
     # the data-efficiency runs really trained on half the train window
-    recent = [r for r in report["runs"] if r["train_window"] == ev.RECENT]
+    recent = [r for r in report["runs"] if r["train_window"] == protocol.RECENT]
     assert all(r["best_epoch"] in (1, 2) for r in recent) and len(recent) == 2
     assert report["rows"]["train_recent"] == round(report["rows"]["train"] * 0.5)
     # targets are the lookups' differences
     t0 = {t["target"]: t for t in report["targets"]}["URM - Base >= +0.010, >= 2 std (click AUC)"]
-    assert t0["measured"] == pytest.approx(ev.lookup(report, "URM")["mean"] - ev.lookup(report, "Base")["mean"])
+    assert t0["measured"] == pytest.approx(agg.lookup(report, "URM")["mean"] - agg.lookup(report, "Base")["mean"])
     assert t0["met"] == (t0["gap"] >= 0)
 
 
@@ -206,26 +209,26 @@ def test_baseline_rows_hand_computed(smoke):
     """Popularity = the item's smoothed train-window rate, computed here independently; GBDT: one run, its grid
     point selected on validation AUC, and it beats chance on data whose clicks depend on item quality."""
     settings, df, _, _, report, _ = smoke
-    from ppm_platform.training.split import assign_split
+    from ppm_platform.data.split import assign_split
 
     split = assign_split(df["event_timestamp"], 0.8, 0.1).to_numpy()
     train, test = df[split == "train"], df[split == "test"]
     m, p = settings.counters.prior_strength, train["click"].mean()
     rate = {i: (g["click"].sum() + m * p) / (len(g) + m) for i, g in train.groupby("item_id")}
     score = test["item_id"].map(lambda i: rate.get(i, p)).to_numpy()
-    assert ev.lookup(report, "Popularity")["mean"] == pytest.approx(auc(test["click"].to_numpy(), score), abs=1e-12)
+    assert agg.lookup(report, "Popularity")["mean"] == pytest.approx(auc(test["click"].to_numpy(), score), abs=1e-12)
     gbdt = next(r for r in report["runs"] if r["model"] == "GBDT")
-    assert gbdt["seed"] is None and ev.lookup(report, "GBDT")["n_seeds"] == 1
+    assert gbdt["seed"] is None and agg.lookup(report, "GBDT")["n_seeds"] == 1
     for task, sel in gbdt["selected"].items():
         cands = [g for g in gbdt["grid"] if g["task"] == task]
         assert len(cands) == len(settings.evaluation.gbdt_learning_rates) * len(settings.evaluation.gbdt_max_leaf_nodes)
         assert sel["valid_auc"] == max(g["valid_auc"] for g in cands)
-    assert ev.lookup(report, "GBDT")["mean"] > 0.6
+    assert agg.lookup(report, "GBDT")["mean"] > 0.6
 
 
 def test_ppm_row_is_the_pretrained_ppm_scored_directly(smoke):
     settings, df, mm, ppm, report, _ = smoke
-    from ppm_platform.training.split import assign_split
+    from ppm_platform.data.split import assign_split
 
     test = (assign_split(df["event_timestamp"], 0.8, 0.1) == "test").to_numpy()
     # independent path: PPM's cached-feature readout on the training set's cache columns (== the full
@@ -237,7 +240,7 @@ def test_ppm_row_is_the_pretrained_ppm_scored_directly(smoke):
         p = torch.sigmoid(ppm.logit_from_cache(torch.tensor(np.stack(df["ppm_item_vec"])).float(),
                                                torch.from_numpy(seq), torch.from_numpy(mask))).numpy()
     want = auc(df["click"].to_numpy()[test], p[test])
-    assert ev.lookup(report, "PPM", "auc", "click")["mean"] == pytest.approx(want, abs=1e-6)
+    assert agg.lookup(report, "PPM", "auc", "click")["mean"] == pytest.approx(want, abs=1e-6)
 
 
 def test_report_files(smoke):
@@ -245,15 +248,15 @@ def test_report_files(smoke):
     doc = json.loads(paths["json"].read_text())  # strict JSON (NaN written as null)
     assert len(doc["records"]) == len(report["records"])
     md = paths["markdown"].read_text()
-    for m in ev.MODELS:
+    for m in protocol.MODELS:
         assert f"| {m} |" in md
-    lift = ev.lookup(report, "URM")["mean"] - ev.lookup(report, "Base")["mean"]
+    lift = agg.lookup(report, "URM")["mean"] - agg.lookup(report, "Base")["mean"]
     assert f"| **URM − Base** | {lift:+.4f}" in md
     assert md.count("| met |") + md.count("| missed |") == len(report["targets"]) == 6
     assert "GBDT selected on validation AUC: click learning_rate" in md
     for key in ("auc_by_model_and_slice", "data_efficiency"):
         assert paths[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert ev.markdown_image(paths["data_efficiency"], "x").startswith("![x](data:image/png;base64,iVBOR")
+    assert markdown_image(paths["data_efficiency"], "x").startswith("![x](data:image/png;base64,iVBOR")
 
 
 def test_bad_config_and_version_mismatch_raise(smoke):
@@ -261,11 +264,11 @@ def test_bad_config_and_version_mismatch_raise(smoke):
     s = settings.model_copy(deep=True)
     s.evaluation.models = ("Base", "DeepFM")
     with pytest.raises(ValueError, match="DeepFM"):
-        ev.run_evaluation(s, df, mm, ppm)
+        harness.run_evaluation(s, df, mm, ppm)
     with pytest.raises(ValueError, match="ppm_version"):
-        ev.run_evaluation(settings, df, mm, ppm, ppm_version="other")
+        harness.run_evaluation(settings, df, mm, ppm, ppm_version="other")
     with pytest.raises(KeyError, match="item_id 3 has no item_multimodal row"):
-        ev.me_inputs(df, mm[mm["item_id"] != 3], L)
+        harness.me_inputs(df, mm[mm["item_id"] != 3], L)
 
 
 def test_evaluation_asset_and_cli_are_wired():
