@@ -262,7 +262,7 @@ class SplitSettings(BaseModel):
 
     ``valid_start`` / ``test_start`` fix the cut points instead (both or neither): the item-cold protocol
     runs on interactions with events removed but keeps the full data's cut points
-    (:func:`ppm_platform.training.split.split_labels`).
+    (:func:`ppm_platform.data.split.split_labels`).
     """
 
     train_frac: float = 0.8

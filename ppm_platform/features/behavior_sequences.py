@@ -133,7 +133,7 @@ def compute_behavior_sequences(spark, settings: Settings, interactions_path: Pat
     """
     from pyspark.sql import functions as F
 
-    from ppm_platform.features.item_multimodal import write_day_folders
+    from ppm_platform.features.spark import write_day_folders
 
     t0 = time.perf_counter()
     L = settings.sequence.max_len

@@ -42,6 +42,7 @@ from ppm_platform.data.schemas import (
     counter_schema,
     counter_suffixes,
 )
+from ppm_platform.data.split import settings_cutoffs
 
 log = logging.getLogger("ppm_platform.features")
 
@@ -91,8 +92,6 @@ def train_window_priors(settings: Settings, interactions_path: Path) -> CounterP
     Raises:
         ValueError: the train window is empty (the split fails first on fewer than 3 events).
     """
-    from ppm_platform.training.split import settings_cutoffs
-
     c = settings.counters
     if c.prior_click_rate is not None and c.prior_order_rate is not None:
         return CounterPriors(c.prior_click_rate, c.prior_order_rate, c.prior_strength, "settings")
@@ -236,7 +235,7 @@ def compute_counters(spark, settings: Settings, interactions_path: Path, day: da
     from pyspark.sql import functions as F
 
     from ppm_platform.features.behavior_sequences import day_window
-    from ppm_platform.features.item_multimodal import write_day_folders
+    from ppm_platform.features.spark import write_day_folders
 
     t0 = time.perf_counter()
     windows = tuple(int(w) for w in settings.counters.windows_days)

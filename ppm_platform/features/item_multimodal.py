@@ -1,9 +1,10 @@
 """Spark job: the item multi-modal (ME) feature table ``item_multimodal`` (DESIGN.md §3-4).
 
-One row per item: ``text_emb`` (MiniLM over :func:`item_text`), ``image_emb`` (EfficientNet-Lite0 pooled
-features of the item image, zeros when there is none), ``has_image``, ``encoder_version``, stamped with the
-item's ``created_at``. Encoding runs in ``mapInPandas`` on Spark Python workers; each worker loads the two
-frozen encoders once (:func:`ppm_platform.encoders.get_text_encoder` / ``get_image_encoder``).
+One row per item: ``text_emb`` (MiniLM over :func:`~ppm_platform.data.item_content.item_text`), ``image_emb``
+(EfficientNet-Lite0 pooled features of the item image, zeros when there is none), ``has_image``,
+``encoder_version``, stamped with the item's ``created_at``. Encoding runs in ``mapInPandas`` on Spark Python
+workers; each worker loads the two frozen encoders once (:func:`ppm_platform.encoders.get_text_encoder` /
+``get_image_encoder``).
 
 :func:`me_matrix` is THE definition of the ME feature vector used by PPM training and the PPM caches:
 ``concat(text_emb, image_emb, has_image)``.
@@ -11,15 +12,10 @@ frozen encoders once (:func:`ppm_platform.encoders.get_text_encoder` / ``get_ima
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-import shutil
-import sys
-import threading
 import time
-import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +25,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ppm_platform.config import Settings
+from ppm_platform.data.item_content import item_text
 from ppm_platform.data.schemas import ITEM_MULTIMODAL
-from ppm_platform.io import SPARK_DAY_COLUMN, consolidate_day_dirs, consolidate_parquet_dir
+from ppm_platform.features.spark import default_partitions, driver_progress, worker_logger, write_consolidated
 
 log = logging.getLogger("ppm_platform.features")
 
@@ -43,26 +40,6 @@ _SPARK_SCHEMA = ("item_id bigint, event_timestamp timestamp, text_emb array<floa
                  "has_image bigint, encoder_version string")
 
 
-def item_text(title: str | None, categories: Iterable[str] | None) -> str:
-    """The text an item is encoded from: ``"<title>. Genres: <c1>, <c2>"`` (the single definition, used by
-    the ME feature job and by text-encoder fine-tuning)."""
-    cats = [str(c) for c in (categories if categories is not None else []) if c is not None]
-    return f"{title if title is not None else ''}. Genres: {', '.join(cats)}"
-
-
-def worker_logger() -> logging.Logger:
-    """The ``ppm_platform.features`` logger, made visible (INFO on stderr) inside a Spark Python worker, whose
-    logging is otherwise unconfigured. On a driver with configured logging it is returned unchanged."""
-    root = logging.getLogger()
-    if not root.handlers and not log.handlers:
-        h = logging.StreamHandler(sys.stderr)
-        h.setFormatter(logging.Formatter("%(asctime)s %(name)s [pid %(process)d] %(message)s"))
-        log.addHandler(h)
-        log.setLevel(logging.INFO)
-        log.propagate = False
-    return log
-
-
 def _none_if_missing(uri) -> str | None:
     if uri is None or (isinstance(uri, float) and np.isnan(uri)) or uri == "":
         return None
@@ -73,7 +50,7 @@ def encode_items_frame(pdf: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     """Encode one batch of canonical item rows into ITEM_MULTIMODAL rows with the process-wide encoders.
 
     Images are opened inside the catalog root ``settings.data_dir`` (resolved: a symlink swapped after
-    ingest to point outside it is refused, not followed; issue #16 finding 7).
+    ingest to point outside it is refused, not followed).
 
     Raises:
         ppm_platform.encoders.ImageLoadError: an item image cannot be read, or is refused
@@ -114,103 +91,6 @@ def _encode_partition(batches: Iterator[pd.DataFrame], settings: Settings) -> It
         logger.info("item_multimodal: encoded %d items in %.2f s (%.1f items/s; this partition %d items, %.1f items/s)",
                     len(out), dt, len(out) / max(dt, 1e-9), done, done / max(time.perf_counter() - t_start, 1e-9))
         yield out
-
-
-def spark_tmp_dir(out_path: Path) -> Path:
-    """A fresh folder next to ``out_path`` for Spark's part files (same file system, so the consolidated
-    file is renamed into place atomically)."""
-    return Path(out_path).parent / f".{Path(out_path).name}.spark-{uuid.uuid4().hex[:8]}"
-
-
-def write_consolidated(df, out_path: Path, schema: pa.Schema, sort_by: list[str]) -> pa.Table:
-    """Write a Spark DataFrame to a temp folder next to ``out_path``, then consolidate it into one sorted
-    parquet file at ``out_path`` (atomic). The temp folder is removed on failure too."""
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = spark_tmp_dir(out_path)
-    try:
-        df.write.mode("overwrite").parquet(str(tmp))
-        return consolidate_parquet_dir(tmp, out_path, schema=schema, sort_by=sort_by)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def write_day_folders(df, out_path: Path, schema: pa.Schema, sort_by: list[str], ts_column: str = "event_timestamp",
-                      day: "date | None" = None) -> int:
-    """Write a Spark DataFrame as the day-partitioned dataset folder ``out_path`` (one
-    ``<YYYY-MM-DD>.parquet`` per UTC day of ``ts_column``, rows sorted by ``sort_by``; see
-    :func:`ppm_platform.io.consolidate_day_dirs`): Spark writes partitioned by day (no collect), then each day
-    is cast to ``schema`` and sorted on its own, so memory holds one day's rows, not the table.
-
-    Args:
-        day: None = replace the whole folder (full rebuild); a day = replace that day's file only.
-
-    Returns:
-        Rows written.
-    """
-    from pyspark.sql import functions as F
-
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = spark_tmp_dir(out_path)
-    try:  # the session time zone is UTC (features/spark.py), so to_date is the UTC day
-        (df.withColumn(SPARK_DAY_COLUMN, F.to_date(F.col(ts_column)))
-         .write.mode("overwrite").partitionBy(SPARK_DAY_COLUMN).parquet(str(tmp)))
-        return consolidate_day_dirs(tmp, out_path, schema, sort_by, day)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def driver_progress(spark, desc: str, interval_s: float = 5.0):
-    """Show the progress of the Spark jobs run inside the ``with`` block on the driver: a tqdm bar of finished
-    / total tasks with rate and ETA when stderr is a terminal (silent otherwise, tqdm ``disable=None``), and a
-    log line every ``interval_s`` seconds (``ppm_platform.features`` logger) with tasks done, elapsed seconds and
-    ETA in seconds. Polls ``SparkContext.statusTracker()`` (PySpark docs, "StatusTracker") from a daemon thread;
-    the workers' own per-batch logs give items/s.
-    """
-    from tqdm.auto import tqdm
-
-    logger = worker_logger()  # visible on the driver too when nothing configured logging (the Dagster run process)
-    tracker = spark.sparkContext.statusTracker()
-    stop = threading.Event()
-    seen: dict[int, tuple[int, int]] = {}
-    bar = tqdm(total=0, desc=desc, unit="task", disable=None, leave=False)
-    t0 = time.perf_counter()
-
-    def poll() -> None:
-        last_log = 0.0
-        while not stop.wait(0.5):
-            try:
-                for sid in tracker.getActiveStageIds():
-                    info = tracker.getStageInfo(sid)
-                    if info is not None:
-                        seen[sid] = (info.numCompletedTasks, info.numTasks)
-            except Exception:  # the session may be stopping; progress is best-effort
-                return
-            done, total = sum(d for d, _ in seen.values()), sum(t for _, t in seen.values())
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-            elapsed = time.perf_counter() - t0
-            if elapsed - last_log >= interval_s and total:
-                eta = f"{elapsed / done * (total - done):.0f} s" if done else "? (no task finished yet)"
-                logger.info("%s: %d/%d Spark tasks done, %.0f s elapsed, ETA %s", desc, done, total, elapsed, eta)
-                last_log = elapsed
-
-    th = threading.Thread(target=poll, name=f"progress-{desc}", daemon=True)
-    th.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        th.join(timeout=2)
-        bar.close()
-
-
-def default_partitions(spark) -> int:
-    """About two partitions per core of the Spark application (so both cores stay busy to the end)."""
-    return max(1, 2 * int(spark.sparkContext.defaultParallelism))
 
 
 def compute_item_multimodal(spark, settings: Settings, items_path: Path, out_path: Path) -> dict:

@@ -12,7 +12,7 @@ Both run in ``mapInPandas``; each Spark Python worker loads the PPM once (cache 
 ``ppm_version``) and, for the user cache, the small items x d vector table once. Every row carries the
 ``ppm_version`` that produced it (version rule); the user cache refuses item vectors of another version.
 
-Versions (DESIGN.md §4 version rule; issue #16 finding 2): a cache vector means something only for the PPM
+Versions (DESIGN.md §4 version rule): a cache vector means something only for the PPM
 weights that computed it AND the encoders of the ME features it was computed from, so ``ppm_version`` covers
 both: :func:`ppm_version_for` (the one place it is computed) of the PPM's weights hash and an encoder
 version. The PPM's own ``ppm_version`` uses the encoders it was pre-trained on (``model.json`` metadata
@@ -39,8 +39,8 @@ import pyarrow.parquet as pq
 
 from ppm_platform.config import Settings
 from ppm_platform.data.schemas import PPM_ITEM_CACHE, PPM_USER_CACHE
-from ppm_platform.features.item_multimodal import (default_partitions, me_matrix, worker_logger, write_consolidated,
-                                                   write_day_folders)
+from ppm_platform.features.item_multimodal import me_matrix
+from ppm_platform.features.spark import default_partitions, worker_logger, write_consolidated, write_day_folders
 
 log = logging.getLogger("ppm_platform.features")
 
@@ -236,10 +236,7 @@ def get_item_vectors(path: Path, ppm_version: str) -> ItemVectorTable:
     key = (str(p), st.st_mtime_ns, st.st_size, ppm_version)
     with _LOCK:
         if key not in _VEC_CACHE:
-            versions = set(pq.read_table(p, columns=["ppm_item_version"]).column("ppm_item_version").unique().to_pylist())
-            if versions - {ppm_version}:
-                raise ValueError(f"{p}: ppm_item_cache holds ppm_version(s) {sorted(versions)}, expected {ppm_version}; "
-                                 f"{_ITEM_CACHE_ADVICE}")
+            check_item_cache_version(p, ppm_version)
             _VEC_CACHE.clear()
             _VEC_CACHE[key] = ItemVectorTable.from_parquet(p)
         return _VEC_CACHE[key]
@@ -250,6 +247,22 @@ def get_item_vectors(path: Path, ppm_version: str) -> ItemVectorTable:
 _ITEM_CACHE_ADVICE = ("it was computed by another PPM, or from ME features of other encoders than the PPM was "
                       "trained on (item_multimodal rebuilt after re-fine-tuning an encoder?): retrain the PPM on "
                       "the current item_multimodal (ppm_model) and recompute ppm_item_cache")
+
+
+def check_item_cache_version(path: Path, ppm_version: str, expected_by: str | None = None) -> None:
+    """Refuse an item cache whose rows are not all of ``ppm_version`` (version rule): the one check before the
+    user cache encodes sequences from its vectors (on the driver, and again in each worker that loads it).
+
+    Args:
+        path: the ``ppm_item_cache`` parquet; expected_by: who expects the version, for the message.
+
+    Raises:
+        ValueError: a row holds another version (names them and :data:`_ITEM_CACHE_ADVICE`).
+    """
+    versions = set(pq.read_table(path, columns=["ppm_item_version"]).column("ppm_item_version").unique().to_pylist())
+    if versions - {ppm_version}:
+        want = f"{expected_by} is {ppm_version}" if expected_by else f"expected {ppm_version}"
+        raise ValueError(f"{path}: ppm_item_cache holds ppm_version(s) {sorted(versions)}, {want}; {_ITEM_CACHE_ADVICE}")
 
 
 def encode_item_frame(pdf: pd.DataFrame, ppm, weights_version: str) -> pd.DataFrame:
@@ -388,11 +401,7 @@ def compute_ppm_user_cache(spark, settings: Settings, behavior_sequences_path: P
     ppm_max_len = int(read_model_json(Path(ppm_model_dir))["config"].get("max_len", L))
     if L > ppm_max_len:
         raise ValueError(f"settings.sequence.max_len={L} exceeds the PPM's max_len={ppm_max_len}")
-    item_versions = set(pq.read_table(ppm_item_cache_path, columns=["ppm_item_version"])
-                        .column("ppm_item_version").unique().to_pylist())
-    if item_versions - {version}:
-        raise ValueError(f"{ppm_item_cache_path}: ppm_item_cache holds ppm_version(s) {sorted(item_versions)}, "
-                         f"the PPM in {ppm_model_dir} is {version}; {_ITEM_CACHE_ADVICE}")
+    check_item_cache_version(ppm_item_cache_path, version, f"the PPM in {ppm_model_dir}")
     src = spark.read.parquet(str(behavior_sequences_path)).select(
         "user_id", "event_timestamp", "hist_item_ids", "hist_age_s")
     if day is not None:
@@ -417,7 +426,7 @@ def _stats(name: str, rows: int, seconds: float, version: str) -> dict:
     return stats
 
 
-# ---- one version per cache table (DESIGN.md §4; issue #16 finding 1) -------------------------------------------
+# ---- one version per cache table (DESIGN.md §4) -----------------------------------------------------------------
 #: cache table -> the column holding each row's version
 CACHE_VERSION_COLUMNS = {"ppm_item_cache": "ppm_item_version", "ppm_user_cache": "ppm_user_version"}
 

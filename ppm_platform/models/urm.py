@@ -51,7 +51,7 @@ TASKS: tuple[str, ...] = ("click", "order")
 
 
 class InputShapes(Protocol):
-    """The input widths a fitted feature encoder gives (``training.batch.FeatureEncoder`` has them): vocabulary
+    """The input widths a fitted feature encoder gives (``features.encoding.FeatureEncoder`` has them): vocabulary
     sizes incl. the 2 reserved indices, the genre multi-hot width and the dense counter widths."""
 
     @property

@@ -7,7 +7,7 @@ request. Item features change with the catalog, the PPM and the item counters, i
 push or a daily run, not per request, so the ranking service keeps the *encoded* item inputs of the whole
 catalog in memory (one row per item: ~0.3 kB with the default shapes) and a request gathers N rows. The
 values still come from Feast: the cache is filled with bulk ``get_online_features`` calls of the model's item
-feature references, encoded by the model's own :class:`~ppm_platform.training.batch.FeatureEncoder`.
+feature references, encoded by the model's own :class:`~ppm_platform.features.encoding.FeatureEncoder`.
 
 Coherence:
 
@@ -36,7 +36,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from ppm_platform.training.batch import FeatureEncoder
+from ppm_platform.features.encoding import FeatureEncoder
 
 log = logging.getLogger("ppm_platform.serving")
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ppm_platform.config import Settings
-from ppm_platform.training.batch import FeatureEncoder
+from ppm_platform.features.encoding import FeatureEncoder
 
 #: the version fields the Ranker reads besides the model's inputs (DESIGN.md §4 version rule)
 USER_VERSION_FIELD, ITEM_VERSION_FIELD = "ppm_user_version", "ppm_item_version"

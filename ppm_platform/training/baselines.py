@@ -7,7 +7,7 @@ first two rows, on the same point-in-time training set and split as every other 
 * ``GBDT`` (:func:`train_gbdt`): scikit-learn's ``HistGradientBoostingClassifier`` (histogram gradient
   boosting, as LightGBM; scikit-learn user guide §1.11.1) on the features Base reads minus the ID embeddings
   and sequences: the user and item counters (``user_dense`` / ``item_dense`` of
-  :class:`~ppm_platform.training.batch.FeatureEncoder`), the user side features as categoricals, the item's
+  :class:`~ppm_platform.features.encoding.FeatureEncoder`), the user side features as categoricals, the item's
   category multi-hot and content flag; no PPM. One classifier per task, early-stopped on the validation split
   and selected on validation AUC over the grid of ``settings.evaluation`` (learning rate x max_leaf_nodes).
 
@@ -24,7 +24,8 @@ import pandas as pd
 
 from ppm_platform.config import Settings
 from ppm_platform.models import TASKS
-from ppm_platform.training.batch import FeatureEncoder, labels
+from ppm_platform.features.encoding import FeatureEncoder
+from ppm_platform.training.batch import labels
 
 
 def popularity_scores(train: pd.DataFrame, rows: pd.DataFrame, strength: float) -> np.ndarray:
@@ -110,7 +111,7 @@ def popularity_report(settings: Settings, training_set_path) -> dict:
     Returns:
         ``{"test_click_auc", "test_order_auc", "test_click_gauc", "slices"}``.
     """
-    from ppm_platform.training.split import split_labels
+    from ppm_platform.data.split import split_labels
     from ppm_platform.training.metrics import evaluate_slices
 
     df = pd.read_parquet(training_set_path, columns=["user_id", "item_id", "event_timestamp", "click", "order"])

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from ppm_platform.config import Settings
 from ppm_platform.training.me_index import MEIndex
 from ppm_platform.training.metrics import auc, logloss
-from ppm_platform.training.split import SPLIT_CODES, split_codes, split_labels
+from ppm_platform.data.split import SPLIT_CODES, split_codes, split_labels
 from ppm_platform.runtime import torch_threads
 from ppm_platform.training.streaming import ParquetChunks, parquet_glob
 

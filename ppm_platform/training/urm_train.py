@@ -2,7 +2,7 @@
 training set from Feast, with the fixed time split of DESIGN.md §5.
 
 The training set has one row per impression with every feature of the ``urm_training`` feature service as
-of the impression's time; :class:`~ppm_platform.training.batch.FeatureEncoder` turns it into tensors the
+of the impression's time; :class:`~ppm_platform.features.encoding.FeatureEncoder` turns it into tensors the
 same way serving does.
 """
 
@@ -21,11 +21,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ppm_platform.config import Settings
-from ppm_platform.training.batch import FeatureEncoder, labels
+from ppm_platform.features.encoding import FeatureEncoder
+from ppm_platform.training.batch import labels
 from ppm_platform.runtime import torch_threads
 from ppm_platform.training.streaming import ParquetChunks
 from ppm_platform.training.metrics import auc, evaluate_slices_counts
-from ppm_platform.training.split import split_codes
+from ppm_platform.data.split import split_codes
 
 log = logging.getLogger("ppm_platform.training")
 
@@ -180,7 +181,7 @@ def train_ctr_model(settings: Settings, training_set: "pd.DataFrame | Path", use
     (``use_ppm=False``) end-to-end on click + order with a weighted sum of per-task BCE.
 
     Vocabularies, the counters' standardization and their rate prior are fitted on the train split
-    (:class:`~ppm_platform.training.batch.FeatureEncoder`, ``urm.min_count``); training adds ID and content
+    (:class:`~ppm_platform.features.encoding.FeatureEncoder`, ``urm.min_count``); training adds ID and content
     dropout (:func:`training_inputs`); the epoch with the best validation click AUC is kept (the test split is
     only scored, never used for selection).
 
@@ -234,7 +235,7 @@ def fit_encoder(settings: Settings, train: pd.DataFrame, ppm_dim: int) -> Featur
     """The :class:`FeatureEncoder` of ``settings`` fitted on in-memory train rows (what :func:`train_ctr_model`
     fits chunk by chunk): ``urm.min_count`` vocabularies, the counters of :func:`counter_windows` with the rate
     prior of the rows' labels."""
-    from ppm_platform.training.batch import label_prior
+    from ppm_platform.features.encoding import label_prior
 
     return FeatureEncoder.fit(train, settings.sequence.max_len, ppm_dim, min_count=settings.urm.min_count,
                               counter_windows=counter_windows(settings),
@@ -330,7 +331,7 @@ def training_set_cache_version(counts: dict[str, dict], expected: str | None) ->
 
 
 def split_plan(settings: Settings, ts: pd.Series, recent_train_fraction: float = 1.0) -> np.ndarray:
-    """int8 code per training-set row: 0 train, 1 valid, 2 test (:func:`~ppm_platform.training.split.split_codes`),
+    """int8 code per training-set row: 0 train, 1 valid, 2 test (:func:`~ppm_platform.data.split.split_codes`),
     3 = a train row older than the most recent ``recent_train_fraction`` of the train window (not trained on).
 
     Raises:
@@ -351,7 +352,7 @@ def _train(settings: Settings, src, use_ppm: bool, ppm, progress, recent_train_f
            held_out_items: set | None, ppm_version: str | None = None) -> TrainedCTRModel:
     """:func:`train_ctr_model` over a chunk source (see its docstring)."""
     from ppm_platform.models.urm import URM_INPUT_NAMES
-    from ppm_platform.training.batch import label_prior
+    from ppm_platform.features.encoding import label_prior
 
     torch.manual_seed(settings.seed)
     u = settings.urm

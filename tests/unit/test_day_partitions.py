@@ -58,7 +58,7 @@ def test_one_day_refuses_other_days_rows_and_a_single_file(tmp_path):
 
 
 def test_spark_day_folders_are_consolidated_one_day_at_a_time(tmp_path):
-    """The Spark output partitioned by day (what features/item_multimodal.write_day_folders writes) becomes
+    """The Spark output partitioned by day (what features/spark.write_day_folders writes) becomes
     one sorted, schema-cast file per day; a one-day run refuses other days' rows."""
     from ppm_platform.io import SPARK_DAY_COLUMN, consolidate_day_dirs
 

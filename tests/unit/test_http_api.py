@@ -23,7 +23,7 @@ from ppm_platform.serving.app import create_app
 from ppm_platform.serving.onnx_export import export_urm_onnx
 from ppm_platform.serving.ranker import Ranker
 from ppm_platform.model_store import save_model
-from ppm_platform.training.batch import FeatureEncoder
+from ppm_platform.features.encoding import FeatureEncoder
 
 try:  # pytest's default (prepend) import mode puts tests/unit on sys.path
     from test_feature_store import DM, ITEMS, L, USERS, _write_tables

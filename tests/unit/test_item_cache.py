@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from ppm_platform.serving.item_cache import ItemFeatureCache
-from ppm_platform.training.batch import FeatureEncoder
+from ppm_platform.features.encoding import FeatureEncoder
 
 D = 3
 

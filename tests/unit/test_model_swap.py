@@ -39,7 +39,7 @@ from ppm_platform.model_store import (
     save_model,
     versions_dir,
 )
-from ppm_platform.training.batch import FeatureEncoder
+from ppm_platform.features.encoding import FeatureEncoder
 
 try:  # pytest's default (prepend) import mode puts tests/unit on sys.path
     from test_feature_store import DM, ITEMS, L

@@ -15,7 +15,7 @@ from ppm_platform.config import Settings
 from ppm_platform.data import schemas
 from ppm_platform.io import write_parquet_atomic
 from ppm_platform.testing.frames import with_counters
-from ppm_platform.training.batch import FeatureEncoder
+from ppm_platform.features.encoding import FeatureEncoder
 from ppm_platform.training.streaming import ParquetChunks, chunk_ranges
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ppm_platform.training.batch import FeatureEncoder
+from ppm_platform.features.encoding import FeatureEncoder
 from ppm_platform.training.metrics import gauc, logloss, auc
-from ppm_platform.training.split import assign_split
+from ppm_platform.data.split import assign_split
 
 
 def test_time_split_is_by_timestamp_and_never_splits_a_second():
@@ -70,7 +70,7 @@ def test_feature_encoder_counters_and_cold_entities():
     """Counter inputs: log counts and rates recomputed from the counts with the train prior, standardized on
     the train rows; a NULL counter row (an entity with no event yet, or unknown online) is exactly a
     zero-impression entity; min_count sends rare ids to the shared OOV row."""
-    from ppm_platform.training.batch import dense_names
+    from ppm_platform.features.encoding import dense_names
 
     df = _rows()
     n = {"user_impressions": [3, 0, None], "user_clicks": [2, 0, None], "user_orders": [1, 0, None],
