@@ -5,7 +5,7 @@ Both paths run the same function (:func:`ppm_platform.features.item_multimodal.e
 image encoders, image decoding included) over the same items; models are loaded (and Spark workers warmed up)
 before timing. The loop uses every core through torch/onnxruntime intra-op threads; Spark uses ``local[*]``
 Python workers with ``encoders.torch_threads_per_worker`` threads each. Encoders: the fine-tuned ones when
-``PPM_ARTIFACTS_DIR`` holds them (``pipeline.encoder_settings``), else the pre-trained ones (which have no ONNX
+``PPM_ARTIFACTS_DIR`` holds them (``encoders.factory.encoder_settings``), else the pre-trained ones (which have no ONNX
 file, so the onnx backend falls back to torch; the JSON says which backend actually ran).
 
 Usage::
@@ -58,11 +58,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from ppm_platform import pipeline
     from ppm_platform.config import Settings
+    from ppm_platform.encoders.factory import encoder_settings
     from ppm_platform.features.spark import get_spark
 
-    base = pipeline.encoder_settings(Settings.from_env().ensure_dirs())
+    base = encoder_settings(Settings.from_env().ensure_dirs())
     items = pd.read_parquet(base.tables_dir / "items.parquet")
     items = items[items["image_uri"].notna()].head(args.items).reset_index(drop=True)
     cores = os.cpu_count() or 1

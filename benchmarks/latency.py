@@ -82,7 +82,7 @@ class OnlinePPM:
         self.user_refs += ["user_recent_items:hist_age_s"]
         self.items = pd.read_parquet(settings.tables_dir / "items.parquet").set_index("item_id")
         if encoders:
-            from ppm_platform.pipeline import encoder_settings
+            from ppm_platform.encoders.factory import encoder_settings
 
             self.enc_settings = encoder_settings(settings)
 

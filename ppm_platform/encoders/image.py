@@ -19,16 +19,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import sys
-import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ppm_platform.data.item_content import ImageLoadError, ImageRefusedError, open_catalog_image
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ppm_platform.config import Settings
 
 MODEL_NAME = "efficientnet-lite0"
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -185,36 +180,3 @@ class ImageEncoder:
             arrays = np.stack([load_image(str(paths[i]), self.image_size, root=root) for i in chunk])
             feats[chunk] = self.encode_arrays(arrays)
         return feats, has
-
-
-_ENCODERS: dict[tuple, object] = {}
-_LOCK = threading.Lock()
-
-
-def get_image_encoder(settings: "Settings"):
-    """The process-wide image encoder for ``settings.encoders`` (loaded once per process).
-
-    Backend (``settings.encoders.image_backend``): ``onnx`` returns an
-    :class:`~ppm_platform.encoders.onnx_infer.OnnxImageEncoder` when ``<weights>.onnx`` exists next to the
-    weights file (written, parity-checked, by the fine-tuning stage), else a torch :class:`ImageEncoder`.
-    Both have the same ``encode_paths``/``encode_arrays``/``dim``/``version``. The cache key includes the
-    weights' version, so weights re-trained into the same path are reloaded.
-    """
-    enc = settings.encoders
-    version = image_encoder_version(enc.image_weights_path, enc.image_size)
-    onnx = None
-    if enc.image_backend == "onnx":
-        from ppm_platform.encoders.onnx_infer import image_onnx_path
-
-        onnx = image_onnx_path(enc.image_weights_path)
-    key = (str(enc.image_weights_path) if enc.image_weights_path else None, enc.image_size, version, str(onnx))
-    with _LOCK:
-        if key not in _ENCODERS:
-            if onnx is not None:
-                from ppm_platform.encoders.onnx_infer import OnnxImageEncoder
-
-                _ENCODERS[key] = OnnxImageEncoder(enc.image_weights_path, onnx, image_size=enc.image_size,
-                                                  threads=enc.torch_threads_per_worker)
-            else:
-                _ENCODERS[key] = ImageEncoder(enc.image_weights_path, image_size=enc.image_size)
-        return _ENCODERS[key]

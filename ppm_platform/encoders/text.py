@@ -9,17 +9,13 @@ mean of the last hidden states over the attention mask, then L2 normalisation. N
 from __future__ import annotations
 
 import hashlib
-import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ppm_platform.config import Settings
-
 DEFAULT_TEXT_MODEL_NAME = "all-MiniLM-L6-v2"
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+#: weight files of a transformers model folder, in the order they are looked for
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def default_text_model_path() -> Path:
@@ -59,9 +55,9 @@ def text_encoder_version(model_path: Path | None = None) -> str:
     """
     path = (Path(model_path) if model_path is not None else default_text_model_path()).resolve()
     config = path / "config.json"
-    weights = next((path / w for w in _WEIGHT_FILES if (path / w).is_file()), None)
+    weights = next((path / w for w in WEIGHT_FILES if (path / w).is_file()), None)
     if not config.is_file() or weights is None:
-        raise FileNotFoundError(f"{path}: not a transformers model folder (needs config.json and one of {_WEIGHT_FILES})")
+        raise FileNotFoundError(f"{path}: not a transformers model folder (needs config.json and one of {WEIGHT_FILES})")
     # keyed by the files' identity too: a model re-trained into the same folder (fine-tuning) gets a new version
     key = (path, *(_stat_key(f) for f in (config, weights)))
     if key in _VERSION_CACHE:
@@ -159,37 +155,3 @@ class TextEncoder:
                 hidden = self.model(**enc).last_hidden_state  # [B, T, H]
                 out[start:start + len(batch)] = mean_pool(hidden, enc["attention_mask"]).float().numpy()
         return out
-
-
-_ENCODERS: dict[tuple, object] = {}
-_LOCK = threading.Lock()
-
-
-def get_text_encoder(settings: "Settings"):
-    """The process-wide text encoder for ``settings.encoders`` (loaded once per process, so a Spark Python
-    worker that is reused across batches and jobs loads the model once).
-
-    Backend (``settings.encoders.text_backend``): ``onnx`` returns an
-    :class:`~ppm_platform.encoders.onnx_infer.OnnxTextEncoder` when the model folder holds a ``model.onnx``
-    (written, parity-checked, by the fine-tuning stage), else a torch :class:`TextEncoder`. Both have the
-    same ``encode``/``dim``/``version``. The cache key includes the weights' version, so a model re-trained
-    into the same folder is reloaded.
-    """
-    enc = settings.encoders
-    version = text_encoder_version(enc.text_model_path)
-    onnx = None
-    if enc.text_backend == "onnx":
-        from ppm_platform.encoders.onnx_infer import text_onnx_path
-
-        onnx = text_onnx_path(enc.text_model_path)
-    key = (str(enc.text_model_path) if enc.text_model_path else None, enc.max_text_tokens, version, str(onnx))
-    with _LOCK:
-        if key not in _ENCODERS:
-            if onnx is not None:
-                from ppm_platform.encoders.onnx_infer import OnnxTextEncoder
-
-                _ENCODERS[key] = OnnxTextEncoder(enc.text_model_path, onnx, max_tokens=enc.max_text_tokens,
-                                                 threads=enc.torch_threads_per_worker)
-            else:
-                _ENCODERS[key] = TextEncoder(enc.text_model_path, max_tokens=enc.max_text_tokens)
-        return _ENCODERS[key]

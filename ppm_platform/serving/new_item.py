@@ -2,10 +2,10 @@
 
 For a new catalog item (title, categories, optional image), :func:`add_new_item`
 
-1. computes its ME feature with the same frozen (fine-tuned, when the pipeline has them) encoders and the
-   same code as the Spark job
+1. computes its ME feature with the same frozen encoders (fine-tuned when they exist:
+   :func:`ppm_platform.encoders.factory.encoder_settings`) and the same code as the Spark job
    (:func:`ppm_platform.features.item_multimodal.encode_items_frame`: MiniLM text of
-   ``item_text(title, categories)`` + EfficientNet-Lite0 image, ``has_image``);
+   :func:`~ppm_platform.data.item_content.item_text` + EfficientNet-Lite0 image, ``has_image``);
 2. computes its PPM item-cache vector with the frozen PPM item tower of the serving URM's ``ppm_version``
    (:func:`ppm_platform.features.ppm_caches.encode_item_frame`, the Spark job's function);
 3. pushes the ``item_multimodal``, ``item_profile`` and ``ppm_item_cache`` rows to the online store through
@@ -29,15 +29,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from ppm_platform.config import Settings
-
-
-def _encoder_settings(settings: Settings) -> Settings:
-    """The encoder configuration the ``item_multimodal`` job used: the fine-tuned encoders when the pipeline
-    has them (``pipeline.encoder_settings``), else ``settings``."""
-    from ppm_platform import pipeline
-
-    pick = getattr(pipeline, "encoder_settings", None)
-    return pick(settings) if pick is not None else settings
+from ppm_platform.encoders.factory import encoder_settings
 
 
 def build_new_item_rows(settings: Settings, item_id: int, title: str, categories: Sequence[str],
@@ -52,7 +44,7 @@ def build_new_item_rows(settings: Settings, item_id: int, title: str, categories
             symlinks, an existing non-empty file, at most ``MAX_IMAGE_PIXELS`` pixels, decodable.
 
     Returns:
-        ``{"item_multimodal": 1 row (text_emb f32[384], image_emb f32[1280], has_image, encoder_version),
+        ``{"item_multimodal": 1 row (text_emb f32[text_dim], image_emb f32[image_dim], has_image, encoder_version),
         "ppm_item_cache": 1 row (ppm_item_vec f32[d], ppm_item_version), "item_profile": 1 row
         (categories, release_year)}``, each with ``item_id`` and ``event_timestamp`` (= ``created_at``,
         default now, UTC).
@@ -82,7 +74,7 @@ def build_new_item_rows(settings: Settings, item_id: int, title: str, categories
     items = pd.DataFrame({"item_id": [int(item_id)], "title": [title], "categories": [list(categories)],
                           "image_uri": [str(image_path) if image_path is not None else None],
                           "created_at": [ts]})
-    mm = encode_items_frame(items, _encoder_settings(settings))
+    mm = encode_items_frame(items, encoder_settings(settings))  # the encoders the item_multimodal job used
     trained_on = (read_model_json(ppm_dir).get("metadata") or {}).get("encoder_version")
     if trained_on and mm["encoder_version"].iloc[0] != trained_on:
         raise ValueError(f"new item {item_id}: encoders are {mm['encoder_version'].iloc[0]} but the PPM was "

@@ -1,4 +1,4 @@
-"""Encoder fine-tuning (issue #3) on small synthetic tasks whose right answer is known: query matching with a
+"""Encoder fine-tuning on small synthetic tasks whose right answer is known: query matching with a
 tiny BERT built here, entity prediction from color-coded images; InfoNCE duplicate masking against a hand
 computation; held-out splits never overlap training; ONNX parity of the fine-tuned encoders."""
 
@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from ppm_platform.config import Settings
-from ppm_platform.encoders.finetune_image import finetune_image_encoder, split_items
-from ppm_platform.encoders.finetune_text import (
+from ppm_platform.encoders.finetune.image import finetune_image_encoder, split_items
+from ppm_platform.encoders.finetune.text import (
     finetune_text_encoder,
     info_nce_loss,
     retrieval_metrics,
@@ -135,7 +135,7 @@ def test_text_finetune_learns_query_matching(tiny_bert, tmp_path):
     hits = [(enc.encode([f"q{i} x5"]) @ items.T).argmax() == i for i in range(N_ITEMS)]
     assert np.mean(hits) >= 0.75
     # ONNX parity of the fine-tuned encoder (<= 1e-4)
-    from ppm_platform.encoders.onnx_infer import OnnxTextEncoder, text_onnx_path
+    from ppm_platform.encoders.onnx_runtime import OnnxTextEncoder, text_onnx_path
 
     assert r["onnx"]["max_abs_diff"] <= 1e-4
     onnx = OnnxTextEncoder(enc.model_path, text_onnx_path(enc.model_path), max_tokens=16)
@@ -147,7 +147,7 @@ def test_text_finetune_learns_query_matching(tiny_bert, tmp_path):
 # ---- image: color-coded labels -------------------------------------------------------------------------------
 def test_image_finetune_learns_color_entities(tmp_path):
     from ppm_platform.encoders import ImageEncoder
-    from ppm_platform.encoders.onnx_infer import OnnxImageEncoder, image_onnx_path
+    from ppm_platform.encoders.onnx_runtime import OnnxImageEncoder, image_onnx_path
 
     items = color_entity_items(tmp_path)
     s = Settings.from_env(env={"PPM_ARTIFACTS_DIR": str(tmp_path / "art"), "PPM_DATA_DIR": str(tmp_path)})
@@ -179,9 +179,9 @@ def test_image_finetune_learns_color_entities(tmp_path):
 # ---- wiring: item_multimodal uses the fine-tuned encoders when they exist ---------------------------------
 def test_trunk_cache_onnx_parity_is_relative_to_the_activation_scale(tmp_path):
     """The frozen trunk's activations reach ~20 on small saturated images, where onnxruntime and torch
-    differ by ~1e-4 absolute (~5e-6 relative): the first-batch parity check must accept that (it raised with an
-    absolute 1e-4 bound) and the cached activations must still match torch to allclose(1e-4, 1e-4)."""
-    from ppm_platform.encoders.finetune_image import build_parts, cache_trunk
+    differ by ~1e-4 absolute (~5e-6 relative): the first-batch parity check must accept that (a purely
+    absolute 1e-4 bound does not) and the cached activations must still match torch to allclose(1e-4, 1e-4)."""
+    from ppm_platform.encoders.finetune.image import build_parts, cache_trunk
     from ppm_platform.encoders.image import ImageEncoder, load_image
 
     torch.set_num_threads(1)
@@ -197,20 +197,20 @@ def test_trunk_cache_onnx_parity_is_relative_to_the_activation_scale(tmp_path):
 
 
 def test_encoder_settings_points_at_finetuned_artifacts(tmp_path):
-    from ppm_platform import pipeline
+    from ppm_platform.encoders.factory import encoder_settings
 
     s = Settings.from_env(env={"PPM_ARTIFACTS_DIR": str(tmp_path)})
-    assert pipeline.encoder_settings(s).encoders.text_model_path is None  # nothing fine-tuned yet
+    assert encoder_settings(s).encoders.text_model_path is None  # nothing fine-tuned yet
     (s.models_dir / "text_encoder").mkdir(parents=True)
     (s.models_dir / "text_encoder" / "config.json").write_text("{}")
     (s.models_dir / "image_encoder").mkdir()
     (s.models_dir / "image_encoder" / "model.safetensors").write_bytes(b"x")
-    e = pipeline.encoder_settings(s).encoders
+    e = encoder_settings(s).encoders
     assert e.text_model_path == s.models_dir / "text_encoder"
     assert e.image_weights_path == s.models_dir / "image_encoder" / "model.safetensors"
     assert s.encoders.text_model_path is None  # the caller's settings are not mutated
     s.finetune.use_finetuned = False
-    assert pipeline.encoder_settings(s).encoders.image_weights_path is None
+    assert encoder_settings(s).encoders.image_weights_path is None
 
 
 def test_too_few_queries_skips_and_removes_stale_model(tmp_path):

@@ -3,7 +3,7 @@
 It was not: the tensors were identical, but safetensors keeps the file's ``__metadata__`` in a Rust
 ``HashMap`` whose iteration order is randomized per process (and per map), so ``{"format", "categories"}``
 came out in either order and the weight hash (``encoder_version``, hence every downstream ``ppm_version``)
-changed from run to run. ``finetune_image.save_canonical`` sorts those keys.
+changed from run to run. ``encoders.finetune.image.save_canonical`` sorts those keys.
 """
 
 import json
@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ppm_platform.encoders.finetune_image import canonical_safetensors, save_canonical
+from ppm_platform.encoders.finetune.image import canonical_safetensors, save_canonical
 from ppm_platform.testing.images import color_entity_items
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,7 +21,7 @@ _RUN = """
 import hashlib, json, sys
 import pandas as pd
 from ppm_platform.config import Settings
-from ppm_platform.encoders.finetune_image import finetune_image_encoder
+from ppm_platform.encoders.finetune.image import finetune_image_encoder
 items_json, art, images = sys.argv[1], sys.argv[2], sys.argv[3]
 items = pd.read_json(items_json, orient="records")
 s = Settings.from_env(env={"PPM_ARTIFACTS_DIR": art, "PPM_DATA_DIR": images})  # images: the catalog root

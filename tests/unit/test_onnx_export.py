@@ -110,7 +110,7 @@ def test_legacy_exporter_and_parity_failure_leaves_no_file(tmp_path):
 
 @pytest.mark.parametrize("use_ppm", [True, False])
 def test_serving_graph_broadcasts_the_user_row_and_matches_torch(exported, use_ppm):
-    """model_serving.onnx (issue #15 §2): the user inputs have batch 1 (static), the item inputs batch N
+    """model_serving.onnx: the user inputs have batch 1 (static), the item inputs batch N
     (symbolic); scores equal torch on the user row repeated N times within 1e-5, at N = 1, 7, 100."""
     from ppm_platform.models.urm import ITEM_INPUT_NAMES, USER_INPUT_NAMES
     from ppm_platform.serving.onnx_export import SERVING_FILE, serving_input_names

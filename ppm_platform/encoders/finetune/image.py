@@ -7,7 +7,7 @@ What is trained (CPU budget: full fine-tuning at ~10 img/s is too slow): Efficie
 
 * frozen **trunk** = stem (``_conv_stem``, ``_bn0``) + ``_blocks[0:k]``: run ONCE per image, its activations
   cached in memory (``[192, 7, 7]`` float32 per image for ``k = 12``, ~37 KB); the pass runs in onnxruntime
-  (exported trunk, parity-checked against torch on the first batch, about 3x faster than torch here);
+  (exported trunk, parity-checked against torch on the first batch, faster than torch on CPU);
 * trained **tail** = ``_blocks[k:16]`` + ``_conv_head`` + ``_bn1`` (conv and BN affine weights; BN running
   statistics stay frozen, BN layers in eval mode, as usual for small-data fine-tuning) + a new classifier
   ``_fc: Linear(1280, C)`` on the global-average-pooled features, dropout 0.2 before it (the package's own).
@@ -32,7 +32,6 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,10 +43,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ppm_platform.config import Settings
 
+from ppm_platform.runtime import Progress
+
 log = logging.getLogger("ppm_platform.encoders")
-Progress = Callable[[str], None] | None
+#: the fine-tuned image encoder's folder under ``models_dir`` and its weights file (EfficientNet's state dict,
+#: not a ``model_store`` model: that one is ``model_store.WEIGHTS_FILE``)
 IMAGE_ENCODER_DIR = "image_encoder"
-WEIGHTS_FILE = "model.safetensors"
+IMAGE_WEIGHTS_FILE = "model.safetensors"
 N_BLOCKS = 16
 
 
@@ -189,7 +191,7 @@ def cache_trunk(trunk, paths: list[str], image_size: int, batch_size: int = 32, 
     semantics: the activations are not normalised), else ``ValueError``. Logs images/s every batch.
 
     Raises:
-        ppm_platform.encoders.ImageLoadError: an image cannot be read, or is refused (outside ``root``, too
+        ppm_platform.data.item_content.ImageLoadError: an image cannot be read, or is refused (outside ``root``, too
             many pixels: ``ImageRefusedError``).
         ValueError: the ONNX trunk disagrees with torch.
     """
@@ -210,18 +212,18 @@ def cache_trunk(trunk, paths: list[str], image_size: int, batch_size: int = 32, 
                 with torch.inference_mode():
                     ref = trunk(torch.from_numpy(x)).numpy()
                 if use_onnx:
-                    from ppm_platform.encoders.onnx_infer import _session, _quiet
+                    from ppm_platform.onnx_common import cpu_session, quiet_onnx_export
 
                     onnx = Path(tmpdir) / "trunk.onnx"
-                    with _quiet(), torch.no_grad():
+                    with quiet_onnx_export(), torch.no_grad():
                         torch.onnx.export(trunk, (torch.from_numpy(x[:2]),), str(onnx), input_names=["image"],
                                           output_names=["act"], dynamic_axes={"image": {0: "b"}, "act": {0: "b"}},
                                           opset_version=17, dynamo=False)
-                    sess = _session(onnx, 0)
+                    sess = cpu_session(onnx, 0)
                     got = sess.run(None, {"image": x})[0]
                     # element-wise |got - ref| <= atol + rtol * |ref| (numpy.allclose): the trunk's activations
                     # reach ~10-30, where float32 kernels of two runtimes differ by ~1e-4 absolute (~3e-6
-                    # relative); an absolute 1e-4 bound failed on such inputs (32 px images, issue #8 review)
+                    # relative), so a purely absolute bound fails on them
                     excess = np.abs(got - ref) - (TRUNK_PARITY_ATOL + TRUNK_PARITY_RTOL * np.abs(ref))
                     if excess.max() > 0:
                         k = int(excess.argmax())
@@ -322,7 +324,7 @@ def finetune_image_encoder(settings: "Settings", items: pd.DataFrame, progress: 
 
     Raises:
         ValueError: ONNX parity failure.
-        ppm_platform.encoders.ImageLoadError: an image cannot be read.
+        ppm_platform.data.item_content.ImageLoadError: an image cannot be read.
     """
     from ppm_platform.runtime import torch_threads
 
@@ -333,7 +335,7 @@ def finetune_image_encoder(settings: "Settings", items: pd.DataFrame, progress: 
 def _finetune_image(settings: "Settings", items: pd.DataFrame, progress: Progress) -> dict:
     import torch
 
-    from ppm_platform.encoders.finetune_text import plot_curve, replace_dir, skipped
+    from ppm_platform.encoders.finetune.common import plot_curve, replace_dir, skipped
     from ppm_platform.encoders.image import ImageEncoder, image_encoder_version
 
     ft, enc = settings.finetune.image, settings.encoders
@@ -423,15 +425,15 @@ def _finetune_image(settings: "Settings", items: pd.DataFrame, progress: Progres
     tmp.mkdir()
     trained_params = int(sum(p.numel() for p in tail.parameters()))
     try:
-        save_canonical(state, tmp / WEIGHTS_FILE, {"format": "pt", "categories": ",".join(vocab)})
+        save_canonical(state, tmp / IMAGE_WEIGHTS_FILE, {"format": "pt", "categories": ",".join(vocab)})
         onnx = None
         if settings.finetune.export_onnx:
             from ppm_platform.encoders.image import load_image
-            from ppm_platform.encoders.onnx_infer import export_image_onnx
+            from ppm_platform.encoders.onnx_export import export_image_onnx
 
             sample = np.stack([load_image(p, enc.image_size, root=settings.data_dir)
                                for p in df["image_uri"].astype(str).tolist()[:4]])
-            onnx = export_image_onnx(tmp / WEIGHTS_FILE, sample, image_size=enc.image_size)
+            onnx = export_image_onnx(tmp / IMAGE_WEIGHTS_FILE, sample, image_size=enc.image_size)
             onnx["path"] = str(out / Path(onnx["path"]).name)
         plot_curve(curve["train_loss"], tmp / "training_curve.png", "entity prediction (BCE)", "epoch",
                    "train loss", extra={"valid mAP": curve["valid_map"]})
@@ -455,9 +457,9 @@ def _finetune_image(settings: "Settings", items: pd.DataFrame, progress: Progres
         replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    result["path"] = str(out / WEIGHTS_FILE)
+    result["path"] = str(out / IMAGE_WEIGHTS_FILE)
     result["curve_png"] = str(out / "training_curve.png")
-    result["version"] = image_encoder_version(out / WEIGHTS_FILE, enc.image_size)
+    result["version"] = image_encoder_version(out / IMAGE_WEIGHTS_FILE, enc.image_size)
     result["seconds"] = round(time.perf_counter() - t_all, 2)
     result["cpu_seconds"] = round(time.process_time() - cpu_all, 2)
     return result

@@ -26,7 +26,6 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,10 +36,10 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 from ppm_platform.config import Settings
-from ppm_platform.runtime import torch_threads
+from ppm_platform.encoders.finetune.common import plot_curve, replace_dir, skipped
+from ppm_platform.runtime import Progress, torch_threads
 
 log = logging.getLogger("ppm_platform.encoders")
-Progress = Callable[[str], None] | None
 TEXT_ENCODER_DIR = "text_encoder"
 
 
@@ -180,48 +179,6 @@ def _evaluate(model, tokenizer, test: pd.DataFrame, catalog_ids: np.ndarray, cat
     return retrieval_metrics(q, items, catalog_ids, test["item_id"].to_numpy())
 
 
-def plot_curve(values: list[float], path: Path, title: str, xlabel: str, ylabel: str,
-               extra: dict[str, list[float]] | None = None) -> Path:
-    """Write a small line plot (PNG, matplotlib Agg) of a training curve; returns ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3), dpi=90)
-    ax.plot(np.arange(1, len(values) + 1), values, label=ylabel)
-    for name, ys in (extra or {}).items():
-        ax.plot(np.arange(1, len(ys) + 1), ys, label=name)
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def skipped(out: Path, reason: str, split: dict) -> dict:
-    """Result of a fine-tuning stage that had too little data: removes a stale model folder ``out``."""
-    log.warning("encoder fine-tuning skipped (%s): %s; item_multimodal uses the pre-trained encoder", out.name, reason)
-    if out.exists():
-        shutil.rmtree(out)
-    return {"skipped": reason, "split": split}
-
-
-def replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished folder ``tmp`` to ``out``: the old ``out`` (if any) is renamed away first, then
-    ``tmp`` is renamed into place (same file system), then the old one is deleted."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 # ---- the stage -----------------------------------------------------------------------------------------------
 def finetune_text_encoder(settings: "Settings", queries: pd.DataFrame, items: pd.DataFrame,
                           progress: Progress = None) -> dict:
@@ -254,8 +211,8 @@ def _finetune_text(settings: "Settings", queries: pd.DataFrame, items: pd.DataFr
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from ppm_platform.encoders.text import default_text_model_path, text_encoder_version
     from ppm_platform.data.item_content import item_text
+    from ppm_platform.encoders.text import default_text_model_path, text_encoder_version
 
     ft, enc = settings.finetune.text, settings.encoders
     say = progress or log.info
@@ -325,7 +282,7 @@ def _finetune_text(settings: "Settings", queries: pd.DataFrame, items: pd.DataFr
         tok.save_pretrained(str(tmp))
         onnx = None
         if settings.finetune.export_onnx:
-            from ppm_platform.encoders.onnx_infer import export_text_onnx
+            from ppm_platform.encoders.onnx_export import export_text_onnx
 
             onnx = export_text_onnx(tmp, catalog_texts[:64] + test["query"].astype(str).tolist()[:64],
                                     max_tokens=enc.max_text_tokens)
