@@ -213,7 +213,8 @@ def run_evaluation(settings: Settings, training_set: pd.DataFrame, item_multimod
                                           "train_seconds": round(time.perf_counter() - tp, 1)})
     if "GBDT" in models:
         g = train_gbdt(settings, df, rows, progress)
-        record("GBDT", FULL, None, {**_scored(df, rows, g["probs"], held_out_items), "epochs": [], "train_seconds": g["train_seconds"]},
+        record("GBDT", FULL, None, {**_scored(df, rows, g["probs"], held_out_items), "epochs": [],
+                                    "train_seconds": g["train_seconds"]},
                selected=g["selected"], grid=g["grid"])
     if "PPM" in models:
         record("PPM", FULL, None, score_ppm(settings, df, me, ppm, held_out_items))

@@ -1,13 +1,13 @@
 """The item-cold protocol (DESIGN.md §5): cold start measured where it can be seen.
 
-The cold-items slice of the standard split has about 590 test impressions, too few to separate models. Here
+The cold-items slice of the standard split has too few test impressions to separate models. Here
 a seeded share (``evaluation.item_cold_share``, 20 %) of the catalog is *held out*: their train-window events
 are removed from the interactions, as if those items launched when the validation window starts, and the same
 pipeline runs on that data with the full data's split cut points. Counters, behaviour sequences, vocabularies
 and PPM pre-training then all treat them as new; their content features and caches are computed as for any
 item (the ME features are the full run's: the encoders never saw clicks). AUC is reported on their test
-impressions (about 2,000 on MovieLens-100K), per draw and as the spread over ``evaluation.item_cold_draws``
-draws.
+impressions (several times the cold slice; sizes in docs/evaluation.md), per draw and as the spread over
+``evaluation.item_cold_draws`` draws.
 
 This module holds the data side of a draw (which items, its settings, its inputs, its clean-up); the summary
 over draws is :func:`ppm_platform.evaluation.aggregate.combine_draws` and its markdown

@@ -1,4 +1,4 @@
-"""The rankers a practitioner runs before any neural model (issue #14, DESIGN.md §5): the evaluation report's
+"""The rankers a practitioner runs before any neural model (DESIGN.md §5): the evaluation report's
 first two rows, on the same point-in-time training set and split as every other row.
 
 * ``Popularity`` (:func:`popularity_scores`): no model; each test impression is scored by its item's smoothed

@@ -11,7 +11,7 @@ cold items as well as warm ones.
 Two forms of the examples, one training loop: :class:`PPMExamples` (dense arrays in memory, small data,
 the evaluation harness) and :class:`PPMExampleFile` (the pipeline's: the as-of join is written by DuckDB
 to a parquet file on disk with a memory limit, then read a chunk of ``ppm.chunk_rows`` rows at a time, so
-memory does not grow with the number of impressions; issue #8 §4).
+memory does not grow with the number of impressions).
 """
 
 from __future__ import annotations

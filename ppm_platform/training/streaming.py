@@ -1,9 +1,9 @@
-"""Bounded-memory reading of the training inputs (issue #8 §4): parquet files are read a *chunk* (a run of
+"""Bounded-memory reading of the training inputs: parquet files are read a *chunk* (a run of
 consecutive row groups, about ``chunk_rows`` rows) at a time, never whole.
 
 SGD order: each epoch visits the chunks in a seeded random order and shuffles the rows inside each chunk
 with the same generator. When the data fit in one chunk this is exactly ``rng.permutation(rows)`` (a
-permutation of one chunk draws nothing), the order of the in-memory trainers before streaming.
+permutation of one chunk draws nothing), so an in-memory frame and its parquet file give the same order.
 """
 
 from __future__ import annotations
@@ -71,8 +71,7 @@ class ParquetChunks:
             empty = self.file.schema_arrow.empty_table()
             return empty if columns is None else empty.select(columns)
         # the previous chunk's decode buffers stay in pyarrow's (mimalloc) pool after its table is freed:
-        # hand them back first. Probe on the 1e6 training set, one 131k-row chunk: +0.60 GiB RSS for a 0.22 GiB
-        # table without this, 0.23 GiB less with it (docs/scale.md §4)
+        # hand them back first, or they stay resident on top of the next chunk (docs/scale.md §4)
         pa.default_memory_pool().release_unused()
         g0 = int(np.searchsorted(self._group_start, start, side="right")) - 1
         g1 = int(np.searchsorted(self._group_start, start + n, side="left"))

@@ -23,14 +23,12 @@ from tqdm.auto import tqdm
 from ppm_platform.config import Settings
 from ppm_platform.features.encoding import FeatureEncoder
 from ppm_platform.training.batch import labels
-from ppm_platform.runtime import torch_threads
+from ppm_platform.runtime import Progress, torch_threads
 from ppm_platform.training.streaming import ParquetChunks
 from ppm_platform.training.metrics import auc, evaluate_slices_counts
 from ppm_platform.data.split import split_codes
 
 log = logging.getLogger("ppm_platform.training")
-
-Progress = Callable[[str], None] | None
 
 
 @dataclass
@@ -53,14 +51,9 @@ def _to_tensors(x: dict[str, np.ndarray], rows: np.ndarray | slice) -> list[torc
 
 
 def predict(model: torch.nn.Module, x: dict[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
-    """Click/order probabilities float64 [B, 2] of ``model`` on encoded inputs ``x``."""
-    model.eval()
-    n = len(x["user_idx"])
-    out = []
-    with torch.inference_mode():
-        for s in range(0, n, batch_size):
-            out.append(torch.sigmoid(model(*_to_tensors(x, slice(s, s + batch_size)))))
-    return torch.cat(out).double().numpy() if out else np.zeros((0, 2))
+    """Click/order probabilities float64 [B, 2] of ``model`` on encoded inputs ``x`` (:func:`predict_rows` over
+    all of them)."""
+    return predict_rows(model, lambda rows: model(*_to_tensors(x, rows)), np.arange(len(x["user_idx"])), batch_size)
 
 
 def fit_multitask(model: torch.nn.Module, logits_of: Callable[[np.ndarray], torch.Tensor], y: np.ndarray,
@@ -297,9 +290,9 @@ def cache_version_counts(src) -> dict[str, dict]:
 
 def training_set_cache_version(counts: dict[str, dict], expected: str | None) -> str:
     """The one ``ppm_version`` of a training set's PPM cache rows, which the URM trained on it is labelled with
-    (DESIGN.md §4 version rule: never just the PPM it loaded; issue #16 finding 1). Rows with no cache row
-    (null version: unknown users, a user's first impression, items without ME features) are fine: they get
-    the same zero inputs offline and online.
+    (DESIGN.md §4 version rule: never just the PPM it loaded, which may differ from the caches'). Rows with no
+    cache row (null version: unknown users, a user's first impression, items without ME features) are fine:
+    they get the same zero inputs offline and online.
 
     Args:
         counts: :func:`cache_version_counts` of the training set.

@@ -1,4 +1,4 @@
-"""Bounded-memory trainers (issue #8 §4): the on-disk, chunk-at-a-time forms of PPM pre-training and
+"""Bounded-memory trainers: the on-disk, chunk-at-a-time forms of PPM pre-training and
 Base/URM training give the same model as the in-memory forms when the data fit in one chunk, are
 deterministic by seed when they do not, and the PPM item tower's per-distinct-item path is exact."""
 
@@ -59,7 +59,9 @@ def _sequences(inter: pd.DataFrame) -> pd.DataFrame:
 
 def _me(seed: int = 1) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    from ppm_platform.features.item_multimodal import IMAGE_DIM, TEXT_DIM
+    from ppm_platform.config import EncoderSettings
+
+    TEXT_DIM, IMAGE_DIM = EncoderSettings().text_dim, EncoderSettings().image_dim
 
     return pd.DataFrame({"item_id": np.arange(1, N_ITEMS + 1, dtype="int64"),
                          "text_emb": list(rng.normal(size=(N_ITEMS, TEXT_DIM)).astype("float32")),
@@ -242,7 +244,7 @@ def test_ctr_training_streamed_equals_in_memory(tmp_path, use_ppm):
 
 
 def test_urm_is_labelled_with_the_cache_version_it_trained_on_and_refuses_other_versions(tmp_path):
-    """Issue #16 finding 1: the URM's cache_version is that of the training set's cache rows (null rows of users
+    """The URM's cache_version is that of the training set's cache rows (null rows of users
     with no cache row are fine); a training set of mixed versions, or of another version than the PPM the URM
     warm-starts from, is refused before any fitting, naming the versions and their row counts."""
     from ppm_platform.models.ppm import PPM, PPMConfig
