@@ -1,1 +1,2 @@
-"""Reporting helpers: PNG plots of training curves and test AUC by slice (matplotlib, Agg backend)."""
+"""Reporting: every PNG plot of the project and the PNG -> markdown embedder (:mod:`.plots`; matplotlib, Agg
+backend). At the bottom of the layers: it takes plain numbers, so any layer can plot."""

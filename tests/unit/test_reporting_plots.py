@@ -1,11 +1,19 @@
-"""PNG plots for the Dagster UI: training curves and AUC by slice from stage-result-shaped dicts."""
+"""PNG plots for the Dagster UI and the reports: training curves and AUC by slice from stage-result-shaped dicts,
+the evaluation report's bar plots from plain numbers, the markdown embedder."""
 
 import base64
 
 import pytest
 from PIL import Image
 
-from ppm_platform.reporting.plots import auc_by_slice_png, markdown_image, model_plots, training_curves_png
+from ppm_platform.reporting.plots import (
+    auc_by_slice_png,
+    bars_png,
+    grouped_bars_png,
+    markdown_image,
+    model_plots,
+    training_curves_png,
+)
 
 EPOCHS = [{"epoch": 1, "train_loss": 1.02, "valid_click_auc": 0.69, "valid_order_auc": 0.70},
           {"epoch": 2, "train_loss": 0.97, "valid_click_auc": 0.70, "valid_order_auc": 0.69}]
@@ -37,8 +45,22 @@ def test_markdown_embeds_the_file_bytes(tmp_path):
     assert md.endswith(f"`{p}`")
 
 
+def test_report_bar_plots_are_pngs_and_take_missing_numbers(tmp_path):
+    nan = float("nan")
+    panels = {f"test {t} AUC by slice": {"Base": [(0.70, 0.01), (0.60, 0.0)], "URM": [(nan, 0.0), (0.65, 0.02)]}
+              for t in ("click", "order")}
+    g = grouped_bars_png(panels, ["all", "cold_items"], tmp_path / "g.png", "AUC")
+    b = bars_png(["Base", "URM"], [0.6, nan], [0.01, 0.0], tmp_path / "b.png", "title", "AUC",
+                 colors=["tab:blue", "tab:red"], reference=(0.65, "Base@100%"))
+    for path, size in ((g, (1200, 400)), (b, (700, 400))):
+        with Image.open(path) as im:
+            assert im.format == "PNG" and im.size == size
+
+
 def test_empty_inputs_raise():
     with pytest.raises(ValueError, match="no per-epoch train_loss"):
         training_curves_png([], "x.png", "URM")
     with pytest.raises(ValueError, match="no slices"):
         auc_by_slice_png({}, "x.png", "URM")
+    with pytest.raises(ValueError, match="no panels"):
+        grouped_bars_png({}, [], "x.png", "AUC")

@@ -1,11 +1,13 @@
-"""Split, metrics against hand-computed values, and the shared feature -> tensor encoder."""
+"""Split, metrics and slices against hand-computed values, the ME-row index, and the shared feature -> tensor
+encoder."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from ppm_platform.features.encoding import FeatureEncoder
-from ppm_platform.training.metrics import gauc, logloss, auc
+from ppm_platform.training.me_index import MEIndex
+from ppm_platform.training.metrics import HELD_OUT_SLICE, auc, gauc, logloss, slice_masks
 from ppm_platform.data.split import assign_split
 
 
@@ -125,3 +127,25 @@ def test_ppm_asof_join_never_sees_the_producing_event(tmp_path):
     assert list(out["hist_item_ids"].iloc[1]) == [8, 7]       # 1 µs later: visible
     assert pd.isna(out["hist_len"].iloc[2])                    # before any click: null, row kept
     assert pd.isna(out["hist_len"].iloc[3])                    # user without clicks
+
+
+def test_slice_masks_hand_computed():
+    test = pd.DataFrame({"user_id": [1, 2, 3], "item_id": [10, 11, 12]})
+    m = slice_masks(test, pd.Series({10: 11, 11: 10}), {1, 2}, held_out_items={12})
+    assert {k: v.tolist() for k, v in m.items()} == {
+        "all": [True, True, True], "cold_items": [False, True, True], "warm_items": [True, False, False],
+        "new_users": [False, False, True], HELD_OUT_SLICE: [False, False, True]}
+    assert HELD_OUT_SLICE not in slice_masks(test, pd.Series(dtype="int64"), set())
+
+
+def test_me_index_rows_padding_and_missing_ids():
+    idx = MEIndex(np.array([30, 10, 20]), np.arange(6, dtype=np.float32).reshape(3, 2))
+    assert idx.table.shape == (4, 2) and not idx.table[0].any()
+    rows = idx.rows(np.array([10, 20, 30]))
+    assert rows.tolist() == [2, 3, 1] and idx.table[rows].tolist() == [[2, 3], [4, 5], [0, 1]]
+    # padded positions (mask 0) index row 0 whatever id they hold
+    assert idx.history_rows(np.array([[20, -1], [99, -1]]), np.array([[1, 0], [0, 0]])).tolist() == [[3, 0], [0, 0]]
+    with pytest.raises(KeyError, match="item_id 99 has no item_multimodal row"):
+        idx.rows(np.array([10, 99]))
+    with pytest.raises(KeyError, match=r"history item_id 99 has no item_multimodal row \(position \(1, 0\)"):
+        idx.history_rows(np.array([[20, -1], [99, -1]]), np.array([[1, 0], [1, 0]]))
