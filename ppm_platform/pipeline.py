@@ -86,7 +86,7 @@ def item_multimodal(settings: Settings, spark) -> dict:
     return _record(settings, "item_multimodal", res)
 
 
-# ---- encoder fine-tuning (issue #3) -------------------------------------------------------------------
+# ---- encoder fine-tuning ------------------------------------------------------------------------------
 def text_encoder(settings: Settings, progress: Progress = None) -> dict:
     """Query-matching fine-tune of the text encoder on the ``queries`` table; held-out recall@10 / MRR over
     the whole catalog before vs after -> ``models_dir/text_encoder`` (+ ONNX)."""
@@ -151,7 +151,7 @@ def ppm_model(settings: Settings, progress: Progress = None) -> dict:
         raise ValueError(f"{_feature(settings, 'item_multimodal')}: rows of {len(encoders)} encoder versions "
                          f"({', '.join(f'{v} ({int(counts[v])} rows)' for v in encoders)}): rebuild item_multimodal")
     # the as-of join goes to a parquet on disk (DuckDB, memory-limited) and is read back a chunk at a time:
-    # memory does not grow with the number of impressions (issue #8 §4)
+    # memory does not grow with the number of impressions
     settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".ppm_examples.", dir=settings.artifacts_dir) as tmp:
         t0 = time.perf_counter()
@@ -201,7 +201,7 @@ def training_set(settings: Settings) -> dict:
     to the ``urm_training`` feature service as of its own timestamp."""
     from ppm_platform.feature_store import write_training_set
 
-    # only the columns the training set carries (entity keys, timestamp, labels): ~30 B per impression
+    # only the columns the training set carries (entity keys, timestamp, labels): a few bytes per impression
     inter = pd.read_parquet(settings.tables_dir / "interactions.parquet",
                             columns=["user_id", "item_id", "event_timestamp", "click", "order"])
     res = write_training_set(settings, inter, settings.artifacts_dir / "training_set.parquet", service="urm_training",
@@ -226,7 +226,7 @@ def _train_and_save(settings: Settings, name: str, use_ppm: bool, progress: Prog
     ppm_dir = resolve_model_dir(settings.models_dir / "ppm") if use_ppm else None  # one version, read once
     ppm = load_ppm(ppm_dir)[0] if use_ppm else None
     ppm_version = ppm_version_of(ppm_dir) if use_ppm else None
-    # the path, not a DataFrame: the trainer reads it a chunk at a time (bounded memory, issue #8 §4); it
+    # the path, not a DataFrame: the trainer reads it a chunk at a time (bounded memory); it
     # refuses cache rows of mixed versions or of another version than the PPM it warm-starts from
     trained = train_ctr_model(settings, settings.artifacts_dir / "training_set.parquet", use_ppm=use_ppm, ppm=ppm,
                               progress=progress, ppm_version=ppm_version)
@@ -366,7 +366,7 @@ def rank_demo(settings: Settings, n_candidates: int = 100, user_id: int | None =
 
 # ---- evaluation ------------------------------------------------------------------------------------------
 def evaluation_report(settings: Settings, progress: Progress = None) -> dict:
-    """The paper's Table 2 on the fixed split (issue #4): train + score Base, QM&EP, PPM, Base+QM&EP and URM
+    """The paper's Table 2 on the fixed split: train + score Base, QM&EP, PPM, Base+QM&EP and URM
     with ``settings.evaluation.seeds`` seeds, plus the data-efficiency runs; write ``report.json``,
     ``report.md`` and PNG plots under ``settings.reports_dir``.
 
@@ -466,7 +466,7 @@ def item_cold_report(settings: Settings, spark, progress: Progress = None) -> di
     return _record(settings, "item_cold_report", summary)
 
 
-# ---- daily partitions: the incremental path (issue #8) ------------------------------------------------
+# ---- daily partitions: the incremental path -----------------------------------------------------------
 #: Feast feature views that the daily path refreshes (time-varying: the user-level views and the item
 #: counters); the other views change with the catalog or the PPM, i.e. with the full (unpartitioned) assets
 DAILY_VIEWS = ("user_recent_items", "ppm_user_cache", "user_stats", "item_stats")
@@ -532,7 +532,7 @@ def online_user_features(settings: Settings, end: datetime, start: datetime | No
 
     * from ``start``, not from ``last`` (Feast's ``materialize_incremental``): a full ``online_store`` run at
       mid-day moves ``last`` past rows of the day written after it, and a day re-run for late events lies
-      wholly before ``last``; both were left out of the online store for good (issue #16 finding 3);
+      wholly before ``last``; both were left out of the online store for good;
     * up to ``last`` when it is later than ``end`` (a backfill or re-run of an older day): an entity's online
       row is then the latest row as of ``last`` again, never an older one (Feast's SQLite store overwrites
       whatever the timestamp; these views take no pushes, so every online row came from a materialize to at

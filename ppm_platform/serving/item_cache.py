@@ -1,4 +1,4 @@
-"""In-process cache of the candidates' model inputs, read from the Feast online store (issue #15 §1).
+"""In-process cache of the candidates' model inputs, read from the Feast online store.
 
 Why a cache and not a pre-joined online view: the item side of a request (N candidates x every item view
 the model reads: categories, the PPM item vector, the item counters) was most of its time, and Feast's Python
@@ -43,9 +43,9 @@ log = logging.getLogger("ppm_platform.serving")
 #: item ids per bulk Feast read of the blocking first load
 LOAD_CHUNK_IDS = 5_000
 #: item ids per Feast read of a background refresh, and the pause after each: a bulk read holds the GIL for
-#: its whole decode, and the request threads' many GIL hand-offs queue behind it (at 100 rps a 0.5 s reload
-#: of 1,682 items in one read put the p99 at 200 ms; docs/serving.md), so the refresh reads in short slices
-#: and sleeps between them
+#: its whole decode, and the request threads' many GIL hand-offs queue behind it (one read of the whole
+#: catalog shows up in the open-loop p99, docs/serving.md), so the refresh reads in short slices and sleeps
+#: between them
 REFRESH_CHUNK_IDS = 50
 REFRESH_PAUSE_S = 0.01
 

@@ -7,8 +7,8 @@ them to the candidates inside the graph. A Base model
 (``use_ppm=False``) is exported with only the IDRec inputs: its graph declares no ``ppm_*`` input, and
 :class:`OnnxScorer` feeds only what a graph declares, so callers can always pass the full input dict.
 
-Exporter: the torch.export-based exporter (``dynamo=True``, torch's default and maintained path, opset 20,
-about 5 s per export on 2 cores). ``dynamo=False`` selects the legacy TorchScript exporter (0.2 s, opset 17,
+Exporter: the torch.export-based exporter (``dynamo=True``, torch's default and maintained path, opset 20;
+slower to export). ``dynamo=False`` selects the legacy TorchScript exporter (faster to export, opset 17,
 deprecated by torch); both pass the same parity check.
 """
 

@@ -1,4 +1,4 @@
-"""Model swap without downtime (issue #16): the HTTP service follows the model published at ``models/<name>``.
+"""Model swap without downtime: the HTTP service follows the model published at ``models/<name>``.
 
 A model is published atomically (:func:`~ppm_platform.model_store.save_model`: a complete version
 folder, then one rename of the ``models/<name>`` symlink). :class:`ModelReloader` watches that link: a
