@@ -22,9 +22,10 @@ import time
 
 import click
 
-from ppm_platform.cli.errors import (EPILOG as _EPILOG, EXIT_MISSING, EXIT_RUN_FAILED, EXIT_USAGE,
-                                     PPMError, PPMGroup)
+from ppm_platform.cli.errors import (EPILOG as _EPILOG, EXIT_BAD_INPUT, EXIT_ERROR, EXIT_MISSING, EXIT_RUN_FAILED,
+                                     EXIT_USAGE, PPMError, PPMGroup)
 from ppm_platform.cli.orchestration import DAILY_ASSETS, DEMO_SELECTION, materialize
+from ppm_platform.cli.rank import EntityIdType
 from ppm_platform.cli.summary import print_summary
 from ppm_platform.config import Settings
 
@@ -146,21 +147,44 @@ def summary() -> None:
 
 
 @main.command(epilog=_EPILOG)
-@click.argument("user_id", type=int)
-@click.argument("item_ids", type=int, nargs=-1, required=True)
+@click.argument("user_id", type=EntityIdType())
+@click.argument("item_ids", type=EntityIdType(), nargs=-1, required=True)
 @click.option("--model", default="urm", type=click.Choice(["urm", "base"]), show_default=True,
               help="urm = IDRec + PPM plug-in; base = the IDRec-only baseline.")
-def rank(user_id: int, item_ids: tuple[int, ...], model: str) -> None:
-    """Rank ITEM_IDS for USER_ID from the Feast online store (onnxruntime).
+@click.option("--url", default=None, metavar="URL",
+              help="A running `ppm serve` (e.g. http://127.0.0.1:8000); default: the serving.host/port of the "
+                   "settings when its /health answers within 0.5 s, else score in this process.")
+@click.option("--local", is_flag=True, help="Score in this process even when a server is running.")
+def rank(user_id: int, item_ids: tuple[int, ...], model: str, url: str | None, local: bool) -> None:
+    """Rank ITEM_IDS for USER_ID: click and order probabilities, best first, with titles, whether the user
+    and each item are known to the online store (unknown ones are scored as cold start), and the lookup time.
 
-    Prints item_id with click and order probabilities, best first, and the lookup/model times in ms.
-    Needs a finished run (`ppm demo`). Example: ppm rank 405 50 100 181 258
+    Ids are checked as POST /rank checks them: integers 0 <= id < 2**63, at most serving.max_candidates.
+    Through a running `ppm serve` the call takes well under a second; in this process it loads Feast and the
+    model first (seconds; the lookup shown is the cold first one, then a warm repeat). Needs a finished run
+    (`ppm demo`). Example: ppm rank 405 50 100 181 258
     """
-    from ppm_platform.serving.ranker import Ranker
+    from ppm_platform.cli import rank as ranking
 
-    res = Ranker(_settings(), model, item_cache=False).rank(user_id, list(item_ids))  # one call: no cache to fill
-    click.echo(res.scores.to_string(index=False))
-    click.echo(f"lookup {res.lookup_ms:.1f} ms, model {res.model_ms:.1f} ms")
+    settings = _settings()
+    limit = settings.serving.max_candidates
+    if len(item_ids) > limit:
+        raise click.BadParameter(f"{len(item_ids)} candidates, at most {limit} allowed (serving.max_candidates)",
+                                 param_hint="ITEM_IDS")
+    try:
+        res, wall_s = ranking.run_rank(settings, user_id, list(item_ids), model, url, local)
+    except ranking.ServerError as e:
+        code = (EXIT_USAGE if e.status == 422 else EXIT_BAD_INPUT if e.kind == "version_mismatch"
+                else EXIT_MISSING if "not loaded" in e.detail else EXIT_ERROR)
+        raise PPMError(str(e), code) from None
+    except ConnectionError as e:
+        raise PPMError(str(e), EXIT_MISSING) from None
+    for line in ranking.format_ranking(res, ranking.titles(settings.tables_dir / "items.parquet",
+                                                           [r[0] for r in res.rows])):
+        click.echo(line)
+    click.echo(f"ranked in {wall_s:.2f} s" + ("" if res.source.startswith("ppm serve") else
+                                               " (model and Feast loaded in this process; with `ppm serve` "
+                                               "running, ppm rank answers through it in well under a second)"))
 
 
 @main.command(epilog=_EPILOG)
@@ -171,17 +195,22 @@ def rank(user_id: int, item_ids: tuple[int, ...], model: str) -> None:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="Worker processes (uvicorn); each scores one request at a time with its own ONNX session, "
                    "Feast store and item cache. About one per core.")
-def serve(host: str | None, port: int | None, model: str | None, workers: int) -> None:
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug", "trace"]),
+              help="uvicorn's log level (the loading / ready / shutdown lines are at info).")
+@click.option("--access-log/--no-access-log", default=False, show_default=True,
+              help="uvicorn's access log: one line per request.")
+def serve(host: str | None, port: int | None, model: str | None, workers: int, log_level: str,
+          access_log: bool) -> None:
     """Start the HTTP ranking service: POST /rank {user_id, item_ids} and GET /health (docs/serving.md).
 
-    Features come from the Feast online store, scores from onnxruntime. Needs a finished run (`ppm demo`).
+    Logs "loading", then "ready" with its URL once the model is loaded and the port listens (seconds: Feast,
+    ONNX sessions, item cache), and "shutdown" on Ctrl+C. Features come from the Feast online store, scores
+    from onnxruntime. Needs a finished run (`ppm demo`). Try it: ppm rank 405 50 100 181 (uses the server).
     """
     from ppm_platform.serving.app import serve as run_service
 
-    settings = _settings()
-    click.echo(f"serving {model or settings.serving.model} on http://{host or settings.serving.host}:"
-               f"{port or settings.serving.port} with {workers} worker(s) (POST /rank, GET /health)")
-    run_service(settings, host, port, model, workers=workers)
+    run_service(_settings(), host, port, model, workers=workers, log_level=log_level, access_log=access_log)
 
 
 @main.command(epilog=_EPILOG)

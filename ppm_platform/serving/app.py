@@ -33,6 +33,7 @@ a new version's Ranker is built off the request path and swapped in, no request 
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -47,6 +48,10 @@ from ppm_platform.config import Settings
 from ppm_platform.feature_store import online_store_errors
 from ppm_platform.serving.ranker import Ranker, VersionMismatchError
 from ppm_platform.serving.reload import ModelReloader
+
+#: the service's log lines ("loading", "ready", "shutdown") go to uvicorn's own logger, so ``--log-level`` and
+#: uvicorn's format apply to them
+log = logging.getLogger("uvicorn.error")
 
 #: an entity id as Feast stores it: a non-negative int64, JSON integer only (strict: no "7", no 7.0)
 EntityId = Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)]
@@ -122,7 +127,19 @@ class BodyLimitMiddleware:
         return await self.app(scope, bounded_receive, send)
 
 
-def _error_message(err: dict[str, Any]) -> str:
+def _is_json(content_type: str | None) -> bool:
+    """Whether a ``Content-Type`` header names JSON (``application/json`` or ``application/<x>+json``), as
+    FastAPI decides whether to parse a body."""
+    main = (content_type or "").split(";")[0].strip().lower()
+    return main == "application/json" or (main.startswith("application/") and main.endswith("+json"))
+
+
+def _error_message(err: dict[str, Any], content_type: str | None = None) -> str:
+    if tuple(err.get("loc", ())) == ("body",) and not _is_json(content_type):
+        # FastAPI parses a body as JSON only when its Content-Type says so; any other body reaches the model as
+        # raw bytes and fails as "not a dictionary", which does not say what to change
+        got = f"Content-Type: {content_type}" if content_type else "no Content-Type header"
+        return f"body: send the JSON object with Content-Type: application/json (got {got})"
     if err.get("type") == "json_invalid":
         pos = [p for p in err.get("loc", ()) if isinstance(p, int)]
         return f"body: invalid JSON{f' at character {pos[0]}' if pos else ''} ({err.get('msg', 'JSON decode error')})"
@@ -151,7 +168,8 @@ def create_app(settings: Settings, model_name: str | None = None, ranker: Ranker
     name = model_name or cfg.model
     lock = threading.Lock()
     # probe: the last /health probe (monotonic time, result), reused for serving.health_probe_s
-    state: dict[str, Any] = {"ranker": ranker, "load_error": None, "lock": lock, "probe": (None, None)}
+    state: dict[str, Any] = {"ranker": ranker, "load_error": None, "lock": lock, "probe": (None, None),
+                             "served": 0}
     if ranker is None:
         try:
             state["ranker"] = Ranker(settings, name)
@@ -161,16 +179,21 @@ def create_app(settings: Settings, model_name: str | None = None, ranker: Ranker
                              cfg.model_watch_s if (ranker is None if watch is None else watch) else 0.0)
     state["reloader"] = reloader.start()
 
+    def shutdown() -> None:
+        reloader.stop()
+        log.info("shutdown: %s served %d /rank requests", name, state["served"])
+
     app = FastAPI(title="ppm-platform ranking", version="1",
                   description="URM / IDRec ranking from the Feast online store with onnxruntime.",
-                  on_shutdown=[reloader.stop])
+                  on_shutdown=[shutdown])
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError):
+    async def validation_error(request: Request, exc: RequestValidationError):
         errors = exc.errors()
-        return JSONResponse({"detail": "; ".join(_error_message(e) for e in errors[:5])
+        ctype = request.headers.get("content-type")
+        return JSONResponse({"detail": "; ".join(_error_message(e, ctype) for e in errors[:5])
                              + (f" (+{len(errors) - 5} more)" if len(errors) > 5 else "")}, status_code=422)
 
     @app.exception_handler(Exception)
@@ -219,6 +242,7 @@ def create_app(settings: Settings, model_name: str | None = None, ranker: Ranker
         try:
             with lock:
                 res = r.rank(req.user_id, list(req.item_ids))
+                state["served"] += 1
         except VersionMismatchError as e:
             return JSONResponse({"detail": str(e), "status": "version_mismatch"}, status_code=503)
         except online_store_errors() as e:  # the store is down or locked past its timeouts: retry, not a bug
@@ -252,32 +276,77 @@ SERVE_MODEL_ENV = "PPM_SERVE_MODEL"
 def app_from_env() -> FastAPI:
     """The app of one worker process of ``ppm serve --workers N`` (a uvicorn factory): settings from the
     ``PPM_*`` environment, the model from ``PPM_SERVE_MODEL``. Each worker builds its own Ranker: its own
-    ONNX sessions, Feast store (online-store connection) and item cache."""
-    return create_app(Settings.from_env(), os.environ.get(SERVE_MODEL_ENV) or None)
+    ONNX sessions, Feast store (online-store connection) and item cache, and logs when it is ready."""
+    settings = Settings.from_env()
+    name = os.environ.get(SERVE_MODEL_ENV) or settings.serving.model
+    log.info("worker %d: loading %s from %s", os.getpid(), name, settings.models_dir / name)
+    app = create_app(settings, name)
+
+    def ready() -> None:  # the parent bound the socket before starting the workers
+        log.info("worker %d: %s", os.getpid(), _ready_message(app, name))
+
+    app.router.on_startup.append(ready)
+
+    return app
+
+
+def _ready_message(app: FastAPI, name: str) -> str:
+    state = app.state.ppm
+    r = state["ranker"]
+    if r is None:
+        return f"up WITHOUT a model ({state['load_error']}): /health answers 503, /rank refuses"
+    return f"ready: {name} version {r.model_version} ({r.model_id})"
+
+
+#: ``--log-level`` choices (uvicorn's)
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None, model_name: str | None = None,
-          log_level: str = "warning", workers: int = 1, access_log: bool = False) -> None:
+          log_level: str = "info", workers: int = 1, access_log: bool = False) -> None:
     """Run the service with uvicorn (blocking) on ``host:port`` (defaults ``settings.serving``).
+
+    Logs (uvicorn's logger and format, at ``log_level``): "loading" before the model is read, "ready" with the
+    URL once the model is loaded and the socket listens, "shutdown" with the number of /rank requests served.
 
     Args:
         workers: uvicorn worker processes (uvicorn docs, "Deployment": ``--workers``); > 1 runs
             :func:`app_from_env` in each, all on the same port. A process scores one request at a time, so
             workers are how the service uses more than one core.
-        access_log: uvicorn's per-request access log.
+        log_level: one of :data:`LOG_LEVELS`.
+        access_log: uvicorn's per-request access log (one line per request, at ``info``).
 
     Raises:
-        ValueError: ``workers < 1``.
+        ValueError: ``workers < 1`` or an unknown ``log_level``.
     """
     import uvicorn
 
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if log_level not in LOG_LEVELS:
+        raise ValueError(f"log_level must be one of {LOG_LEVELS}, got {log_level!r}")
     host, port = host or settings.serving.host, port or settings.serving.port
-    if workers == 1:
-        uvicorn.run(create_app(settings, model_name), host=host, port=port, log_level=log_level,
-                    access_log=access_log)
+    name = model_name or settings.serving.model
+    url = f"http://{host}:{port}"
+    if workers > 1:
+        os.environ[SERVE_MODEL_ENV] = name
+        uvicorn.run("ppm_platform.serving.app:app_from_env", factory=True, workers=workers, host=host, port=port,
+                    log_level=log_level, access_log=access_log)
         return
-    os.environ[SERVE_MODEL_ENV] = model_name or settings.serving.model
-    uvicorn.run("ppm_platform.serving.app:app_from_env", factory=True, workers=workers, host=host, port=port,
-                log_level=log_level, access_log=access_log)
+    config = uvicorn.Config(None, host=host, port=port, log_level=log_level, access_log=access_log)  # logging set up
+    log.info("loading %s from %s (Feast store, ONNX sessions, item cache)", name, settings.models_dir / name)
+    t0 = time.perf_counter()
+    app = create_app(settings, name)
+    loaded_s = time.perf_counter() - t0
+
+    class ReadyServer(uvicorn.Server):
+        """uvicorn's server, logging "ready" once its socket listens (after start-up, never before)."""
+
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                log.info("%s on %s after %.1f s (POST /rank, GET /health; Ctrl+C stops)",
+                         _ready_message(app, name), url, loaded_s)
+
+    config.app = app
+    ReadyServer(config).run()

@@ -1,14 +1,19 @@
 """The ``ppm`` CLI: help text, exit codes, one-line errors (tracebacks only with --verbose), `ppm doctor`
 checks on artifact folders the tests build, and `ppm run --profile` reaching the Dagster child process."""
 
+import json
+import socket
 import sqlite3
 import stat
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from click.testing import CliRunner
 
 from ppm_platform import cli
 from ppm_platform.cli import doctor, errors, orchestration
+from ppm_platform.cli import rank as ranking
 
 
 @pytest.fixture
@@ -18,9 +23,18 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setenv("PPM_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
     monkeypatch.setenv("PPM_DATASET", "canonical")
     monkeypatch.setenv("PPM_DATA_DIR", str(data))
-    monkeypatch.delenv("PPM_CONFIG", raising=False)
     monkeypatch.delenv("PPM_PROFILE", raising=False)
+    # serving.port: a free port, so `ppm rank` never finds a server another process runs on the default one
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"serving": {"port": _free_port(), "max_candidates": 4}}))
+    monkeypatch.setenv("PPM_CONFIG", str(cfg))
     return tmp_path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("args", [[], ["demo"], ["run"], ["backfill"], ["rank"], ["doctor"], ["summary"]])
@@ -328,3 +342,126 @@ def test_backfill_checks_the_range_then_runs_one_partition_range(env, fake_dagst
     ok = CliRunner().invoke(cli.main, ["backfill", "--from", "1997-09-20", "--to", "1997-10-01"])
     assert ok.exit_code == 0, ok.output
     assert fake_dagster == [(orchestration.DAILY_ASSETS, "1997-09-20...1997-10-01")]
+
+
+# ---- ppm rank ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args, fragment", [
+    (["1", "--", "-5"], "Invalid value for 'ITEM_IDS...': -5 is out of range"),
+    (["1", str(2**63)], f"Invalid value for 'ITEM_IDS...': {2**63} is out of range"),
+    (["-1", "2"], "No such option '-1'"),
+    (["--", "-1", "2"], "Invalid value for 'USER_ID': -1 is out of range"),
+    (["x", "2"], "Invalid value for 'USER_ID': 'x' is not an integer id"),
+    (["1", "2.5"], "Invalid value for 'ITEM_IDS...': '2.5' is not an integer id"),
+    (["1", "2", "3", "4", "5", "6"], "Invalid value for ITEM_IDS: 5 candidates, at most 4 allowed (serving.max_candidates)"),
+])
+def test_rank_checks_ids_as_post_rank_does_with_exit_2(env, args, fragment):
+    res = CliRunner().invoke(cli.main, ["rank", *args])
+    assert res.exit_code == errors.EXIT_USAGE == 2, res.output
+    assert fragment in " ".join(res.output.split())
+
+
+def test_rank_accepts_the_largest_int64_id():
+    assert ranking.EntityIdType().convert(str(2**63 - 1), None, None) == 2**63 - 1
+
+
+class _FakeServe(BaseHTTPRequestHandler):
+    """GET /health and POST /rank as `ppm serve` answers them (``answer``: the /rank status and body)."""
+
+    model = "urm"
+    answer = (200, {"user_id": 7, "model": "urm", "model_version": "abc", "ppm_version": "p1", "user_known": False,
+                    "unknown_item_ids": [99], "lookup_ms": 3.21, "model_ms": 0.5,
+                    "scores": [{"item_id": 2, "click": 0.6, "order": 0.1, "known": True},
+                               {"item_id": 99, "click": 0.4, "order": 0.2, "known": False}]})
+    requests: list = []
+
+    def _send(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):  # noqa: N802 -- http.server's name
+        self._send(200, {"status": "ok", "model": type(self).model})
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append((self.headers["Content-Type"], body))
+        self._send(*type(self).answer)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def fake_serve(env, monkeypatch):
+    """A fake `ppm serve` on the env's serving.port; `ppm rank` must not build a Ranker while it answers."""
+    from ppm_platform.config import Settings
+
+    monkeypatch.setattr(_FakeServe, "requests", [])
+    server = ThreadingHTTPServer(("127.0.0.1", Settings.from_env().serving.port), _FakeServe)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(ranking, "rank_here", lambda *a: pytest.fail("scored in process while a server answers"))
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_rank_through_a_running_server_prints_titles_user_known_and_warm_lookup(env, fake_serve):
+    from ppm_platform.config import Settings
+    from ppm_platform.io import write_parquet_atomic
+    import pandas as pd
+
+    s = Settings.from_env()
+    write_parquet_atomic(pd.DataFrame({"item_id": [1, 2, 3], "title": ["One", "Two (1995)", "Three"]}),
+                         s.tables_dir / "items.parquet")
+    res = CliRunner().invoke(cli.main, ["rank", "7", "2", "99"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[0] == (f"user 7: unknown: no online features, scored as a cold-start user; model urm (version abc); "
+                        f"scored by ppm serve at http://127.0.0.1:{s.serving.port}")
+    assert lines[2].split() == ["1", "2", "0.6000", "0.1000", "yes", "Two", "(1995)"]
+    assert lines[3].split() == ["2", "99", "0.4000", "0.2000", "no"]
+    assert lines[4] == "lookup 3.2 ms (warm: the server's online-store connection is open); model 0.5 ms"
+    assert lines[5] == "unknown items (no online features, scored as cold-start items): 99"
+    assert lines[6].startswith("ranked in ") and len(lines) == 7
+    assert _FakeServe.requests == [("application/json", {"user_id": 7, "item_ids": [2, 99]})]
+
+
+@pytest.mark.parametrize("status, body, code", [
+    (422, {"detail": "item_ids: too many"}, 2),
+    (503, {"detail": "URM was trained with ppm_version a", "status": "version_mismatch"}, 5),
+    (503, {"detail": "online store unavailable: TimeoutError", "status": "store_unavailable"}, 1),
+    (503, {"detail": "model not loaded: FileNotFoundError"}, 3),
+])
+def test_rank_maps_server_errors_to_exit_codes(env, fake_serve, monkeypatch, status, body, code):
+    monkeypatch.setattr(_FakeServe, "answer", (status, body))
+    res = CliRunner().invoke(cli.main, ["rank", "7", "2"])
+    assert res.exit_code == code, res.output
+    assert f"ppm serve answered {status}: {body['detail']}" in res.output
+
+
+def test_rank_scores_in_process_when_no_server_serves_the_model(env, fake_serve, monkeypatch):
+    calls = []
+
+    def here(settings, model, user_id, item_ids, why):
+        calls.append(why)
+        return ranking.Ranking(user_id, True, model, "v1", [(2, 0.5, 0.1, True)], 150.0, 1.0, f"this process ({why})",
+                               "first lookup (cold): this process opened the online store", warm_lookup_ms=8.5)
+
+    monkeypatch.setattr(ranking, "rank_here", here)
+    monkeypatch.setattr(_FakeServe, "model", "base")
+    res = CliRunner().invoke(cli.main, ["rank", "7", "2"])
+    assert res.exit_code == 0, res.output
+    port = fake_serve.server_address[1]
+    assert calls == [f"ppm serve at http://127.0.0.1:{port} serves base, not urm"]
+    assert ("lookup 150.0 ms (first lookup (cold): this process opened the online store), warm lookup 8.5 ms "
+            "(the same lookup again); model 1.0 ms") in res.output
+    assert CliRunner().invoke(cli.main, ["rank", "--local", "7", "2"]).exit_code == 0 and calls[-1] == "--local"
+    assert CliRunner().invoke(cli.main, ["rank", "--model", "base", "7", "2"]).exit_code == 0 and len(calls) == 2
+
+
+def test_rank_with_a_url_nobody_answers_is_exit_3(env):
+    res = CliRunner().invoke(cli.main, ["rank", "--url", f"http://127.0.0.1:{_free_port()}", "7", "2"])
+    assert res.exit_code == 3 and "no ppm serve answered at http://127.0.0.1:" in res.output

@@ -5,7 +5,7 @@ FeatureEncoder.transform_request == transform on the broadcast frame."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
@@ -158,6 +158,20 @@ def test_malformed_and_oversized_bodies(served):
     r = client.post("/rank", content=chunks(), headers={"content-type": "application/json"})
     assert r.status_code == 413
     assert client.get("/rank").status_code == 405
+
+
+@pytest.mark.parametrize("headers", [{"content-type": "text/plain"}, {"content-type": "application/x-www-form-urlencoded"},
+                                     {}])
+def test_a_json_body_without_a_json_content_type_is_422_naming_the_expected_header(served, headers):
+    _, _, client, *_ = served
+    r = client.post("/rank", content=b'{"user_id": 1, "item_ids": [10]}', headers=headers)
+    assert r.status_code == 422, r.text  # the status code is unchanged; the message says what to send
+    detail = r.json()["detail"]
+    assert "Content-Type: application/json" in detail
+    assert (f"got Content-Type: {headers['content-type']}" if headers else "no Content-Type header") in detail
+    ok = client.post("/rank", content=b'{"user_id": 1, "item_ids": [10]}',
+                     headers={"content-type": "application/json; charset=utf-8"})
+    assert ok.status_code == 200, ok.text
 
 
 def test_health_ok(served):
@@ -320,3 +334,62 @@ def test_item_cache_serves_pushed_and_rematerialized_items_and_refuses_a_new_ver
     fresh = Ranker(settings, store=ranker.store)  # the restored row serves as before
     assert float(fresh.rank(1, [10, 11]).scores.set_index("item_id").at[10, "click"]) == pytest.approx(before, abs=1e-6)
     fresh.close()
+
+
+def test_ppm_serve_logs_ready_access_and_shutdown_and_ppm_rank_uses_it(served):
+    """`ppm serve` in its own process on the test's store: "loading", then "ready" with the URL once it listens,
+    one access-log line per request with --access-log, "shutdown" with the count on SIGINT; `ppm rank` finds it
+    from settings.serving.port and prints titles, user_known and the server's warm lookup."""
+    import json
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from ppm_platform.config import REPO_ROOT
+
+    settings, *_ = served
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = settings.artifacts_dir / "serve_test_config.json"
+    cfg.write_text(json.dumps({"sequence": {"max_len": L}, "ppm": {"d_model": DM},
+                               "serving": {"max_candidates": 5, "max_body_bytes": 400, "port": port}}))
+    write_parquet_atomic(pd.DataFrame({"item_id": [10, 11, 12], "title": ["Ten (1995)", "Eleven (1996)", "Twelve"]}),
+                         settings.tables_dir / "items.parquet")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PPM_")}
+    env.update(PPM_ARTIFACTS_DIR=str(settings.artifacts_dir), PPM_CONFIG=str(cfg))
+    log = settings.artifacts_dir / "serve_test.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "ppm_platform.cli", "serve", "--access-log"], env=env,
+                                cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while "ready" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        text = log.read_text()
+        assert text.index("loading urm from") < text.index(f"Uvicorn running on http://127.0.0.1:{port}") \
+            < text.index(f"ready: urm version ")
+        assert f"on http://127.0.0.1:{port} after " in text
+        rank = subprocess.run([sys.executable, "-m", "ppm_platform.cli", "rank", "999", "11", "777", "10"], env=env,
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        assert rank.returncode == 0, rank.stdout + rank.stderr
+        lines = rank.stdout.splitlines()
+        assert lines[0].startswith("user 999: unknown: no online features, scored as a cold-start user; model urm")
+        assert lines[0].endswith(f"scored by ppm serve at http://127.0.0.1:{port}")
+        rows = {ln.split()[1]: ln for ln in lines[2:5]}
+        assert rows["11"].endswith("yes    Eleven (1996)") and rows["777"].split()[4] == "no"
+        assert "(warm: the server's online-store connection is open)" in lines[5]
+        assert "unknown items (no online features, scored as cold-start items): 777" in rank.stdout
+        deadline = time.monotonic() + 10
+        while '"POST /rank HTTP/1.1" 200' not in log.read_text():  # the access log line of that request
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        assert '"GET /health HTTP/1.1" 200' in log.read_text()  # ppm rank's probe
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    assert "shutdown: urm served 1 /rank requests" in log.read_text()
