@@ -1,15 +1,16 @@
-"""Feast definitions of ppm-platform: entities, data sources, feature views, feature services.
+"""Feast definitions of ppm-platform as a function of the settings: entities, data sources, feature views,
+feature services (:func:`build_definitions`).
 
-The names here are contracts (DESIGN.md §4, ``ppm_platform/data/schemas.py``). Every object is built by
-:func:`build_definitions` from a :class:`~ppm_platform.config.Settings`, so that the library
-(``ppm_platform.feature_store.apply_definitions``) can register them for any artifacts folder (tests use
-tmp dirs), and the module-level objects below, built from ``Settings.from_env()``, are what the Feast
-CLI (``cd feature_repo && feast apply``) discovers.
+The names here are contracts (DESIGN.md §4, ``ppm_platform/data/schemas.py``). Nothing is built at import:
+the library (``ppm_platform.feature_store.apply_definitions``) loads this file and calls
+:func:`build_definitions` with its own :class:`~ppm_platform.config.Settings`, so it can register them for any
+artifacts folder (tests use tmp dirs) without reading the environment. The module-level objects the Feast CLI
+(``cd feature_repo && feast apply``) discovers are built from the environment's settings in ``repo.py`` only.
 
-Sources: one parquet per feature table under ``Settings.features_dir`` (a file, or for the user-level tables a
-folder of day files that Feast's file and Spark sources read as one table); the source class is picked per
-profile in :func:`make_source` (``local``: ``FileSource`` read by the DuckDB offline store; ``cluster``:
-``SparkSource``, which the Spark offline store requires).
+Sources: one parquet per feature table at its :mod:`ppm_platform.catalog` path under ``Settings.features_dir``
+(a file, or for the user-level tables a folder of day files that Feast's file and Spark sources read as one
+table); the source class is picked per profile in :func:`make_source` (``local``: ``FileSource`` read by the
+DuckDB offline store; ``cluster``: ``SparkSource``, which the Spark offline store requires).
 
 Every feature view has ``ttl=timedelta(0)``: no expiry, the latest row at or before the join time is
 always valid (a user's sequence / cache row stays the truth until the user's next event).
@@ -31,13 +32,14 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSo
 from feast.data_format import ParquetFormat
 from feast.types import Array, Float32, Int64, String
 
+from ppm_platform import catalog
 from ppm_platform.config import Settings
 from ppm_platform.data.schemas import counter_count_columns, counter_rate_columns
 
 TIMESTAMP_FIELD = "event_timestamp"
 NO_EXPIRY = timedelta(0)
 
-#: feature view -> feature table (parquet under ``Settings.features_dir``) it reads
+#: feature view -> feature table (:mod:`ppm_platform.catalog` name) it reads
 VIEW_TABLES = {
     "item_multimodal": "item_multimodal",
     "item_profile": "item_profile",
@@ -67,8 +69,8 @@ PUSH_VIEWS = ("item_multimodal", "item_profile", "ppm_item_cache")
 
 def make_source(settings: Settings, table: str):
     """The batch source of one feature table, per profile (the one place that picks the class)."""
-    path = str(settings.features_dir / f"{table}.parquet")
-    desc = f"feature table {table!r} (ppm_platform.data.schemas.FEATURE_TABLES)"
+    path = str(catalog.path(settings, table))
+    desc = f"feature table {table!r} (ppm_platform.catalog)"
     if settings.profile == "cluster":
         from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 
@@ -82,12 +84,13 @@ def build_definitions(settings: Settings) -> dict[str, list[Any]]:
     """Build every Feast object for ``settings``.
 
     Returns:
-        ``{"entities": [...], "data_sources": [...], "feature_views": [...], "feature_services": [...]}``
+        ``{"entities": [...], "data_sources": [...], "push_sources": [...], "feature_views": [...],
+        "feature_services": [...]}``
     """
     user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64,
-                  description="A user (MovieLens user id).")
+                  description="A user of the catalog (its user id).")
     item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.INT64,
-                  description="A catalog item (MovieLens movie id).")
+                  description="An item of the catalog (its item id).")
     sources = {t: make_source(settings, t) for t in sorted(set(VIEW_TABLES.values()))}
     enc, L, d = settings.encoders, settings.sequence.max_len, settings.ppm.d_model
 
@@ -162,17 +165,3 @@ def build_definitions(settings: Settings) -> dict[str, list[Any]]:
     return {"entities": [user, item], "data_sources": list(sources.values()),
             "feature_views": views, "feature_services": services,
             "push_sources": list(push_sources.values())}
-
-
-# ---- module-level objects for the Feast CLI (feast apply / feast ui) --------------------------------
-_SETTINGS = Settings.from_env()
-_DEFS = build_definitions(_SETTINGS)
-if __name__ != "ppm_feature_repo_features":  # imported by the Feast CLI, not by ppm_platform.feature_store:
-    _SETTINGS.feast_dir.mkdir(parents=True, exist_ok=True)  # Feast creates only the registry's last folder
-user, item = _DEFS["entities"]
-(item_multimodal, item_profile, user_profile, user_recent_items,
- ppm_item_cache, ppm_user_cache, item_stats, user_stats) = _DEFS["feature_views"]
-urm_user, urm_item, urm_training, idrec_user = _DEFS["feature_services"]
-(behavior_sequences_source, item_multimodal_source, item_profile_source, item_stats_source, ppm_item_cache_source,
- ppm_user_cache_source, user_profile_source, user_stats_source) = _DEFS["data_sources"]
-item_multimodal_push, item_profile_push, ppm_item_cache_push = _DEFS["push_sources"]

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from ppm_platform import catalog
 from ppm_platform.config import Settings
 from ppm_platform.data.schemas import (
     AS_OF_DELAY,
@@ -48,9 +49,6 @@ log = logging.getLogger("ppm_platform.features")
 
 _DELAY_US = int(AS_OF_DELAY / pd.Timedelta(microseconds=1))
 _DAY_US = 86_400 * 1_000_000
-#: counter tables written by :func:`compute_counters`, entity -> table name (= feature view name)
-COUNTER_TABLES = {"item": "item_stats", "user": "user_stats"}
-PRIORS_FILE = "counter_priors.json"
 
 
 @dataclass(frozen=True)
@@ -82,7 +80,7 @@ class CounterPriors:
 
 def priors_path(settings: Settings) -> Path:
     """Where the full counters stage keeps the priors it used (read by the daily partitions)."""
-    return settings.features_dir / PRIORS_FILE
+    return catalog.path(settings, "counter_priors")
 
 
 def train_window_priors(settings: Settings, interactions_path: Path) -> CounterPriors:
@@ -249,13 +247,13 @@ def compute_counters(spark, settings: Settings, interactions_path: Path, day: da
         start, end = day_window(day)
         interactions = interactions.where(F.col("event_timestamp") < F.lit(end))
     out: dict = {"priors": asdict(priors), "windows_days": list(windows)}
-    for entity, table in COUNTER_TABLES.items():
+    for entity, table in catalog.COUNTER_TABLES.items():
         key = COUNTER_ENTITIES[entity][0]
         frame = counters_frame(interactions, entity, windows, priors)
         if day is not None:
             frame = frame.where((F.col("event_timestamp") >= F.lit(start)) & (F.col("event_timestamp") < F.lit(end)))
-        path = settings.features_dir / f"{table}.parquet"
-        n = write_day_folders(frame, path, counter_schema(entity, windows), [key, "event_timestamp"], day=day)
+        path = catalog.path(settings, table)
+        n = write_day_folders(frame, path, catalog.schema(settings, table), [key, "event_timestamp"], day=day)
         keys = pq.read_table(path / f"{day.isoformat()}.parquet" if day else path, columns=[key]).column(0)
         out[table] = {"rows": n, "entities": len(keys.unique())}
     out["seconds"] = round(time.perf_counter() - t0, 3)

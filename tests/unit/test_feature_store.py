@@ -165,6 +165,37 @@ def test_committed_feast_yaml_is_the_config_in_code(profile, monkeypatch):
         assert rc.offline_store.spark_conf["spark.master"] == "spark://h:7077"
 
 
+def test_definitions_are_a_function_of_settings_and_the_cli_module_builds_them_from_the_env(env, tmp_path,
+                                                                                           monkeypatch):
+    """The library's load of ``feature_repo/features.py`` builds from the settings it is given and reads no
+    environment (a bad ``PPM_PROFILE`` there changes nothing); the Feast CLI's module ``repo.py`` builds the
+    module-level objects from the environment's settings."""
+    import importlib
+    import sys
+
+    from ppm_platform.feature_store.definitions import DEFINITIONS_MODULE
+
+    settings, _, _ = env
+    monkeypatch.delitem(sys.modules, DEFINITIONS_MODULE, raising=False)
+    monkeypatch.setenv("PPM_PROFILE", "not-a-profile")
+    defs = fsmod.load_definitions(settings)
+    assert {v.name for v in defs["feature_views"]} >= {"user_recent_items", "ppm_user_cache", "user_stats"}
+    assert all("MovieLens" not in e.description for e in defs["entities"])
+    monkeypatch.delenv("PPM_PROFILE")
+    monkeypatch.setenv("PPM_ARTIFACTS_DIR", str(tmp_path / "cli_artifacts"))
+    monkeypatch.syspath_prepend(str(settings.feature_repo_dir))
+    for name in ("features", "repo"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    repo = importlib.import_module("repo")
+    try:
+        assert repo.user_recent_items.batch_source.path == str(tmp_path / "cli_artifacts" / "features" /
+                                                               "behavior_sequences.parquet")
+        assert repo.urm_training.name == "urm_training" and (tmp_path / "cli_artifacts" / "feast").is_dir()
+    finally:
+        for name in ("features", "repo"):
+            sys.modules.pop(name, None)
+
+
 def test_point_in_time_no_leakage(env):
     settings, store, _ = env
     rows = [
