@@ -1,4 +1,4 @@
-"""Version coherence of the PPM caches (issue #16 findings 1 and 2; DESIGN.md §4 version rule), on small
+"""Version coherence of the PPM caches (DESIGN.md §4 version rule), on small
 synthetic tables: ``ppm_version`` covers the PPM's weights AND the encoders of the ME features (a re-fine-tuned
 encoder gives cache rows of another version, which serving refuses for the old URM); one version per cache
 table (the library function behind the asset checks, and the Dagster checks themselves)."""
@@ -38,7 +38,7 @@ ENC1, ENC2 = "enc1", "text@re-fine-tuned|image@same"  # ENC1: what test_feature_
 
 def _ppm(tmp_path, encoder_version: str | None, me_dim: int = 6, legacy: bool = False):
     """A tiny PPM saved as ``pipeline.ppm_model`` saves it (metadata ppm_version / encoder_version); ``legacy``:
-    saved as before issue #16 (metadata ppm_version = the weights hash)."""
+    saved before ppm_version covered the encoders (metadata ppm_version = the weights hash)."""
     torch.manual_seed(0)
     cfg = PPMConfig(me_dim=me_dim, d_model=DM, n_layers=1, n_heads=1, ff_dim=4, max_len=4, n_time_buckets=4,
                     readout_hidden=4, dropout=0.0)

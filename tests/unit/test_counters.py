@@ -1,4 +1,4 @@
-"""Counter tables ``item_stats`` / ``user_stats`` (issue #14 §1): Spark equals the pandas definition, values
+"""Counter tables ``item_stats`` / ``user_stats``: Spark equals the pandas definition, values
 checked by hand (windows, same-second and sub-second events, decay without a later event), the train-window
 prior, and the daily partition equals the full run's day."""
 

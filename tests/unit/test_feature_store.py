@@ -333,7 +333,7 @@ def test_materialize_reads_latest_rows_and_writes_in_batches(env, monkeypatch):
 
 
 def test_online_reads_keep_serving_while_a_view_is_materializing(env):
-    """Issue 16 finding 8: ``FeatureStore.materialize`` first commits the view's state MATERIALIZING to the
+    """``FeatureStore.materialize`` first commits the view's state MATERIALIZING to the
     registry; a store opened meanwhile (a service whose registry cache refreshed) must keep serving the last
     materialized values (registry option ``serve_features_while_materializing``), where Feast's default
     refuses the read with ``ValueError: ... in state 'MATERIALIZING'``."""

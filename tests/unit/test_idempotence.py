@@ -1,4 +1,4 @@
-"""Idempotence (issue #5): re-running a stage with the same inputs gives identical outputs.
+"""Idempotence: re-running a stage with the same inputs gives identical outputs.
 
 One tiny synthetic catalog (12 items with 16x16 posters, 20 users, 500 impressions) goes through the real
 stages of ``ppm_platform.pipeline`` once (real Spark, real encoders, real Feast with DuckDB/SQLite); each
@@ -130,7 +130,7 @@ def test_quarantine_db_and_online_store_rerun_equal(first_run, spark):
 
 
 def test_seeded_training_records_identical_versions(first_run):
-    """The PPM's ppm_version covers its weights and the encoders of its ME features (issue #16 finding 2); the
+    """The PPM's ppm_version covers its weights and the encoders of its ME features; the
     caches carry it, and the URM is labelled with the version of the cache rows it trained on (finding 1)."""
     from ppm_platform.features.ppm_caches import ppm_version_for
 

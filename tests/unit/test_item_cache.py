@@ -1,4 +1,4 @@
-"""The ranking service's item cache (issue #15 §1): gathered rows equal the encoder on the same online rows,
+"""The ranking service's item cache: gathered rows equal the encoder on the same online rows,
 misses are read and kept, unknown ids are never cached (a later push is served at once), a refresh swaps in
 new values, the size bound holds. Synthetic online rows from a fetch function the test controls; the real
 Feast store is exercised in test_http_api.py (coherence through Feast)."""

@@ -1,4 +1,4 @@
-"""The daily online path (``pipeline.online_user_features``, issue #16 finding 3) through real Feast on tiny
+"""The daily online path (``pipeline.online_user_features``) through real Feast on tiny
 synthetic tables, on both online stores (SQLite; Redis = a real ``redis-server`` on loopback): a day's rows
 reach the online store whatever the view's ``most_recent_end_time`` is (a full materialize at mid-day, late
 events re-run for a day), and an entity's online value never moves back to an older row. Also pins the

@@ -1,4 +1,4 @@
-"""Point-in-time leakage (issue #5, DESIGN.md §4 leakage rule): the event at time t is never visible in
+"""Point-in-time leakage (DESIGN.md §4 leakage rule): the event at time t is never visible in
 features joined at t.
 
 * For every user-level feature view (``user_recent_items``, ``ppm_user_cache``, ``user_profile``,

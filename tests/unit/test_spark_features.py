@@ -233,7 +233,7 @@ def test_user_cache_refuses_item_cache_of_another_version(spark, ppm_setup, tmp_
 
 
 def test_item_cache_of_refinetuned_encoders_carries_another_version(spark, ppm_setup, tmp_path):
-    """Issue #16 finding 2: item_multimodal rebuilt after re-fine-tuning an encoder (another encoder_version),
+    """item_multimodal rebuilt after re-fine-tuning an encoder (another encoder_version),
     the PPM not retrained: the Spark item cache's rows carry another version than the PPM's, and the user cache
     refuses to be built from them."""
     from ppm_platform.features.ppm_caches import compute_ppm_item_cache, compute_ppm_user_cache, ppm_version_for
