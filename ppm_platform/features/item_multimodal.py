@@ -24,17 +24,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ppm_platform.config import Settings
+from ppm_platform.config import EncoderSettings, Settings
 from ppm_platform.data.item_content import item_text
 from ppm_platform.data.schemas import ITEM_MULTIMODAL
 from ppm_platform.features.spark import default_partitions, driver_progress, worker_logger, write_consolidated
 
 log = logging.getLogger("ppm_platform.features")
 
-TEXT_DIM = 384
-IMAGE_DIM = 1280
-#: Length of the ME vector of the default encoders: text (384) + image (1280) + has_image (1).
-ME_DIM = TEXT_DIM + IMAGE_DIM + 1
+#: the default encoders' widths, for the ME matrix of an empty table (a non-empty one has its rows' widths)
+_DEFAULT_ENCODERS = EncoderSettings()
 
 _SPARK_SCHEMA = ("item_id bigint, event_timestamp timestamp, text_emb array<float>, image_emb array<float>, "
                  "has_image bigint, encoder_version string")
@@ -142,8 +140,8 @@ def me_matrix(table: pd.DataFrame | pa.Table) -> tuple[np.ndarray, np.ndarray]:
         table: rows of ``item_multimodal`` (a DataFrame or Arrow table; row order is kept).
 
     Returns:
-        ``(item_ids int64 [N], me float32 [N, text_dim + image_dim + 1])`` (``[N, ME_DIM]`` = 1665 with the
-        default encoders).
+        ``(item_ids int64 [N], me float32 [N, me_dim])`` with ``me_dim = text_dim + image_dim + 1``
+        (:attr:`~ppm_platform.config.EncoderSettings.me_dim`).
 
     Raises:
         ValueError: a column is missing or embedding rows have different lengths.
@@ -154,8 +152,8 @@ def me_matrix(table: pd.DataFrame | pa.Table) -> tuple[np.ndarray, np.ndarray]:
     if missing:
         raise ValueError(f"me_matrix: missing column(s) {missing}")
     ids = table["item_id"].to_numpy(dtype=np.int64)
-    text = _stack(table["text_emb"].tolist(), "text_emb", TEXT_DIM)
-    image = _stack(table["image_emb"].tolist(), "image_emb", IMAGE_DIM)
+    text = _stack(table["text_emb"].tolist(), "text_emb", _DEFAULT_ENCODERS.text_dim)
+    image = _stack(table["image_emb"].tolist(), "image_emb", _DEFAULT_ENCODERS.image_dim)
     has = table["has_image"].to_numpy(dtype=np.float32).reshape(-1, 1)
     return ids, np.ascontiguousarray(np.concatenate([text, image, has], axis=1), dtype=np.float32)
 

@@ -15,7 +15,7 @@ from ppm_platform.encoders import (
     get_text_encoder,
     load_image,
 )
-from ppm_platform.features.item_multimodal import ME_DIM, me_matrix
+from ppm_platform.features.item_multimodal import me_matrix
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_encoder_version_without_loading(settings, text_encoder, image_encoder):
     assert encoder_version(settings) == f"{text_encoder.version}|{image_encoder.version}"
 
 
-def test_me_matrix_concatenates_text_image_has_image():
+def test_me_matrix_concatenates_text_image_has_image(settings):
     import pandas as pd
 
     rng = np.random.default_rng(1)
@@ -111,7 +111,7 @@ def test_me_matrix_concatenates_text_image_has_image():
         "has_image": [1, 0],
     })
     ids, me = me_matrix(df)
-    assert ids.tolist() == [5, 3] and me.shape == (2, ME_DIM) == (2, 1665) and me.dtype == np.float32
+    assert ids.tolist() == [5, 3] and me.shape == (2, settings.encoders.me_dim) == (2, 1665) and me.dtype == np.float32
     np.testing.assert_array_equal(me[0, :384], df["text_emb"][0])
     np.testing.assert_array_equal(me[0, 384:1664], df["image_emb"][0])
     assert me[:, 1664].tolist() == [1.0, 0.0]

@@ -12,8 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ppm_platform.config import Settings
-from ppm_platform.features.item_multimodal import IMAGE_DIM, TEXT_DIM
+from ppm_platform.config import EncoderSettings, Settings
 from ppm_platform.models.ppm import PPM, PPMConfig
 from ppm_platform.models.qmep import QMEP, BaseQMEP, MEConfig
 from ppm_platform.testing.frames import with_counters
@@ -26,6 +25,7 @@ from ppm_platform.training.metrics import SLICES, auc
 
 L, D = 5, 8
 N_USERS, N_ITEMS, N_EVENTS = 40, 30, 1600
+TEXT_DIM, IMAGE_DIM = EncoderSettings().text_dim, EncoderSettings().image_dim
 
 
 # ---- models ----------------------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ def _items(tmp_path) -> pd.DataFrame:
 def test_item_multimodal_spark_equals_single_process(spark, tmp_path):
     from ppm_platform.encoders import get_image_encoder, get_text_encoder
     from ppm_platform.data.item_content import item_text
-    from ppm_platform.features.item_multimodal import ME_DIM, compute_item_multimodal, read_me_matrix
+    from ppm_platform.features.item_multimodal import compute_item_multimodal, read_me_matrix
 
     settings = _settings(tmp_path)
     items = _items(tmp_path)
@@ -86,7 +86,7 @@ def test_item_multimodal_spark_equals_single_process(spark, tmp_path):
     assert not np.stack(got["image_emb"])[[2, 5]].any()
 
     ids, me = read_me_matrix(out)
-    assert ids.tolist() == [1, 2, 3, 4, 5, 6] and me.shape == (6, ME_DIM)
+    assert ids.tolist() == [1, 2, 3, 4, 5, 6] and me.shape == (6, settings.encoders.me_dim)
     np.testing.assert_allclose(me[:, :384], exp_text, atol=1e-5)
 
 
