@@ -269,8 +269,9 @@ def create_app(settings: Settings, model_name: str | None = None, ranker: Ranker
     return app
 
 
-#: environment variable naming the model the worker processes of ``ppm serve --workers N`` serve
-SERVE_MODEL_ENV = "PPM_SERVE_MODEL"
+#: environment variables naming the model the worker processes of ``ppm serve --workers N`` serve, and the URL
+#: their parent listens on (for their "ready" line)
+SERVE_MODEL_ENV, SERVE_URL_ENV = "PPM_SERVE_MODEL", "PPM_SERVE_URL"
 
 
 def app_from_env() -> FastAPI:
@@ -283,7 +284,7 @@ def app_from_env() -> FastAPI:
     app = create_app(settings, name)
 
     def ready() -> None:  # the parent bound the socket before starting the workers
-        log.info("worker %d: %s", os.getpid(), _ready_message(app, name))
+        log.info("worker %d: %s on %s", os.getpid(), _ready_message(app, name), os.environ.get(SERVE_URL_ENV, "?"))
 
     app.router.on_startup.append(ready)
 
@@ -329,7 +330,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
     name = model_name or settings.serving.model
     url = f"http://{host}:{port}"
     if workers > 1:
-        os.environ[SERVE_MODEL_ENV] = name
+        os.environ[SERVE_MODEL_ENV], os.environ[SERVE_URL_ENV] = name, url
         uvicorn.run("ppm_platform.serving.app:app_from_env", factory=True, workers=workers, host=host, port=port,
                     log_level=log_level, access_log=access_log)
         return
