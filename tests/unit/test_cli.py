@@ -465,3 +465,17 @@ def test_rank_scores_in_process_when_no_server_serves_the_model(env, fake_serve,
 def test_rank_with_a_url_nobody_answers_is_exit_3(env):
     res = CliRunner().invoke(cli.main, ["rank", "--url", f"http://127.0.0.1:{_free_port()}", "7", "2"])
     assert res.exit_code == 3 and "no ppm serve answered at http://127.0.0.1:" in res.output
+
+
+def test_live_view_redraws_one_line_and_clears_it_before_each_asset_line(capsys):
+    lines = []
+    p = orchestration.RunProgress(echo=lines.append, live=True)
+    p.feed({"type": "STEP_START", "step": "urm_model", "ts": 100.0})
+    p.status(now=112.4)
+    assert capsys.readouterr().out == "\r\033[K  ... urm_model 12 s (0 assets done)"
+    p.feed({"type": "ASSET_MATERIALIZATION", "step": "urm_model", "asset": "urm_model", "metadata": {"rows": 5}})
+    p.feed({"type": "STEP_SUCCESS", "step": "urm_model", "duration_s": 12.5})
+    assert capsys.readouterr().out == "\r\033[K" and lines == ["  urm_model                   12.5 s  5 rows"]
+    quiet = orchestration.RunProgress(echo=lines.append, live=False)  # not a terminal: no live line at all
+    quiet.status()
+    assert capsys.readouterr().out == ""
