@@ -85,7 +85,7 @@ def run_pipeline(env: dict[str, str], select: str, log_path: Path) -> dict:
         RuntimeError: the run failed before its last asset (names the log file). A run whose assets all
             materialized but an asset *check* failed is returned with ``rc`` and ``failed_steps`` set.
     """
-    cmd = [sys.executable, "-m", "ppm_platform.cli", "run", "--select", select]
+    cmd = [sys.executable, "-m", "ppm_platform.cli", "run", "--dagster-log", "--select", select]
     t0 = time.perf_counter()
     with log_path.open("w", buffering=1) as log:
         proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
