@@ -7,7 +7,7 @@ the library (``ppm_platform.feature_store.apply_definitions``) loads this file a
 artifacts folder (tests use tmp dirs) without reading the environment. The module-level objects the Feast CLI
 (``cd feature_repo && feast apply``) discovers are built from the environment's settings in ``repo.py`` only.
 
-Sources: one parquet per feature table at its :mod:`ppm_platform.catalog` path under ``Settings.features_dir``
+Sources: one parquet per feature table at its :mod:`ppm_platform.data.catalog` path under ``Settings.features_dir``
 (a file, or for the user-level tables a folder of day files that Feast's file and Spark sources read as one
 table); the source class is picked per profile in :func:`make_source` (``local``: ``FileSource`` read by the
 DuckDB offline store; ``cluster``: ``SparkSource``, which the Spark offline store requires).
@@ -32,14 +32,14 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSo
 from feast.data_format import ParquetFormat
 from feast.types import Array, Float32, Int64, String
 
-from ppm_platform import catalog
+from ppm_platform.data import catalog
 from ppm_platform.config import Settings
 from ppm_platform.data.schemas import counter_count_columns, counter_rate_columns
 
 TIMESTAMP_FIELD = "event_timestamp"
 NO_EXPIRY = timedelta(0)
 
-#: feature view -> feature table (:mod:`ppm_platform.catalog` name) it reads
+#: feature view -> feature table (:mod:`ppm_platform.data.catalog` name) it reads
 VIEW_TABLES = {
     "item_multimodal": "item_multimodal",
     "item_profile": "item_profile",
@@ -70,7 +70,7 @@ PUSH_VIEWS = ("item_multimodal", "item_profile", "ppm_item_cache")
 def make_source(settings: Settings, table: str):
     """The batch source of one feature table, per profile (the one place that picks the class)."""
     path = str(catalog.path(settings, table))
-    desc = f"feature table {table!r} (ppm_platform.catalog)"
+    desc = f"feature table {table!r} (ppm_platform.data.catalog)"
     if settings.profile == "cluster":
         from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 

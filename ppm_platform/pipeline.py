@@ -18,6 +18,7 @@ from typing import Callable
 import pandas as pd
 
 from ppm_platform.config import Settings
+from ppm_platform.data import catalog
 from ppm_platform.encoders.factory import encoder_settings
 from ppm_platform.io import read_json, write_json_atomic
 from ppm_platform.runtime import Progress
@@ -54,10 +55,6 @@ def stage_result(settings: Settings, stage: str) -> dict | None:
     return read_json(p) if p.exists() else None
 
 
-def _feature(settings: Settings, name: str) -> Path:
-    return settings.features_dir / f"{name}.parquet"
-
-
 # ---- ingest ------------------------------------------------------------------------------------------
 def ingest(settings: Settings) -> dict:
     """Canonical tables + quarantine + profile feature tables from ``settings.data_dir`` (MovieLens or a
@@ -81,8 +78,8 @@ def item_multimodal(settings: Settings, spark) -> dict:
     from ppm_platform.features.item_multimodal import compute_item_multimodal
 
     settings = encoder_settings(settings)
-    res = compute_item_multimodal(spark, settings, settings.tables_dir / "items.parquet",
-                                  _feature(settings, "item_multimodal"))
+    res = compute_item_multimodal(spark, settings, catalog.path(settings, "items"),
+                                  catalog.path(settings, "item_multimodal"))
     return _record(settings, "item_multimodal", res)
 
 
@@ -92,9 +89,9 @@ def text_encoder(settings: Settings, progress: Progress = None) -> dict:
     the whole catalog before vs after -> ``models_dir/text_encoder`` (+ ONNX)."""
     from ppm_platform.encoders.finetune.text import finetune_text_encoder
 
-    qpath = settings.tables_dir / "queries.parquet"  # optional table (DESIGN.md §2)
+    qpath = catalog.path(settings, "queries")  # optional table (DESIGN.md §2)
     queries = pd.read_parquet(qpath) if qpath.exists() else pd.DataFrame({"query": [], "item_id": []})
-    items = pd.read_parquet(settings.tables_dir / "items.parquet")
+    items = pd.read_parquet(catalog.path(settings, "items"))
     res = finetune_text_encoder(settings, queries, items, progress)
     return _record(settings, "text_encoder", res)
 
@@ -104,7 +101,7 @@ def image_encoder(settings: Settings, progress: Progress = None) -> dict:
     mAP / F1 of a frozen linear probe vs the fine-tuned encoder -> ``models_dir/image_encoder`` (+ ONNX)."""
     from ppm_platform.encoders.finetune.image import finetune_image_encoder
 
-    items = pd.read_parquet(settings.tables_dir / "items.parquet")
+    items = pd.read_parquet(catalog.path(settings, "items"))
     res = finetune_image_encoder(settings, items, progress)
     return _record(settings, "image_encoder", res)
 
@@ -114,8 +111,8 @@ def behavior_sequences(settings: Settings, spark) -> dict:
     """Per (user, click time) the last L clicked items, stamped after the event (leakage rule)."""
     from ppm_platform.features.behavior_sequences import compute_behavior_sequences
 
-    res = compute_behavior_sequences(spark, settings, settings.tables_dir / "interactions.parquet",
-                                     _feature(settings, "behavior_sequences"))
+    res = compute_behavior_sequences(spark, settings, catalog.path(settings, "interactions"),
+                                     catalog.path(settings, "behavior_sequences"))
     return _record(settings, "behavior_sequences", res)
 
 
@@ -125,7 +122,7 @@ def counters(settings: Settings, spark) -> dict:
     tables (one row per change, stamped by the leakage rule), and the prior of their smoothed rates."""
     from ppm_platform.features.counters import compute_counters
 
-    res = compute_counters(spark, settings, settings.tables_dir / "interactions.parquet")
+    res = compute_counters(spark, settings, catalog.path(settings, "interactions"))
     return _record(settings, "counters", res)
 
 
@@ -144,26 +141,26 @@ def ppm_model(settings: Settings, progress: Progress = None) -> dict:
     from ppm_platform.model_store import model_version, save_model
     from ppm_platform.training.ppm_train import pretrain_ppm, write_examples
 
-    mm = pd.read_parquet(_feature(settings, "item_multimodal"))  # the catalog only
+    mm = pd.read_parquet(catalog.path(settings, "item_multimodal"))  # the catalog only
     encoders = sorted(mm["encoder_version"].dropna().astype(str).unique())
     if len(encoders) > 1:  # one PPM, one ME feature space (its ppm_version names one encoder version)
         counts = mm["encoder_version"].value_counts()
-        raise ValueError(f"{_feature(settings, 'item_multimodal')}: rows of {len(encoders)} encoder versions "
+        raise ValueError(f"{catalog.path(settings, 'item_multimodal')}: rows of {len(encoders)} encoder versions "
                          f"({', '.join(f'{v} ({int(counts[v])} rows)' for v in encoders)}): rebuild item_multimodal")
     # the as-of join goes to a parquet on disk (DuckDB, memory-limited) and is read back a chunk at a time:
     # memory does not grow with the number of impressions
     settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".ppm_examples.", dir=settings.artifacts_dir) as tmp:
         t0 = time.perf_counter()
-        ex = write_examples(settings, settings.tables_dir / "interactions.parquet", mm,
-                            _feature(settings, "behavior_sequences"), Path(tmp) / "examples.parquet")
+        ex = write_examples(settings, catalog.path(settings, "interactions"), mm,
+                            catalog.path(settings, "behavior_sequences"), Path(tmp) / "examples.parquet")
         join_s = time.perf_counter() - t0
         ppm, metrics = pretrain_ppm(settings, ex, progress)
     metrics["examples_join_seconds"] = round(join_s, 2)
     metrics["weights_version"] = model_version(ppm)
     metrics["encoder_version"] = encoders[0] if encoders else None
     metrics["ppm_version"] = ppm_version_for(metrics["weights_version"], metrics["encoder_version"])
-    save_model(ppm, ppm.cfg, settings.models_dir / "ppm", "ppm", metrics)
+    save_model(ppm, ppm.cfg, catalog.path(settings, "ppm"), "ppm", metrics)
     return _record(settings, "ppm_model", metrics)
 
 
@@ -172,8 +169,8 @@ def ppm_item_cache(settings: Settings, spark) -> dict:
     """Frozen PPM item tower over every item's ME feature (Spark) -> ``ppm_item_cache``."""
     from ppm_platform.features.ppm_caches import compute_ppm_item_cache
 
-    res = compute_ppm_item_cache(spark, settings, _feature(settings, "item_multimodal"),
-                                 settings.models_dir / "ppm", _feature(settings, "ppm_item_cache"))
+    res = compute_ppm_item_cache(spark, settings, catalog.path(settings, "item_multimodal"),
+                                 catalog.path(settings, "ppm"), catalog.path(settings, "ppm_item_cache"))
     return _record(settings, "ppm_item_cache", res)
 
 
@@ -182,9 +179,9 @@ def ppm_user_cache(settings: Settings, spark) -> dict:
     """Frozen PPM sequence encoder over every behaviour-sequence row (Spark) -> ``ppm_user_cache``."""
     from ppm_platform.features.ppm_caches import compute_ppm_user_cache
 
-    res = compute_ppm_user_cache(spark, settings, _feature(settings, "behavior_sequences"),
-                                 _feature(settings, "ppm_item_cache"), settings.models_dir / "ppm",
-                                 _feature(settings, "ppm_user_cache"))
+    res = compute_ppm_user_cache(spark, settings, catalog.path(settings, "behavior_sequences"),
+                                 catalog.path(settings, "ppm_item_cache"), catalog.path(settings, "ppm"),
+                                 catalog.path(settings, "ppm_user_cache"))
     return _record(settings, "ppm_user_cache", res)
 
 
@@ -202,9 +199,9 @@ def training_set(settings: Settings) -> dict:
     from ppm_platform.feature_store import write_training_set
 
     # only the columns the training set carries (entity keys, timestamp, labels): a few bytes per impression
-    inter = pd.read_parquet(settings.tables_dir / "interactions.parquet",
+    inter = pd.read_parquet(catalog.path(settings, "interactions"),
                             columns=["user_id", "item_id", "event_timestamp", "click", "order"])
-    res = write_training_set(settings, inter, settings.artifacts_dir / "training_set.parquet", service="urm_training",
+    res = write_training_set(settings, inter, catalog.path(settings, "training_set"), service="urm_training",
                              chunk_rows=settings.urm.training_set_chunk_rows,
                              memory_limit=settings.urm.training_set_memory_limit)
     return _record(settings, "training_set", res)
@@ -223,12 +220,12 @@ def _train_and_save(settings: Settings, name: str, use_ppm: bool, progress: Prog
     from ppm_platform.model_store import load_ppm, resolve_model_dir, save_model
     from ppm_platform.training.urm_train import train_ctr_model
 
-    ppm_dir = resolve_model_dir(settings.models_dir / "ppm") if use_ppm else None  # one version, read once
+    ppm_dir = resolve_model_dir(catalog.path(settings, "ppm")) if use_ppm else None  # one version, read once
     ppm = load_ppm(ppm_dir)[0] if use_ppm else None
     ppm_version = ppm_version_of(ppm_dir) if use_ppm else None
     # the path, not a DataFrame: the trainer reads it a chunk at a time (bounded memory); it
     # refuses cache rows of mixed versions or of another version than the PPM it warm-starts from
-    trained = train_ctr_model(settings, settings.artifacts_dir / "training_set.parquet", use_ppm=use_ppm, ppm=ppm,
+    trained = train_ctr_model(settings, catalog.path(settings, "training_set"), use_ppm=use_ppm, ppm=ppm,
                               progress=progress, ppm_version=ppm_version)
     meta = {
         "metrics": trained.metrics,
@@ -241,7 +238,7 @@ def _train_and_save(settings: Settings, name: str, use_ppm: bool, progress: Prog
     }
     # published complete: the ONNX graphs are exported (parity-checked) into the staged version first
     onnx: dict = {}
-    save_model(trained.model, trained.config, settings.models_dir / name, name, meta,
+    save_model(trained.model, trained.config, catalog.path(settings, name), name, meta,
                finish=_onnx_into(settings, trained.model, trained.encoder, onnx))
     test = trained.metrics["test"]["all"]
     out = {"test_click_auc": test["click"]["auc"], "test_order_auc": test["order"]["auc"],
@@ -249,7 +246,7 @@ def _train_and_save(settings: Settings, name: str, use_ppm: bool, progress: Prog
            "test_click_logloss": test["click"]["logloss"], "test_order_logloss": test["order"]["logloss"],
            "rows": trained.metrics["rows"], "train_seconds": trained.metrics["train_seconds"],
            "epochs": trained.metrics["epochs"], "slices": trained.metrics["test"],
-           "ppm_version": meta["ppm_version"], "model_id": resolve_model_dir(settings.models_dir / name).name,
+           "ppm_version": meta["ppm_version"], "model_id": resolve_model_dir(catalog.path(settings, name)).name,
            "onnx_max_abs_diff": onnx["max_abs_diff"], "onnx_serving_max_abs_diff": onnx["serving"]["max_abs_diff"]}
     return _record(settings, f"{name}_model", out)
 
@@ -260,7 +257,7 @@ def base_model(settings: Settings, progress: Progress = None) -> dict:
     from ppm_platform.training.baselines import popularity_report
 
     res = _train_and_save(settings, "base", use_ppm=False, progress=progress)
-    res["popularity"] = popularity_report(settings, settings.artifacts_dir / "training_set.parquet")
+    res["popularity"] = popularity_report(settings, catalog.path(settings, "training_set"))
     return _record(settings, "base_model", res)
 
 
@@ -296,7 +293,7 @@ def _onnx_into(settings: Settings, model, encoder, record: dict) -> Callable[[Pa
     def finish(stage: Path) -> None:
         from ppm_platform.serving.onnx_export import export_urm_onnx
 
-        sample = _tail_rows(settings.artifacts_dir / "training_set.parquet", 256)
+        sample = _tail_rows(catalog.path(settings, "training_set"), 256)
         res = export_urm_onnx(model, encoder.transform(sample), stage / "model.onnx")
         res["parity_rows"] = len(sample)
         for r in (res, res["serving"]):
@@ -324,7 +321,7 @@ def export_onnx(settings: Settings, name: str, force: bool = False) -> dict:
     from ppm_platform.model_store import load_urm, read_model_json, resolve_model_dir, save_model
     from ppm_platform.features.encoding import FeatureEncoder
 
-    link = settings.models_dir / name
+    link = catalog.path(settings, name)
     mdir = resolve_model_dir(link)
     exported = force or not all((mdir / f).is_file() for f in ("model.onnx", SERVING_FILE, ONNX_RECORD))
     if exported:
@@ -346,7 +343,7 @@ def rank_demo(settings: Settings, n_candidates: int = 100, user_id: int | None =
     """
     from ppm_platform.serving.ranker import Ranker
 
-    inter = pd.read_parquet(settings.tables_dir / "interactions.parquet")
+    inter = pd.read_parquet(catalog.path(settings, "interactions"))
     if user_id is None:
         user_id = int(inter.tail(max(len(inter) // 10, 1))["user_id"].value_counts().index[0])
     candidates = [int(i) for i in inter["item_id"].value_counts().index[:n_candidates]]
@@ -355,7 +352,7 @@ def rank_demo(settings: Settings, n_candidates: int = 100, user_id: int | None =
     t0 = time.perf_counter()
     res = ranker.rank(user_id, candidates)
     wall_ms = (time.perf_counter() - t0) * 1e3
-    items = pd.read_parquet(settings.tables_dir / "items.parquet").set_index("item_id")["title"]
+    items = pd.read_parquet(catalog.path(settings, "items")).set_index("item_id")["title"]
     top = res.scores.head(10).assign(title=lambda d: d["item_id"].map(items))
     out = {"user_id": user_id, "candidates": len(candidates), "scored": int(len(res.scores)),
            "wall_ms": round(wall_ms, 2), "lookup_ms": round(res.lookup_ms, 2), "model_ms": round(res.model_ms, 2),
@@ -378,9 +375,9 @@ def evaluation_report(settings: Settings, progress: Progress = None) -> dict:
     from ppm_platform.evaluation.harness import run_evaluation
     from ppm_platform.evaluation.report import write_report
 
-    ts = pd.read_parquet(settings.artifacts_dir / "training_set.parquet")
-    mm = pd.read_parquet(_feature(settings, "item_multimodal"))
-    ppm, meta = load_ppm(settings.models_dir / "ppm")
+    ts = pd.read_parquet(catalog.path(settings, "training_set"))
+    mm = pd.read_parquet(catalog.path(settings, "item_multimodal"))
+    ppm, meta = load_ppm(catalog.path(settings, "ppm"))
     report = run_evaluation(settings, ts, mm, ppm, ppm_version=meta.get("ppm_version"), progress=progress)
     paths = write_report(report, settings.reports_dir)
     out: dict = {"seconds": report["seconds"], "n_seeds": report["protocol"]["n_seeds"],
@@ -421,9 +418,9 @@ def item_cold_report(settings: Settings, spark, progress: Progress = None) -> di
     t0 = time.perf_counter()
     ev = settings.evaluation
     say = progress or log.info
-    ts = pd.read_parquet(settings.tables_dir / "interactions.parquet", columns=["event_timestamp"])["event_timestamp"]
+    ts = pd.read_parquet(catalog.path(settings, "interactions"), columns=["event_timestamp"])["event_timestamp"]
     valid_start, test_start = settings_cutoffs(ts, settings)
-    item_ids = pd.read_parquet(settings.tables_dir / "items.parquet", columns=["item_id"])["item_id"].to_numpy()
+    item_ids = pd.read_parquet(catalog.path(settings, "items"), columns=["item_id"])["item_id"].to_numpy()
     out_dir = settings.reports_dir / "item_cold"
     reports, sizes, draws = [], [], []
     seeds = [settings.seed + i for i in range(ev.item_cold_draws)]
@@ -441,9 +438,9 @@ def item_cold_report(settings: Settings, spark, progress: Progress = None) -> di
             ppm_user_cache(d, spark)
             feast_definitions(d)
             training_set(d)
-            ppm, meta = load_ppm(d.models_dir / "ppm")
-            report = run_evaluation(d, pd.read_parquet(d.artifacts_dir / "training_set.parquet"),
-                                    pd.read_parquet(_feature(d, "item_multimodal")), ppm,
+            ppm, meta = load_ppm(catalog.path(d, "ppm"))
+            report = run_evaluation(d, pd.read_parquet(catalog.path(d, "training_set")),
+                                    pd.read_parquet(catalog.path(d, "item_multimodal")), ppm,
                                     ppm_version=meta.get("ppm_version"), progress=progress,
                                     held_out_items=set(held.tolist()), models=tuple(ev.item_cold_models),
                                     data_efficiency=False)
@@ -506,15 +503,15 @@ def user_features_daily(settings: Settings, spark, day: date) -> dict:
     from ppm_platform.features.ppm_caches import compute_ppm_user_cache
 
     src = interactions_daily_dir(settings)
-    missing = [d.isoformat() for d in partition_days(settings, day) if not (src / f"{d.isoformat()}.parquet").exists()]
+    missing = [d.isoformat() for d in partition_days(settings, day) if not catalog.day_path(settings, "interactions_daily", d).exists()]
     if missing:
         raise ValueError(f"user_features_daily {day}: {len(missing)} interactions_daily partition(s) on or before it "
                          f"are not materialized ({', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}); "
                          f"backfill interactions_daily from {missing[0]} to {day} first")
-    seq = compute_behavior_sequences(spark, settings, src, _feature(settings, "behavior_sequences"), day=day)
-    cache = compute_ppm_user_cache(spark, settings, _feature(settings, "behavior_sequences") / f"{day.isoformat()}.parquet",
-                                   _feature(settings, "ppm_item_cache"), settings.models_dir / "ppm",
-                                   _feature(settings, "ppm_user_cache"), day=day)
+    seq = compute_behavior_sequences(spark, settings, src, catalog.path(settings, "behavior_sequences"), day=day)
+    cache = compute_ppm_user_cache(spark, settings, catalog.day_path(settings, "behavior_sequences", day),
+                                   catalog.path(settings, "ppm_item_cache"), catalog.path(settings, "ppm"),
+                                   catalog.path(settings, "ppm_user_cache"), day=day)
     stats = compute_counters(spark, settings, src, day=day)
     out = {"day": day.isoformat(), "behavior_sequences_rows": seq["rows"], "users": seq["users"],
            "ppm_user_cache_rows": cache["rows"], "ppm_version": cache["ppm_version"],

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from ppm_platform.config import Settings
-from ppm_platform.data import schemas
+from ppm_platform.data import catalog, schemas
 from ppm_platform.data.movielens import load_movielens
 from ppm_platform.data.validation import (EmptyTableError, IngestResult, validate_interactions, validate_items,
                                           validate_queries, validate_users)
@@ -52,7 +52,7 @@ def ingest_frames(settings: Settings, raw: dict[str, pd.DataFrame], catalog_root
         results["queries"] = validate_queries(raw["queries"], set(items.clean["item_id"]), source=src["queries"])
     for name, res in results.items():
         res.check_accounting()
-        write_parquet_atomic(res.quarantined, settings.quarantine_dir / f"{name}.parquet")
+        write_parquet_atomic(res.quarantined, catalog.path(settings, f"{name}_quarantine"))
         if res.columns_dropped:
             log.warning("ingest %s: dropped %d unknown column(s) %s", name, len(res.columns_dropped),
                         res.columns_dropped)
@@ -63,14 +63,14 @@ def ingest_frames(settings: Settings, raw: dict[str, pd.DataFrame], catalog_root
             f"table {n!r} has no valid rows (rows_in={results[n].rows_in}, quarantined={results[n].rows_quarantined}"
             f" {results[n].reasons})" for n in empty) + f"; see the quarantine in {quarantine_db_path(settings)}")
     for name, res in results.items():
-        write_parquet_atomic(res.clean, settings.tables_dir / f"{name}.parquet", schemas.CANONICAL[name])
+        write_parquet_atomic(res.clean, catalog.path(settings, name), schemas.CANONICAL[name])
         log.info("ingest %s: %s", name, res.summary())
     return results
 
 
 def quarantine_db_path(settings: Settings) -> Path:
     """``<artifacts>/quarantine.duckdb``: the queryable copy of the quarantine (see :func:`write_quarantine_db`)."""
-    return settings.artifacts_dir / "quarantine.duckdb"
+    return catalog.path(settings, "quarantine_db")
 
 
 def write_quarantine_db(settings: Settings, tables: list[str]) -> Path:
@@ -98,7 +98,7 @@ def write_quarantine_db(settings: Settings, tables: list[str]) -> Path:
             con.execute("CREATE TABLE quarantine_summary (table_name VARCHAR, quarantine_reason VARCHAR, "
                         "action VARCHAR, rows BIGINT)")
             for name in tables:
-                src = str(settings.quarantine_dir / f"{name}.parquet").replace("'", "''")
+                src = str(catalog.path(settings, f"{name}_quarantine")).replace("'", "''")
                 con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM read_parquet(\'{src}\')')
                 con.execute(f"INSERT INTO quarantine_summary SELECT '{name}', quarantine_reason, action, count(*) "
                             f'FROM "{name}" GROUP BY ALL ORDER BY ALL')
@@ -136,7 +136,7 @@ def ingest_dataset(settings: Settings) -> dict[str, IngestResult]:
 
 def interactions_daily_dir(settings: Settings) -> Path:
     """``tables/interactions_daily``: the day-partitioned interactions (one ``<YYYY-MM-DD>.parquet`` per day)."""
-    return settings.tables_dir / "interactions_daily"
+    return catalog.path(settings, "interactions_daily")
 
 
 def ingest_interactions_day(settings: Settings, day: date) -> IngestResult:
@@ -155,19 +155,19 @@ def ingest_interactions_day(settings: Settings, day: date) -> IngestResult:
     from ppm_platform.io import write_day_partition
 
     for t in ("users", "items"):
-        if not (settings.tables_dir / f"{t}.parquet").exists():
-            raise FileNotFoundError(f"{settings.tables_dir / f'{t}.parquet'} missing: materialize the ingest assets "
+        if not catalog.path(settings, t).exists():
+            raise FileNotFoundError(f"{catalog.path(settings, t)} missing: materialize the ingest assets "
                                     "(canonical_tables) before daily interaction partitions")
     raw, _ = load_raw(settings)
     inter = raw["interactions"]
     start = pd.Timestamp(day, tz="UTC")
     ts = parse_utc(inter["event_timestamp"], f"{settings.data_dir}: interactions column 'event_timestamp'")
     on_day = inter[((ts >= start) & (ts < start + pd.Timedelta(days=1))).to_numpy()]
-    users = pd.read_parquet(settings.tables_dir / "users.parquet", columns=["user_id"])["user_id"]
-    items = pd.read_parquet(settings.tables_dir / "items.parquet", columns=["item_id"])["item_id"]
+    users = pd.read_parquet(catalog.path(settings, "users"), columns=["user_id"])["user_id"]
+    items = pd.read_parquet(catalog.path(settings, "items"), columns=["item_id"])["item_id"]
     res = validate_interactions(on_day, set(users), set(items), source=f"{settings.data_dir} (interactions of {day})")
     res.check_accounting()
-    write_parquet_atomic(res.quarantined, settings.quarantine_dir / "interactions_daily" / f"{day.isoformat()}.parquet")
+    write_parquet_atomic(res.quarantined, catalog.day_path(settings, "interactions_daily_quarantine", day))
     write_day_partition(to_arrow(res.clean, schemas.INTERACTIONS), interactions_daily_dir(settings), day,
                         sort_by=["event_timestamp", "user_id", "item_id"])
     log.info("interactions_daily %s: %s", day, res.summary())
@@ -189,8 +189,8 @@ def build_profiles(settings: Settings) -> dict[str, int]:
     Item rows are stamped with ``created_at``; user rows with the epoch (MovieLens has no sign-up time;
     a user's demographic profile is taken as known before any of their events).
     """
-    items = pd.read_parquet(settings.tables_dir / "items.parquet")
-    users = pd.read_parquet(settings.tables_dir / "users.parquet")
+    items = pd.read_parquet(catalog.path(settings, "items"))
+    users = pd.read_parquet(catalog.path(settings, "users"))
     year = items["title"].str.extract(_YEAR, expand=False)
     item_profile = pd.DataFrame({
         "item_id": items["item_id"], "event_timestamp": items["created_at"],
@@ -201,6 +201,6 @@ def build_profiles(settings: Settings) -> dict[str, int]:
         "user_id": users["user_id"], "event_timestamp": pd.Timestamp("1970-01-01", tz="UTC"),
         "age": users["age"], "gender": users["gender"], "occupation": users["occupation"],
     })
-    write_parquet_atomic(item_profile, settings.features_dir / "item_profile.parquet", schemas.ITEM_PROFILE)
-    write_parquet_atomic(user_profile, settings.features_dir / "user_profile.parquet", schemas.USER_PROFILE)
+    write_parquet_atomic(item_profile, catalog.path(settings, "item_profile"), schemas.ITEM_PROFILE)
+    write_parquet_atomic(user_profile, catalog.path(settings, "user_profile"), schemas.USER_PROFILE)
     return {"item_profile_rows": len(item_profile), "user_profile_rows": len(user_profile)}

@@ -154,15 +154,6 @@ def counter_schema(entity: str, windows_days: tuple[int, ...]) -> pa.Schema:
                       *((c, pa.float32()) for c in counter_rate_columns(prefix, windows_days))])
 
 
-FEATURE_TABLES = {
-    "item_multimodal": ITEM_MULTIMODAL,
-    "item_profile": ITEM_PROFILE,
-    "user_profile": USER_PROFILE,
-    "behavior_sequences": BEHAVIOR_SEQUENCES,
-    "ppm_item_cache": PPM_ITEM_CACHE,
-    "ppm_user_cache": PPM_USER_CACHE,
-}
-
 #: MovieLens genres (u.genre), the entity vocabulary of ``items.categories`` on the demo data.
 MOVIELENS_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ppm_platform.config import Settings
+from ppm_platform.data import catalog
 
 #: feature tables of the full run a draw reuses (content and profiles: no click ever went into them)
 REUSED_FEATURES = ("item_multimodal", "item_profile", "user_profile")
@@ -64,23 +65,23 @@ def prepare_draw(settings: Settings, draw: Settings, held_out: np.ndarray, valid
     Raises:
         FileNotFoundError: a table or feature table of the full run is missing (run the main job first).
     """
-    from ppm_platform.data.schemas import FEATURE_TABLES, INTERACTIONS
+    from ppm_platform.data.schemas import INTERACTIONS
     from ppm_platform.io import write_parquet_atomic
 
     for name in REUSED_TABLES:
-        src = settings.tables_dir / f"{name}.parquet"
+        src = catalog.path(settings, name)
         if src.exists() or name != "queries":
-            shutil.copyfile(src, draw.tables_dir / f"{name}.parquet")
-    inter = pd.read_parquet(settings.tables_dir / "interactions.parquet")
+            shutil.copyfile(src, catalog.path(draw, name))
+    inter = pd.read_parquet(catalog.path(settings, "interactions"))
     drop = inter["item_id"].isin(set(held_out.tolist())) & (inter["event_timestamp"] < valid_start)
-    write_parquet_atomic(inter[~drop], draw.tables_dir / "interactions.parquet", INTERACTIONS)
+    write_parquet_atomic(inter[~drop], catalog.path(draw, "interactions"), INTERACTIONS)
     held = set(held_out.tolist())
     for name in REUSED_FEATURES:
-        df = pd.read_parquet(settings.features_dir / f"{name}.parquet")
+        df = pd.read_parquet(catalog.path(settings, name))
         if "item_id" in df.columns:
             m = df["item_id"].isin(held) & (df["event_timestamp"] < valid_start)
             df.loc[m, "event_timestamp"] = valid_start
-        write_parquet_atomic(df, draw.features_dir / f"{name}.parquet", FEATURE_TABLES[name])
+        write_parquet_atomic(df, catalog.path(draw, name), catalog.schema(draw, name))
     return {"held_out_items": int(len(held_out)), "held_out_item_ids": [int(i) for i in held_out],
             "interactions_removed": int(drop.sum()),
             "interactions_kept": int((~drop).sum())}
@@ -89,7 +90,7 @@ def prepare_draw(settings: Settings, draw: Settings, held_out: np.ndarray, valid
 def clean_draw(draw: Settings) -> None:
     """Remove a draw's bulky intermediates (feature tables, training set, Feast online store) once its report is
     written; its report, tables and models stay."""
-    for p in (draw.features_dir, draw.artifacts_dir / "training_set.parquet", draw.feast_dir):
+    for p in (draw.features_dir, catalog.path(draw, "training_set"), draw.feast_dir):
         if Path(p).is_dir():
             shutil.rmtree(p, ignore_errors=True)
         elif Path(p).exists():

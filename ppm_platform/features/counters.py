@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from ppm_platform import catalog
+from ppm_platform.data import catalog
 from ppm_platform.config import Settings
 from ppm_platform.data.schemas import (
     AS_OF_DELAY,

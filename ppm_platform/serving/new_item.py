@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from ppm_platform.config import Settings
+from ppm_platform.data import catalog
 from ppm_platform.encoders.factory import encoder_settings
 
 
@@ -59,15 +60,15 @@ def build_new_item_rows(settings: Settings, item_id: int, title: str, categories
     from ppm_platform.data.validation import check_image
     from ppm_platform.features.item_multimodal import encode_items_frame
     from ppm_platform.features.ppm_caches import encode_item_frame, get_ppm, ppm_version_of, weights_version_of
-    from ppm_platform.model_store import read_model_json
+    from ppm_platform.model_store import CONFIG_FILE, read_model_json
 
     if image_path is not None:  # the ingest's own image check (catalog root, pixel limit, decodable)
         reason = check_image(str(image_path), settings.data_dir)
         if reason is not None:
             raise ValueError(f"new item {item_id}: image {str(image_path)!r} refused: {reason} "
                              f"(catalog root {settings.data_dir})")
-    ppm_dir = settings.models_dir / "ppm"
-    if not (ppm_dir / "model.json").exists():
+    ppm_dir = catalog.path(settings, "ppm")
+    if not (ppm_dir / CONFIG_FILE).exists():
         raise FileNotFoundError(f"{ppm_dir} has no PPM: materialize the 'ppm_model' asset first")
     ts = pd.Timestamp(created_at or datetime.now(timezone.utc))
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")

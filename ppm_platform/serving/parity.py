@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ppm_platform.config import Settings
+from ppm_platform.data import catalog
 
 
 def sample_pairs(settings: Settings, n: int, seed: int | None = None) -> pd.DataFrame:
@@ -34,7 +35,7 @@ def sample_pairs(settings: Settings, n: int, seed: int | None = None) -> pd.Data
     Raises:
         FileNotFoundError: the interactions table has not been ingested.
     """
-    path = settings.tables_dir / "interactions.parquet"
+    path = catalog.path(settings, "interactions")
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: materialize the 'interactions' asset first")
     pairs = pd.read_parquet(path, columns=["user_id", "item_id"]).drop_duplicates()

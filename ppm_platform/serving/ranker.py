@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ppm_platform.config import Settings
+from ppm_platform.data import catalog
 from ppm_platform.features.encoding import FeatureEncoder
 
 #: the version fields the Ranker reads besides the model's inputs (DESIGN.md §4 version rule)
@@ -122,14 +123,14 @@ class Ranker:
         from ppm_platform.feature_store import get_store
         from ppm_platform.io import read_json
         from ppm_platform.serving.onnx_export import SERVING_FILE, OnnxScorer
-        from ppm_platform.model_store import resolve_model_dir
+        from ppm_platform.model_store import CONFIG_FILE, resolve_model_dir
 
         hint = f"materialize the '{model_name}_model' asset first (ppm run)"
         try:  # every file below from one version: the published link may move while this runs
-            model_dir = resolve_model_dir(settings.models_dir / model_name)
+            model_dir = resolve_model_dir(catalog.path(settings, model_name))
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{e}: {hint}") from None
-        meta_path, onnx_path = model_dir / "model.json", model_dir / "model.onnx"
+        meta_path, onnx_path = model_dir / CONFIG_FILE, model_dir / "model.onnx"
         for p in (meta_path, onnx_path):
             if not p.exists():
                 raise FileNotFoundError(f"{p} not found: {hint}")
@@ -278,7 +279,7 @@ class Ranker:
 def catalog_item_ids(settings: Settings, encoder: FeatureEncoder) -> list[int]:
     """The ids the item cache loads at start: the canonical items table of the artifacts when there is one,
     else the model's item vocabulary."""
-    path = settings.tables_dir / "items.parquet"
+    path = catalog.path(settings, "items")
     if path.exists():
         return pd.read_parquet(path, columns=["item_id"])["item_id"].astype("int64").tolist()
     return [int(k) for k in encoder.items]

@@ -1,12 +1,13 @@
 """The artifact catalog: every artifact the platform writes and reads between stages, by name -> where it lives
 under :class:`~ppm_platform.config.Settings` and the schema it conforms to.
 
-One place for the file names: the pipeline stages, the asset checks, the Dagster asset ``deps`` and the Feast
-sources (``feature_repo/features.py``) get an artifact's path from :func:`path` instead of joining
-``"<name>.parquet"`` themselves, so renaming or moving an artifact is one edit here.
+One place for the file names: the ingest, the pipeline stages, serving, the asset checks, the Dagster asset
+``deps`` and the Feast sources (``feature_repo/features.py``) get an artifact's path from :func:`path` instead of
+joining ``"<name>.parquet"`` themselves, so renaming or moving an artifact is one edit here. It lives in
+``data/`` beside the schemas it names, so the ingest (the first writer) can use it without importing upward.
 
-Layouts (``Artifact.layout``): ``file`` = one parquet (or JSON) file; ``day_folder`` = a folder named
-``<table>.parquet`` of ``<YYYY-MM-DD>.parquet`` day files that read as one table (Feast's file and Spark sources,
+Layouts (``Artifact.layout``): ``file`` = one parquet (or JSON) file; ``day_folder`` = a folder (for feature tables
+named ``<table>.parquet``) of ``<YYYY-MM-DD>.parquet`` day files that read as one table (Feast's file and Spark sources,
 DuckDB and pyarrow all read it so; :func:`ppm_platform.io.write_day_partitioned`); ``model`` = a published
 model folder (a symlink to its current version, :mod:`ppm_platform.model_store`).
 """
@@ -14,6 +15,7 @@ model folder (a symlink to its current version, :mod:`ppm_platform.model_store`)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -21,8 +23,9 @@ import pyarrow as pa
 
 from ppm_platform.config import Settings
 from ppm_platform.data import schemas
+from ppm_platform.io import DAY_FILE
 
-Root = Literal["tables_dir", "features_dir", "models_dir", "artifacts_dir"]
+Root = Literal["tables_dir", "quarantine_dir", "features_dir", "models_dir", "artifacts_dir"]
 Layout = Literal["file", "day_folder", "model"]
 
 
@@ -58,6 +61,12 @@ def _table(name: str, root: Root, schema: pa.Schema | None, layout: Layout = "fi
 ARTIFACTS: dict[str, Artifact] = {a.name: a for a in [
     # canonical tables (ingest)
     *(_table(n, "tables_dir", s) for n, s in schemas.CANONICAL.items()),
+    # the daily interaction log (daily assets): one <YYYY-MM-DD>.parquet per day
+    Artifact("interactions_daily", "tables_dir", "interactions_daily", "day_folder", schemas.INTERACTIONS),
+    # rows the ingest rejected, per canonical table (original columns as text + reason), and their DuckDB copy
+    *(Artifact(f"{n}_quarantine", "quarantine_dir", f"{n}.parquet") for n in schemas.CANONICAL),
+    Artifact("interactions_daily_quarantine", "quarantine_dir", "interactions_daily", "day_folder"),
+    Artifact("quarantine_db", "artifacts_dir", "quarantine.duckdb"),
     # feature tables: one Feast source each
     _table("item_multimodal", "features_dir", schemas.ITEM_MULTIMODAL),
     _table("item_profile", "features_dir", schemas.ITEM_PROFILE),
@@ -97,6 +106,18 @@ def get(name: str) -> Artifact:
 def path(settings: Settings, name: str) -> Path:
     """The absolute path of artifact ``name`` under ``settings``. Raises ``KeyError`` as :func:`get`."""
     return get(name).path(settings)
+
+
+def day_path(settings: Settings, name: str, day: date) -> Path:
+    """The file of UTC ``day`` inside the ``day_folder`` artifact ``name`` (``<folder>/<YYYY-MM-DD>.parquet``).
+
+    Raises:
+        KeyError: ``name`` is not in the catalog. ValueError: ``name`` is not a day folder.
+    """
+    art = get(name)
+    if art.layout != "day_folder":
+        raise ValueError(f"artifact {name!r} ({art.filename}) is not a day folder")
+    return art.path(settings) / DAY_FILE.format(day=day.isoformat())
 
 
 def schema(settings: Settings, name: str) -> pa.Schema:
