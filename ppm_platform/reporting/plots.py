@@ -180,6 +180,31 @@ def bars_png(labels: list[str], means: list[float], stds: list[float], out_path:
     return _save(fig, out_path)
 
 
+def curve_png(values: list[float], out_path: Path, title: str, xlabel: str, ylabel: str,
+              extra: dict[str, list[float]] | None = None) -> Path:
+    """A small line plot of one training curve (e.g. an encoder fine-tuning's train loss per step or epoch),
+    x = 1..len(values).
+
+    Args:
+        values: the curve's y values, labelled ``ylabel`` in the legend.
+        out_path: the PNG to write (parent folders are created).
+        title / xlabel / ylabel: axis texts.
+        extra: more curves on the same axes, legend label -> y values (e.g. ``{"valid mAP": [...]}``).
+
+    Returns:
+        ``out_path``.
+    """
+    fig, ax = plt.subplots(figsize=(5, 3), dpi=90)
+    ax.plot(np.arange(1, len(values) + 1), values, label=ylabel)
+    for name, ys in (extra or {}).items():
+        ax.plot(np.arange(1, len(ys) + 1), ys, label=name)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out_path)
+
+
 def _save(fig, out_path: Path) -> Path:
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from PIL import Image
 from ppm_platform.reporting.plots import (
     auc_by_slice_png,
     bars_png,
+    curve_png,
     grouped_bars_png,
     markdown_image,
     model_plots,
@@ -28,6 +29,13 @@ def test_training_curves_and_slices_are_pngs(tmp_path):
     for path in (p, q):
         with Image.open(path) as im:
             assert im.format == "PNG" and im.size == (640, 360)
+
+
+def test_curve_png_draws_the_extra_curves_too(tmp_path):
+    p = curve_png([0.9, 0.7, 0.6], tmp_path / "ft" / "training_curve.png", "fine-tune", "epoch", "train loss",
+                  extra={"valid mAP": [0.2, 0.3, 0.35]})
+    with Image.open(p) as im:
+        assert im.format == "PNG" and im.size == (450, 270)
 
 
 def test_model_plots_makes_only_what_the_result_has(tmp_path):

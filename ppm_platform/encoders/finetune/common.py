@@ -1,5 +1,5 @@
-"""What both encoder fine-tuning stages share: the training-curve plot, the atomic replacement of the model
-folder, and the result of a stage skipped for lack of data."""
+"""What both encoder fine-tuning stages share: the atomic replacement of the model folder and the result of a
+stage skipped for lack of data (their training-curve plot is :func:`ppm_platform.reporting.plots.curve_png`)."""
 
 from __future__ import annotations
 
@@ -8,31 +8,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-import numpy as np
-
 log = logging.getLogger("ppm_platform.encoders")
-
-
-def plot_curve(values: list[float], path: Path, title: str, xlabel: str, ylabel: str,
-               extra: dict[str, list[float]] | None = None) -> Path:
-    """Write a small line plot (PNG, matplotlib Agg) of a training curve; returns ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3), dpi=90)
-    ax.plot(np.arange(1, len(values) + 1), values, label=ylabel)
-    for name, ys in (extra or {}).items():
-        ax.plot(np.arange(1, len(ys) + 1), ys, label=name)
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 def skipped(out: Path, reason: str, split: dict) -> dict:

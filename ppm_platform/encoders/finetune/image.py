@@ -335,7 +335,8 @@ def finetune_image_encoder(settings: "Settings", items: pd.DataFrame, progress: 
 def _finetune_image(settings: "Settings", items: pd.DataFrame, progress: Progress) -> dict:
     import torch
 
-    from ppm_platform.encoders.finetune.common import plot_curve, replace_dir, skipped
+    from ppm_platform.encoders.finetune.common import replace_dir, skipped
+    from ppm_platform.reporting.plots import curve_png
     from ppm_platform.encoders.image import ImageEncoder, image_encoder_version
 
     ft, enc = settings.finetune.image, settings.encoders
@@ -435,7 +436,7 @@ def _finetune_image(settings: "Settings", items: pd.DataFrame, progress: Progres
                                for p in df["image_uri"].astype(str).tolist()[:4]])
             onnx = export_image_onnx(tmp / IMAGE_WEIGHTS_FILE, sample, image_size=enc.image_size)
             onnx["path"] = str(out / Path(onnx["path"]).name)
-        plot_curve(curve["train_loss"], tmp / "training_curve.png", "entity prediction (BCE)", "epoch",
+        curve_png(curve["train_loss"], tmp / "training_curve.png", "entity prediction (BCE)", "epoch",
                    "train loss", extra={"valid mAP": curve["valid_map"]})
         result = {
             "task": "entity prediction (multi-label BCE over categories)",

@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 from ppm_platform.config import Settings
-from ppm_platform.encoders.finetune.common import plot_curve, replace_dir, skipped
+from ppm_platform.encoders.finetune.common import replace_dir, skipped
 from ppm_platform.runtime import Progress, torch_threads
 
 log = logging.getLogger("ppm_platform.encoders")
@@ -213,6 +213,7 @@ def _finetune_text(settings: "Settings", queries: pd.DataFrame, items: pd.DataFr
 
     from ppm_platform.data.item_content import item_text
     from ppm_platform.encoders.text import default_text_model_path, text_encoder_version
+    from ppm_platform.reporting.plots import curve_png
 
     ft, enc = settings.finetune.text, settings.encoders
     say = progress or log.info
@@ -287,7 +288,7 @@ def _finetune_text(settings: "Settings", queries: pd.DataFrame, items: pd.DataFr
             onnx = export_text_onnx(tmp, catalog_texts[:64] + test["query"].astype(str).tolist()[:64],
                                     max_tokens=enc.max_text_tokens)
             onnx["path"] = str(out / Path(onnx["path"]).name)
-        plot_curve(step_losses, tmp / "training_curve.png", "query matching (InfoNCE)", "step", "train loss")
+        curve_png(step_losses, tmp / "training_curve.png", "query matching (InfoNCE)", "step", "train loss")
         result = {
             "task": "query matching (SimCSE-style InfoNCE, in-batch negatives, duplicates masked)",
             "base_model": str(base), "trained": "all transformer layers (embeddings + 6 layers)",
