@@ -101,9 +101,9 @@ class OnlinePPM:
                 if i in pos:
                     out[j] = me[pos[i]]
             return out, known
-        from ppm_platform.feature_store import online_item_features
+        from ppm_platform.feature_store import read_online_items
 
-        f = online_item_features(self.urm.store, ids, service=ME_FEATURES)
+        f = read_online_items(self.urm.store, ids, service=ME_FEATURES)
         known = f["text_emb"].notna().to_numpy()
         me = np.zeros((len(f), self.ppm.cfg.me_dim), dtype=np.float32)
         if known.any():
@@ -114,12 +114,12 @@ class OnlinePPM:
         return me, known
 
     def rank(self, user_id: int, item_ids: list[int]) -> tuple[np.ndarray, float, float]:
-        from ppm_platform.feature_store import online_user_features
+        from ppm_platform.feature_store import read_online_user
         from ppm_platform.features.ppm_caches import pad_history
 
         torch = self.torch
         t0 = time.perf_counter()
-        user = online_user_features(self.urm.store, user_id, service=self.user_refs)
+        user = read_online_user(self.urm.store, user_id, service=self.user_refs)
         hist = [int(i) for i in list(user.get("hist_item_ids") or [])[: self.L]]
         ages = list(user.get("hist_age_s") or [])[: self.L]
         items = self.urm.item_cache.get(item_ids)

@@ -22,10 +22,10 @@ from ppm_platform.feature_store.definitions import apply_definitions, load_defin
 from ppm_platform.feature_store.memory import limit_duckdb_memory
 from ppm_platform.feature_store.online import (
     materialize,
-    online_item_features,
     online_store_errors,
-    online_user_features,
     overwrite_online_rows,
+    read_online_items,
+    read_online_user,
 )
 from ppm_platform.feature_store.repo_config import (
     ASOF_STORE_TYPE,
@@ -50,6 +50,6 @@ __all__ = [
     "ASOF_STORE_TYPE", "DEFAULT_CHUNK_ROWS", "PROJECT", "REDIS_CONNECT_TIMEOUT_S", "REDIS_RETRIES",
     "REDIS_SOCKET_TIMEOUT_S", "REGISTRY_STORE_TYPE", "STREAM_CHUNK_ROWS",
     "apply_definitions", "get_store", "get_training_frame", "limit_duckdb_memory", "load_definitions",
-    "materialize", "online_item_features", "online_store_errors", "online_user_features", "overwrite_online_rows",
+    "materialize", "online_store_errors", "overwrite_online_rows", "read_online_items", "read_online_user",
     "redis_connection_string", "repo_config_dict", "streams_arrow_batches", "write_training_set",
 ]

@@ -107,7 +107,7 @@ def _online_features_arg(store: "FeatureStore", service: "str | list[str]"):
     return list(service) if isinstance(service, (list, tuple)) else store.get_feature_service(service, allow_cache=True)
 
 
-def online_user_features(store: "FeatureStore", user_id: int, service: "str | list[str]" = "urm_user") -> dict[str, Any]:
+def read_online_user(store: "FeatureStore", user_id: int, service: "str | list[str]" = "urm_user") -> dict[str, Any]:
     """The online features of one user (``user_id`` included); values are ``None`` for an unknown user.
     ``service``: a feature service name, or a list of ``"view:feature"`` references (read only those)."""
     resp = store.get_online_features(features=_online_features_arg(store, service),
@@ -115,10 +115,10 @@ def online_user_features(store: "FeatureStore", user_id: int, service: "str | li
     return {k: v[0] for k, v in resp.to_dict().items()}
 
 
-def online_item_features(store: "FeatureStore", item_ids: list[int],
-                         service: "str | list[str]" = "urm_item") -> pd.DataFrame:
+def read_online_items(store: "FeatureStore", item_ids: list[int],
+                      service: "str | list[str]" = "urm_item") -> pd.DataFrame:
     """The online features of ``item_ids``: one row per requested id, in request order (duplicates kept);
-    feature values ``None`` for unknown ids. ``service``: as :func:`online_user_features`."""
+    feature values ``None`` for unknown ids. ``service``: as :func:`read_online_user`."""
     ids = [int(i) for i in item_ids]
     resp = store.get_online_features(features=_online_features_arg(store, service),
                                      entity_rows={"item_id": ids})

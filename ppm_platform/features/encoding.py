@@ -277,7 +277,7 @@ class FeatureEncoder:
         """The user-side model inputs (:data:`~ppm_platform.models.urm.USER_INPUT_NAMES`) of one user, batch 1.
 
         Args:
-            user: a ``dict`` of feature values as returned by :func:`ppm_platform.feature_store.online_user_features`,
+            user: a ``dict`` of feature values as returned by :func:`ppm_platform.feature_store.read_online_user`,
                 or a 1-row DataFrame (:meth:`user_columns`; ``ppm_user_seq`` / ``ppm_seq_len`` optional).
 
         Raises:

@@ -95,7 +95,7 @@ class ItemFeatureCache:
     Args:
         fetch: ``fetch(item_ids) -> DataFrame`` of the online item features in request order (``item_id`` plus
             the model's item feature columns; missing values None), e.g. a bound
-            :func:`ppm_platform.feature_store.online_item_features`.
+            :func:`ppm_platform.feature_store.read_online_items`.
         encoder: the model's encoder (:meth:`FeatureEncoder.encode_items`).
         version_field: the column holding each row's cache version (``ppm_item_version``), None = none.
         max_items: most items held.

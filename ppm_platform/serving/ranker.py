@@ -174,9 +174,9 @@ class Ranker:
             self.item_cache.stop()
 
     def _fetch_items(self, item_ids: list[int]) -> pd.DataFrame:
-        from ppm_platform.feature_store import online_item_features
+        from ppm_platform.feature_store import read_online_items
 
-        return online_item_features(self.store, item_ids, service=self.item_refs)
+        return read_online_items(self.store, item_ids, service=self.item_refs)
 
     def check_versions(self, user_row: dict, item_versions: "pd.DataFrame | set[str]") -> None:
         """Refuse to score features cached by another PPM than the URM's (DESIGN.md §4 version rule).
@@ -210,9 +210,9 @@ class Ranker:
 
     def lookup_user(self, user_id: int) -> dict:
         """The user's online features the model reads (values None for an unknown user)."""
-        from ppm_platform.feature_store import online_user_features
+        from ppm_platform.feature_store import read_online_user
 
-        return online_user_features(self.store, int(user_id), service=self.user_refs)
+        return read_online_user(self.store, int(user_id), service=self.user_refs)
 
     def lookup(self, user_id: int, item_ids: list[int]) -> tuple[dict, pd.DataFrame]:
         """The online features the model reads of the user (dict) and of the items (DataFrame, request order),

@@ -191,5 +191,5 @@ def test_killed_materialize_then_rerun_serves_the_right_rows(tmp_path):
     assert res["views"] == 8
     store = fsmod.get_store(s)
     for u in [int(users[0]), int(users[len(users) // 2]), int(users[-1])]:
-        got = fsmod.online_user_features(store, u, service="idrec_user")
+        got = fsmod.read_online_user(store, u, service="idrec_user")
         assert [int(x) for x in got["hist_item_ids"]] == [int(x) for x in last.loc[u, "hist_item_ids"]]

@@ -116,7 +116,7 @@ def test_retrained_ppm_without_recomputed_caches_is_refused(pipeline_run, spark,
 def test_new_item_becomes_rankable_with_content_features(pipeline_run):
     import torch
 
-    from ppm_platform.feature_store import online_item_features
+    from ppm_platform.feature_store import read_online_items
     from ppm_platform.features.item_multimodal import me_matrix
     from ppm_platform.serving.new_item import add_new_item
     from ppm_platform.serving.ranker import Ranker
@@ -142,7 +142,7 @@ def test_new_item_becomes_rankable_with_content_features(pipeline_run):
     # content features change its score vs the content-less fallback (same OOV id, nothing else)
     assert abs(rows.at[new_id, "click"] - rows.at[blank_id, "click"]) > 1e-4
     # the pushed PPM vector is the frozen item tower of the pushed ME feature (read back through Feast)
-    online = online_item_features(ranker.store, [new_id], service=[
+    online = read_online_items(ranker.store, [new_id], service=[
         "item_multimodal:text_emb", "item_multimodal:image_emb", "item_multimodal:has_image",
         "ppm_item_cache:ppm_item_vec", "item_profile:categories"])
     assert online.at[0, "categories"] == ["Thriller", "Crime"]

@@ -297,19 +297,19 @@ def test_materialize_and_online_lookups(env):
     res = fsmod.materialize(settings)
     assert res["views"] == 8
     store = fsmod.get_store(settings)
-    u1 = fsmod.online_user_features(store, 1)
+    u1 = fsmod.read_online_user(store, 1)
     assert u1["user_id"] == 1 and u1["age"] == 20
     assert list(u1["hist_item_ids"]) == [11, 10] and u1["hist_len"] == 2  # the latest row (t), not t0
     assert u1["ppm_user_version"] == "v2" and list(u1["ppm_user_seq"]) == [2.0] * (L * DM)
-    u2 = fsmod.online_user_features(store, 2, service="idrec_user")
+    u2 = fsmod.read_online_user(store, 2, service="idrec_user")
     assert list(u2["hist_item_ids"]) == [10, 12] and "ppm_user_seq" not in u2
     # counters as of now (the materialize end): every event counted, the windows long decayed to zero
     assert (u1["user_impressions"], u1["user_clicks"], u1["user_orders"]) == (2, 2, 1)
     assert u1["user_impressions_7d"] == 0 and u1["user_click_rate_30d"] == pytest.approx(0.5)
     assert u2["user_impressions"] == 2  # idrec_user reads user_stats too
-    unknown = fsmod.online_user_features(store, 12345)
+    unknown = fsmod.read_online_user(store, 12345)
     assert unknown["age"] is None and unknown["ppm_user_seq"] is None and unknown["user_impressions"] is None
-    items = fsmod.online_item_features(store, [12, 999, 10, 12])
+    items = fsmod.read_online_items(store, [12, 999, 10, 12])
     assert items["item_id"].tolist() == [12, 999, 10, 12]
     assert items["release_year"].tolist()[0] == 1997 and items["release_year"].tolist()[2] == 1995
     assert items["ppm_item_vec"][1] is None and items["ppm_item_version"][1] is None
@@ -328,7 +328,7 @@ def test_materialize_reads_latest_rows_and_writes_in_batches(env, monkeypatch):
     assert mc.pull_latest_features is True and mc.online_write_batch_size == 2
     fsmod.materialize(settings, store=store)
     for user, hist, version in ((1, [11, 10], "v2"), (2, [10, 12], "v4"), (3, [11], "v5")):
-        u = fsmod.online_user_features(store, user)
+        u = fsmod.read_online_user(store, user)
         assert list(u["hist_item_ids"]) == hist and u["ppm_user_version"] == version, user
 
 
@@ -350,13 +350,13 @@ def test_online_reads_keep_serving_while_a_view_is_materializing(env):
     try:
         reader = fsmod.get_store(settings)
         assert reader.get_feature_view("ppm_user_cache").state == FeatureViewState.MATERIALIZING
-        u1 = fsmod.online_user_features(reader, 1)
+        u1 = fsmod.read_online_user(reader, 1)
         assert u1["ppm_user_version"] == "v2" and list(u1["ppm_user_seq"]) == [2.0] * (L * DM)
         cfg = fsmod.repo_config_dict(settings)
         cfg["registry"]["serve_features_while_materializing"] = False  # Feast's default: the outage
         strict = FeatureStore(repo_path=str(settings.feature_repo_dir), config=RepoConfig(**cfg))
         with pytest.raises(ValueError, match="MATERIALIZING"):
-            fsmod.online_user_features(strict, 1)
+            fsmod.read_online_user(strict, 1)
     finally:
         fv.state = previous
         writer.registry.apply_feature_view(fv, writer.project, commit=True)
@@ -438,9 +438,9 @@ def test_matrix_materialize_and_online_reads(matrix):
     every pair of offline and online store."""
     _, settings, store = matrix
     fsmod.materialize(settings, store=store)
-    u = fsmod.online_user_features(store, 1)
+    u = fsmod.read_online_user(store, 1)
     assert list(u["hist_item_ids"]) == [11, 10] and u["ppm_user_version"] == "v2" and u["age"] == 20
-    assert fsmod.online_user_features(store, 999)["hist_item_ids"] is None
-    items = fsmod.online_item_features(store, [12, 999, 10])
+    assert fsmod.read_online_user(store, 999)["hist_item_ids"] is None
+    items = fsmod.read_online_items(store, [12, 999, 10])
     assert items["item_id"].tolist() == [12, 999, 10]
     assert items["release_year"].tolist()[0] == 1997 and items["ppm_item_version"][1] is None

@@ -123,7 +123,7 @@ def test_daily_path_writes_the_days_rows_whatever_the_views_end(tmp_path, reques
     res = pipeline.online_user_features(settings, end=NEXT, start=DAY)
     _assert_online_is_offline_latest(settings, NEXT)  # before the fix: user 3's 08:00 row was never written
     assert {v["from"] for v in res["views"].values()} == {DAY.isoformat()}
-    assert fsmod.online_user_features(fsmod.get_store(settings), 3, ["ppm_user_cache:ppm_seq_len"])["ppm_seq_len"] == 1
+    assert fsmod.read_online_user(fsmod.get_store(settings), 3, ["ppm_user_cache:ppm_seq_len"])["ppm_seq_len"] == 1
 
     # the next day: user 3 again
     log.add(3, 11, NEXT + timedelta(hours=10), marker=4)
@@ -140,9 +140,9 @@ def test_daily_path_writes_the_days_rows_whatever_the_views_end(tmp_path, reques
     res = pipeline.online_user_features(settings, end=NEXT, start=DAY)
     _assert_online_is_offline_latest(settings, NEXT + timedelta(days=1))  # before: "up to date", nothing written
     assert {v["to"] for v in res["views"].values()} == {(NEXT + timedelta(days=1)).isoformat()}
-    one = fsmod.online_user_features(fsmod.get_store(settings), 1, ["ppm_user_cache:ppm_seq_len"])
+    one = fsmod.read_online_user(fsmod.get_store(settings), 1, ["ppm_user_cache:ppm_seq_len"])
     assert one["ppm_seq_len"] == 2 + 16  # the rewritten row, same timestamp (Redis would keep the old one)
-    three = fsmod.online_user_features(fsmod.get_store(settings), 3, ["ppm_user_cache:ppm_seq_len"])
+    three = fsmod.read_online_user(fsmod.get_store(settings), 3, ["ppm_user_cache:ppm_seq_len"])
     assert three["ppm_seq_len"] == 32 + 1 + 4  # the next day's row, not DAY's
     for name in pipeline.DAILY_VIEWS:  # the re-run did not move the views' end back
         end = fsmod.get_store(settings).get_feature_view(name).most_recent_end_time
@@ -164,7 +164,7 @@ def test_feast_online_write_semantics(tmp_path, request, store):
         fs.write_to_online_store("ppm_user_cache", pd.DataFrame({
             "user_id": [7], "event_timestamp": [ts], "ppm_user_seq": [[0.0] * (L * DM)], "ppm_seq_len": [seq_len],
             "ppm_user_version": ["v"]}))
-        return fsmod.online_user_features(fs, 7, ["ppm_user_cache:ppm_seq_len"])["ppm_seq_len"]
+        return fsmod.read_online_user(fs, 7, ["ppm_user_cache:ppm_seq_len"])["ppm_seq_len"]
 
     assert write(t, 1) == 1
     if store == "sqlite":  # last write wins, even an older or an equal timestamp
@@ -186,5 +186,5 @@ def test_full_materialize_replaces_rows_with_unchanged_timestamps(tmp_path, requ
     write_parquet_atomic(pd.read_parquet(p).assign(ppm_user_version="retrained"), p, schemas.PPM_USER_CACHE)
     fsmod.materialize(settings, end=NEXT)
     fs = fsmod.get_store(settings)
-    assert [fsmod.online_user_features(fs, u, ["ppm_user_cache:ppm_user_version"])["ppm_user_version"]
+    assert [fsmod.read_online_user(fs, u, ["ppm_user_cache:ppm_user_version"])["ppm_user_version"]
             for u in USERS] == ["retrained"] * 3

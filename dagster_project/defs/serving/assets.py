@@ -25,7 +25,7 @@ def base_onnx(ppm: PPMSettingsResource) -> dg.MaterializeResult:
 @dg.asset(group_name="serving", deps=["urm_onnx", "online_store"], owners=["team:ppm-platform"], kinds={"onnxruntime"})
 def ranking_demo(ppm: PPMSettingsResource) -> dg.MaterializeResult:
     """Ranks 100 candidates for a real user from the Feast online store with onnxruntime."""
-    res = pipeline.rank_demo(ppm.get())
+    res = pipeline.ranking_demo(ppm.get())
     md = metadata_from(res, skip=("top10",))
     md["top10"] = dg.MetadataValue.md(
         "| rank | item | title | click | order |\n|---|---|---|---|---|\n" + "\n".join(
