@@ -30,8 +30,19 @@ test-unit: install
 report: install
 	$(VENV)/bin/ppm report
 
+# Dagster UI (webserver + daemon) for this artifacts folder's instance on UI_HOST:UI_PORT (default loopback,
+# 3000): writes the dagster.yaml it needs first (dagster_project/instance.py: nux and telemetry off, one slot
+# per concurrency pool) and prints the URL of the asset graph with every group open. `dagster dev` warns that
+# it is superseded by `dg dev`, which needs the dagster-dg-cli package this project does not install: that one
+# warning is ignored
+UI_HOST ?= 127.0.0.1
+UI_PORT ?= 3000
 ui: install
-	DAGSTER_HOME=$${PPM_ARTIFACTS_DIR:-$(CURDIR)/artifacts}/dagster_home $(VENV)/bin/dagster dev -m dagster_project.definitions -h 127.0.0.1
+	@home=$${PPM_ARTIFACTS_DIR:-$(CURDIR)/artifacts}/dagster_home; \
+	$(PY) -m dagster_project.instance --home "$$home" --host $(UI_HOST) --port $(UI_PORT) && \
+	echo "(the UI answers once dagster dev logs that it is serving; Ctrl-C stops it)" && \
+	DAGSTER_HOME="$$home" PYTHONWARNINGS='ignore:Function `dev_command` is superseded' \
+	  exec $(VENV)/bin/dagster dev -m dagster_project.definitions -h $(UI_HOST) -p $(UI_PORT)
 
 clean:
 	rm -rf artifacts

@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Screenshot of the Dagster asset graph (global asset lineage) for docs/img/asset_graph.png.
 
-Starts ``dagster-webserver -m dagster_project.definitions`` on 127.0.0.1 (a free port) with the instance of a
-finished run (default ``DAGSTER_HOME=<repo>/artifacts/dagster_home``, artifacts from ``PPM_ARTIFACTS_DIR`` or
-``<repo>/artifacts``), points headless Chromium at the lineage page, writes the PNG and stops the server
+Starts ``dagster-webserver -m dagster_project.definitions`` on 127.0.0.1 (a free port) with a copy of the instance
+of a finished run (default ``DAGSTER_HOME=<repo>/artifacts/dagster_home``, artifacts from ``PPM_ARTIFACTS_DIR``
+or ``<repo>/artifacts``) and the ``dagster.yaml`` that ``make ui`` writes (``dagster_project/instance.py``),
+points headless Chromium at the lineage page with every group open, writes the PNG and stops the server
 (SIGINT, then SIGKILL of any leftover in its session: ../shared/notes/stack.md §6).
 
 Installs nothing. Prerequisites: a finished run (``ppm demo``) and Chromium
@@ -28,6 +29,8 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a file: the repo's packages without an installed copy
+from dagster_project.instance import lineage_url, write_dagster_yaml  # noqa: E402
 
 
 def _free_port() -> int:
@@ -51,25 +54,6 @@ def _wait(url: str, proc: subprocess.Popen, timeout_s: float = 180) -> None:
     raise SystemExit(f"{url} did not answer within {timeout_s:.0f} s")
 
 
-def expanded_groups_query(port: int) -> str:
-    """``?expanded=...`` for the lineage page: every asset group open (the UI collapses groups of a large graph).
-    Group ids as the Dagster UI builds them (``groupIdForNode`` in the webapp): ``global@global:<group>``, or
-    ``<repo>@<location>:<group>`` with groups-per-code-location on; both forms are passed."""
-    import json
-    from urllib.parse import quote
-
-    q = '{ assetNodes { groupName repository { name location { name } } } }'
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": q}).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        nodes = json.loads(r.read())["data"]["assetNodes"]
-    ids = set()
-    for n in nodes:
-        g = n["groupName"] or "default"
-        ids |= {f"global@global:{g}", f"{n['repository']['name']}@{n['repository']['location']['name']}:{g}"}
-    return "expanded=" + quote(",".join(sorted(ids)), safe="")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "img" / "asset_graph.png")
@@ -89,21 +73,17 @@ def main() -> int:
     # the first-visit "join the community" dialog (nux) and telemetry off for a clean, offline screenshot
     home = Path(tempfile.mkdtemp(prefix="ppm-dagster-home-"))
     shutil.copytree(a.dagster_home, home, dirs_exist_ok=True)
-    cfg = home / "dagster.yaml"
-    text = cfg.read_text() if cfg.exists() else ""
-    for key, block in (("nux:", "nux:\n  enabled: false\n"), ("telemetry:", "telemetry:\n  enabled: false\n")):
-        if key not in text:
-            text += ("\n" if text and not text.endswith("\n") else "") + block
-    cfg.write_text(text)
+    write_dagster_yaml(home)  # the same dagster.yaml as `make ui`
     env = dict(os.environ, DAGSTER_HOME=str(home))
     server = subprocess.Popen([sys.executable, "-m", "dagster_webserver", "-m", "dagster_project.definitions",
                                "-h", "127.0.0.1", "-p", str(port)], cwd=REPO, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         _wait(f"http://127.0.0.1:{port}/server_info", server)
-        url = f"http://127.0.0.1:{port}{a.path}"
-        if a.path.startswith("/asset-groups") and "?" not in a.path:
-            url += "?" + expanded_groups_query(port)
+        if a.path == "/asset-groups":
+            url = lineage_url("127.0.0.1", port)  # every group open, as `make ui` prints it
+        else:
+            url = f"http://127.0.0.1:{port}{a.path}"
         a.out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="ppm-chromium-") as profile:
             cmd = [a.chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -76,6 +76,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    from dagster_project.instance import write_dagster_yaml
     from ppm_platform.config import Settings
 
     tmp = tmp_path_factory.mktemp("webserver")
@@ -84,12 +85,10 @@ def server(tmp_path_factory):
                DAGSTER_HOME=str(tmp / "dagster_home"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable)
     env.pop("PPM_CONFIG", None)
-    (tmp / "dagster_home").mkdir()
-    # the webserver alone has no daemon to dequeue runs (Dagster's default QueuedRunCoordinator): launch them
-    # directly, as `dagster dev` + daemon would; no telemetry from tests
-    (tmp / "dagster_home" / "dagster.yaml").write_text(
-        "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n"
-        "telemetry:\n  enabled: false\n")
+    # the dagster.yaml of `make ui`, plus: the webserver alone has no daemon to dequeue runs (Dagster's default
+    # QueuedRunCoordinator), so launch them directly, as `dagster dev` + daemon would
+    write_dagster_yaml(tmp / "dagster_home", extra={"run_coordinator": {
+        "module": "dagster.core.run_coordinator", "class": "DefaultRunCoordinator"}})
     settings = Settings.from_env(env)
     try:
         settings.require_dataset()

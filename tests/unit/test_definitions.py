@@ -150,3 +150,23 @@ def test_settings_are_built_once_per_run(tmp_path, monkeypatch):
     assert dg.materialize([a, b], resources={"ppm": PPMSettingsResource(), "spark": SparkResource()}).success
     objs = {id(x) for pair in seen for x in pair}
     assert len(seen) == 2 and len(objs) == 1 and seen[0][0].artifacts_dir == tmp_path
+
+
+def test_dagster_yaml_writer_keeps_user_keys_and_loads(tmp_path):
+    """The dagster.yaml of `make ui` (and the screenshot script): nux and telemetry off, one slot per pool at run
+    granularity, a user's own keys kept; Dagster loads it as an instance config."""
+    import yaml
+
+    from dagster_project.instance import expanded_query, write_dagster_yaml
+
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: true\nconcurrency:\n  runs:\n    max_concurrent_runs: 2\n")
+    cfg = yaml.safe_load(write_dagster_yaml(tmp_path).read_text())
+    assert cfg["nux"] == {"enabled": False} and cfg["telemetry"] == {"enabled": True}  # the user's choice wins
+    assert cfg["concurrency"] == {"runs": {"max_concurrent_runs": 2},
+                                  "pools": {"default_limit": 1, "granularity": "run"}}
+    assert write_dagster_yaml(tmp_path).read_text() == write_dagster_yaml(tmp_path).read_text()  # idempotent
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:  # reads tmp_path/dagster.yaml
+        pools = instance.get_concurrency_config().pool_config
+        assert pools.default_pool_limit == 1 and pools.pool_granularity.value == "run"
+    q = expanded_query(["ingest", "daily"])
+    assert q.startswith("expanded=") and "global%40global%3Aingest" in q and "__repository__%40dagster_project.definitions%3Adaily" in q
