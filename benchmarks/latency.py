@@ -141,7 +141,7 @@ class OnlinePPM:
         urow.update(ppm_user_seq=seq, ppm_seq_len=int(mask.sum()) if hist else None)
         x_items = dict(items.inputs)
         x_items["ppm_item_vec"] = np.stack([vec[pos[i]] for i in item_ids]).astype(np.float32)
-        probs = self.urm.serving_scorer.predict({**self.urm.encoder.encode_user(urow), **x_items})
+        probs = self.urm.serving_scorer.predict({**self.urm.vectorizer.encode_user(urow), **x_items})
         t2 = time.perf_counter()
         return probs, (t1 - t0) * 1e3, (t2 - t1) * 1e3
 
@@ -300,7 +300,7 @@ def run_store(settings, args) -> dict:
     for name, r in (("urm", urm), ("base", base)):
         user = r.lookup_user(users[0])
         items = r.item_cache.get(popular[:100]).inputs
-        ux = r.encoder.encode_user(user)
+        ux = r.vectorizer.encode_user(user)
         for graph, scorer, x in (("serving", r.serving_scorer, {**ux, **items}),
                                  ("batch", r.scorer, {**{k: np.ascontiguousarray(np.broadcast_to(v, (100, *v.shape[1:])))
                                                          for k, v in ux.items()}, **items})):

@@ -83,7 +83,7 @@ def main() -> None:
                 "valid_cold_items_click_auc": v["cold_items"]["click"]["auc"],
                 "valid_new_users_click_auc": v["new_users"]["click"]["auc"],
                 "best_epoch": max(tr.metrics["epochs"], key=lambda h: h["valid_click_auc"])["epoch"],
-                "users_in_vocab": tr.encoder.n_users - 2, "items_in_vocab": tr.encoder.n_items - 2,
+                "users_in_vocab": tr.vectorizer.n_users - 2, "items_in_vocab": tr.vectorizer.n_items - 2,
                 "seconds": round(time.perf_counter() - t, 1)}
         res["score"] = sum((m["valid_click_auc"] + m["valid_order_auc"]) / 2 for m in res["models"].values()) / len(models)
         points.append(res)

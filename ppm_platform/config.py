@@ -231,7 +231,7 @@ class URMSettings(URMHyperParams):
     use_counters: bool = True
     #: torch intra-op threads while training Base / URM (None = torch's default); see ``PPMSettings.threads``
     threads: int | None = 1
-    #: training-set rows read, encoded (``FeatureEncoder.transform``) and shuffled at a time (bounded memory)
+    #: training-set rows read, encoded (``FeatureVectorizer.transform``) and shuffled at a time (bounded memory)
     chunk_rows: int = 131_072
     #: entity rows (a time window of the time-sorted impressions) per Feast ``get_historical_features`` call of the
     #: ``training_set`` stage; None = ``feature_store.STREAM_CHUNK_ROWS`` (250k) on the local ASOF store, whose

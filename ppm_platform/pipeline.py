@@ -229,7 +229,7 @@ def _train_and_save(settings: Settings, name: str, use_ppm: bool, progress: Prog
                               progress=progress, ppm_version=ppm_version)
     meta = {
         "metrics": trained.metrics,
-        "feature_encoder": trained.encoder.to_dict(),
+        "feature_encoder": trained.vectorizer.to_dict(),  # the model.json key the serving side reads
         # the version of the cache rows it trained on (== the PPM's, checked): what serving compares online
         "ppm_version": trained.cache_version,
         "user_feature_service": "urm_user" if use_ppm else "idrec_user",
@@ -239,7 +239,7 @@ def _train_and_save(settings: Settings, name: str, use_ppm: bool, progress: Prog
     # published complete: the ONNX graphs are exported (parity-checked) into the staged version first
     onnx: dict = {}
     save_model(trained.model, trained.config, catalog.path(settings, name), name, meta,
-               finish=_onnx_into(settings, trained.model, trained.encoder, onnx))
+               finish=_onnx_into(settings, trained.model, trained.vectorizer, onnx))
     test = trained.metrics["test"]["all"]
     out = {"test_click_auc": test["click"]["auc"], "test_order_auc": test["order"]["auc"],
            "test_click_gauc": test["click"]["gauc"], "test_order_gauc": test["order"]["gauc"],
@@ -284,7 +284,7 @@ def _tail_rows(path: Path, n: int) -> pd.DataFrame:
 ONNX_RECORD = "onnx.json"
 
 
-def _onnx_into(settings: Settings, model, encoder, record: dict) -> Callable[[Path], None]:
+def _onnx_into(settings: Settings, model, vectorizer, record: dict) -> Callable[[Path], None]:
     """A :func:`~ppm_platform.model_store.save_model` ``finish`` hook: export ``model``'s ONNX graphs
     (``model.onnx``, ``model_serving.onnx``) into the staged version, parity-checked against torch on the last
     256 rows of the training set (the test split; ValueError above 1e-5, and nothing is published), and
@@ -294,7 +294,7 @@ def _onnx_into(settings: Settings, model, encoder, record: dict) -> Callable[[Pa
         from ppm_platform.serving.onnx_export import export_urm_onnx
 
         sample = _tail_rows(catalog.path(settings, "training_set"), 256)
-        res = export_urm_onnx(model, encoder.transform(sample), stage / "model.onnx")
+        res = export_urm_onnx(model, vectorizer.transform(sample), stage / "model.onnx")
         res["parity_rows"] = len(sample)
         for r in (res, res["serving"]):
             r.pop("path")  # the stage's path: the files are named by the version folder
@@ -319,14 +319,14 @@ def export_onnx(settings: Settings, name: str, force: bool = False) -> dict:
     """
     from ppm_platform.serving.onnx_export import SERVING_FILE
     from ppm_platform.model_store import load_urm, read_model_json, resolve_model_dir, save_model
-    from ppm_platform.features.encoding import FeatureEncoder
+    from ppm_platform.features.encoding import FeatureVectorizer
 
     link = catalog.path(settings, name)
     mdir = resolve_model_dir(link)
     exported = force or not all((mdir / f).is_file() for f in ("model.onnx", SERVING_FILE, ONNX_RECORD))
     if exported:
         model, meta = load_urm(mdir)
-        enc = FeatureEncoder.from_dict(meta["feature_encoder"])
+        enc = FeatureVectorizer.from_dict(meta["feature_encoder"])
         save_model(model, model.cfg, link, read_model_json(mdir)["kind"], meta,
                    finish=_onnx_into(settings, model, enc, {}))
         mdir = resolve_model_dir(link)

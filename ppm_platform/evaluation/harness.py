@@ -117,9 +117,9 @@ def train_me_model(settings: Settings, df: pd.DataFrame, me: MEInputs, kind: str
             return model.forward_catalog(me_t, tgt[bt], hist[bt], mask[bt])
     else:
         from ppm_platform.models.urm import IDREC_INPUT_NAMES, URMConfig
-        from ppm_platform.training.urm_train import fit_encoder, training_inputs
+        from ppm_platform.training.urm_train import fit_vectorizer, training_inputs
 
-        enc = fit_encoder(settings, df.iloc[rows["train"]], 0)
+        enc = fit_vectorizer(settings, df.iloc[rows["train"]], 0)
         x = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in enc.transform(df).items()
              if k in IDREC_INPUT_NAMES}
         model = BaseQMEP(URMConfig.from_settings(settings, enc), me_cfg)

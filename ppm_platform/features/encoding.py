@@ -1,4 +1,4 @@
-"""Feature rows -> model input tensors (:class:`FeatureEncoder`). THE one conversion used by training, offline
+"""Feature rows -> model input tensors (:class:`FeatureVectorizer`). THE one conversion used by training, offline
 scoring and online serving, so a Feast row means the same tensor everywhere (no train/serve skew).
 
 Input: a DataFrame whose columns are the Feast features of the ``urm_training`` feature service (as returned
@@ -30,7 +30,7 @@ train impressions share the OOV row too, so that row is trained (a "minimum-coun
 Counters (:mod:`ppm_platform.features.counters`; ``counter_windows`` not None): per entity and per window
 (all-time, then each ``_<W>d``) the five inputs ``log1p(impressions)``, ``log1p(clicks)``, ``log1p(orders)``,
 and the smoothed click and order rates ``(count + m p) / (impressions + m)`` recomputed here from the counts
-with the prior ``p`` of the train rows' labels (:meth:`FeatureEncoder.fit`'s ``rate_prior``). A missing
+with the prior ``p`` of the train rows' labels (:meth:`FeatureVectorizer.fit`'s ``rate_prior``). A missing
 counter row (an entity with no event yet, or unknown online) is zero impressions, i.e. rate = ``p``; each
 input is then standardized with its train-rows mean and std.
 """
@@ -84,8 +84,11 @@ def dense_names(prefix: str, windows: tuple[int, ...]) -> list[str]:
 
 
 @dataclass
-class FeatureEncoder:
+class FeatureVectorizer:
     """Fitted vocabularies + shapes that turn feature rows into model inputs.
+
+    Named as scikit-learn's vectorizers (fit on rows, transform rows into arrays), not "encoder", which names
+    the text and image item encoders (:mod:`ppm_platform.encoders`).
 
     Attributes:
         max_len: L, the sequence length of ``hist_*`` and ``ppm_*`` inputs.
@@ -131,7 +134,7 @@ class FeatureEncoder:
                 *cls.counter_columns("item", counter_windows)]
 
     @classmethod
-    def fit(cls, train: pd.DataFrame, max_len: int, ppm_dim: int, **kw: Any) -> "FeatureEncoder":
+    def fit(cls, train: pd.DataFrame, max_len: int, ppm_dim: int, **kw: Any) -> "FeatureVectorizer":
         """Fit vocabularies (and the counters' standardization) on the training rows (never on validation /
         test rows). Keyword arguments as :meth:`fit_chunks`."""
         return cls.fit_chunks([train], max_len, ppm_dim, **kw)
@@ -139,7 +142,7 @@ class FeatureEncoder:
     @classmethod
     def fit_chunks(cls, chunks: Iterable[pd.DataFrame], max_len: int, ppm_dim: int, *, min_count: int = 1,
                    counter_windows: tuple[int, ...] | None = None,
-                   rate_prior: dict[str, float] | None = None) -> "FeatureEncoder":
+                   rate_prior: dict[str, float] | None = None) -> "FeatureVectorizer":
         """:meth:`fit` over training rows given in pieces (only :meth:`fit_columns` are read): the same
         encoder as ``fit(pd.concat(chunks))``, in memory bounded by the distinct values.
 
@@ -188,7 +191,7 @@ class FeatureEncoder:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FeatureEncoder":
+    def from_dict(cls, d: dict) -> "FeatureVectorizer":
         return cls(**d)
 
     # ---- sizes the models need ----------------------------------------------------------------------
@@ -385,7 +388,7 @@ class FeatureEncoder:
 
 
 def label_prior(click: np.ndarray, order: np.ndarray, strength: float) -> dict[str, float]:
-    """The ``rate_prior`` of :meth:`FeatureEncoder.fit_chunks` from the train rows' labels: their click and
+    """The ``rate_prior`` of :meth:`FeatureVectorizer.fit_chunks` from the train rows' labels: their click and
     order rates and the prior ``strength`` (impressions). Empty labels give 0.5 / 0.5 (only tests fit on nothing)."""
     click, order = np.asarray(click, np.float64), np.asarray(order, np.float64)
     return {"click": float(click.mean()) if click.size else 0.5,

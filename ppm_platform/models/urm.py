@@ -51,7 +51,7 @@ TASKS: tuple[str, ...] = ("click", "order")
 
 
 class InputShapes(Protocol):
-    """The input widths a fitted feature encoder gives (``features.encoding.FeatureEncoder`` has them): vocabulary
+    """The input widths a fitted feature vectorizer gives (``features.encoding.FeatureVectorizer`` has them): vocabulary
     sizes incl. the 2 reserved indices, the genre multi-hot width and the dense counter widths."""
 
     @property
@@ -105,7 +105,7 @@ class URMConfig(IDRecConfig, URMHyperParams):
     @classmethod
     def from_settings(cls, settings: Settings, shapes: InputShapes, ppm: PPMConfig | None = None) -> "URMConfig":
         """The config of ``settings.urm``'s hyper-parameters for the input widths of ``shapes`` (a fitted
-        ``FeatureEncoder``) and ``settings.sequence.max_len``; URM with ``ppm`` (the config of the PPM whose
+        ``FeatureVectorizer``) and ``settings.sequence.max_len``; URM with ``ppm`` (the config of the PPM whose
         readout is plugged in), Base when ``ppm`` is None. The one place a URM / Base config is built."""
         hyper = settings.urm.model_dump(include=set(URMHyperParams.model_fields))
         return cls(**hyper, n_users=shapes.n_users, n_items=shapes.n_items,

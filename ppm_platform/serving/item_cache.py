@@ -7,7 +7,7 @@ request. Item features change with the catalog, the PPM and the item counters, i
 push or a daily run, not per request, so the ranking service keeps the *encoded* item inputs of the whole
 catalog in memory (one row per item: ~0.3 kB with the default shapes) and a request gathers N rows. The
 values still come from Feast: the cache is filled with bulk ``get_online_features`` calls of the model's item
-feature references, encoded by the model's own :class:`~ppm_platform.features.encoding.FeatureEncoder`.
+feature references, encoded by the model's own :class:`~ppm_platform.features.encoding.FeatureVectorizer`.
 
 Coherence:
 
@@ -36,7 +36,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from ppm_platform.features.encoding import FeatureEncoder
+from ppm_platform.features.encoding import FeatureVectorizer
 
 log = logging.getLogger("ppm_platform.serving")
 
@@ -96,7 +96,7 @@ class ItemFeatureCache:
         fetch: ``fetch(item_ids) -> DataFrame`` of the online item features in request order (``item_id`` plus
             the model's item feature columns; missing values None), e.g. a bound
             :func:`ppm_platform.feature_store.read_online_items`.
-        encoder: the model's encoder (:meth:`FeatureEncoder.encode_items`).
+        vectorizer: the model's :class:`FeatureVectorizer` (:meth:`~FeatureVectorizer.encode_items`).
         version_field: the column holding each row's cache version (``ppm_item_version``), None = none.
         max_items: most items held.
         refresh_s: background refresh interval in seconds (0 or None: no background refresh).
@@ -106,12 +106,12 @@ class ItemFeatureCache:
         ValueError: ``max_items < 1``.
     """
 
-    def __init__(self, fetch: Callable[[list[int]], pd.DataFrame], encoder: FeatureEncoder,
+    def __init__(self, fetch: Callable[[list[int]], pd.DataFrame], vectorizer: FeatureVectorizer,
                  version_field: str | None = "ppm_item_version", max_items: int = 500_000,
                  refresh_s: float | None = 60.0, clock: Callable[[], float] = time.monotonic):
         if max_items < 1:
             raise ValueError(f"item cache max_items must be >= 1, got {max_items}")
-        self._fetch, self.encoder, self.version_field = fetch, encoder, version_field
+        self._fetch, self.vectorizer, self.version_field = fetch, vectorizer, version_field
         self.max_items, self.refresh_s, self._clock = int(max_items), refresh_s, clock
         self._snap = _Snapshot({}, {}, np.zeros(0, bool), np.zeros(0, object), clock(), 0.0)
         self._extra: dict[int, tuple[dict[str, np.ndarray], bool, str | None]] = {}
@@ -135,7 +135,7 @@ class ItemFeatureCache:
             known.append(df[feats].notna().any(axis=1).to_numpy() if feats else np.ones(len(df), bool))
             versions.append(df[self.version_field].to_numpy(dtype=object) if self.version_field in df
                             else np.full(len(df), None, object))
-            parts.append(self.encoder.encode_items(df))
+            parts.append(self.vectorizer.encode_items(df))
         if not parts:
             return {}, np.zeros(0, bool), np.zeros(0, object)
         arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

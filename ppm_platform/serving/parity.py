@@ -4,8 +4,8 @@ features as of the same time, for sampled (user, item) pairs.
 Like is compared with like by joining the offline features **as of the online store's materialization
 time** (``as_of``, default now): Feast's point-in-time join then picks, per entity, the latest feature row
 with ``feature_ts <= as_of``, which is exactly the row ``materialize(end=as_of)`` loaded into the online
-store. The offline rows go through :meth:`FeatureEncoder.transform` (training's path); the online rows
-through :meth:`Ranker.rank` (Feast ``get_online_features`` + :meth:`FeatureEncoder.transform_request`);
+store. The offline rows go through :meth:`FeatureVectorizer.transform` (training's path); the online rows
+through :meth:`Ranker.rank` (Feast ``get_online_features`` + :meth:`FeatureVectorizer.transform_request`);
 both are scored by the same ONNX session, so any difference is feature skew: a stale or missing online
 row, a Feast type round trip, or an encoding difference between the two paths.
 
@@ -83,7 +83,7 @@ def check_parity(settings: Settings, n_pairs: int | None = None, atol: float | N
     # offline: point-in-time join as of `as_of` through the training feature service, training's transform
     entity = pairs.assign(event_timestamp=pd.Timestamp(as_of))
     frame = get_training_frame(settings, entity, service="urm_training", store=ranker.store)
-    offline = ranker.scorer.predict(ranker.encoder.transform(frame))
+    offline = ranker.scorer.predict(ranker.vectorizer.transform(frame))
 
     # online: one Ranker call per user, exactly the serving path
     online = np.full((len(pairs), 2), np.nan, dtype=np.float32)

@@ -18,26 +18,26 @@ import pandas as pd
 
 from ppm_platform.config import Settings
 from ppm_platform.data import catalog
-from ppm_platform.features.encoding import FeatureEncoder
+from ppm_platform.features.encoding import FeatureVectorizer
 
 #: the version fields the Ranker reads besides the model's inputs (DESIGN.md §4 version rule)
 USER_VERSION_FIELD, ITEM_VERSION_FIELD = "ppm_user_version", "ppm_item_version"
 
 
-def model_feature_refs(store, service: str, encoder: FeatureEncoder, entity: str, use_ppm: bool) -> list[str]:
-    """The ``"view:feature"`` references of feature service ``service`` that a model with ``encoder`` reads for
-    ``entity`` (``"user"`` / ``"item"``): its encoder's columns, the PPM cache columns and their version field
+def model_feature_refs(store, service: str, vectorizer: FeatureVectorizer, entity: str, use_ppm: bool) -> list[str]:
+    """The ``"view:feature"`` references of feature service ``service`` that a model with ``vectorizer`` reads for
+    ``entity`` (``"user"`` / ``"item"``): its vectorizer's columns, the PPM cache columns and their version field
     when ``use_ppm``; nothing else (e.g. ``hist_age_s``, ``hist_len``, ``release_year``, the counters' rates
     are never fetched online).
 
     Raises:
-        KeyError: a column the encoder needs is in no view of the service (named).
+        KeyError: a column the vectorizer needs is in no view of the service (named).
     """
     if entity == "user":
-        need = [*encoder.user_columns(), *(("ppm_user_seq", "ppm_seq_len", USER_VERSION_FIELD) if use_ppm else ())]
+        need = [*vectorizer.user_columns(), *(("ppm_user_seq", "ppm_seq_len", USER_VERSION_FIELD) if use_ppm else ())]
         key = "user_id"
     else:
-        need = [*encoder.item_columns(), *(("ppm_item_vec", ITEM_VERSION_FIELD) if use_ppm else ())]
+        need = [*vectorizer.item_columns(), *(("ppm_item_vec", ITEM_VERSION_FIELD) if use_ppm else ())]
         key = "item_id"
     where: dict[str, str] = {}
     for proj in store.get_feature_service(service, allow_cache=True).feature_view_projections:
@@ -87,7 +87,7 @@ class Ranker:
     reads, from the user feature service recorded in ``model.json``), the candidates' encoded inputs from the
     :class:`~ppm_platform.serving.item_cache.ItemFeatureCache` (filled from the Feast online store; an id not
     cached is read from Feast in the request), the user row encoded once
-    (:meth:`FeatureEncoder.encode_user`, the same code as training's :meth:`FeatureEncoder.transform`) and one
+    (:meth:`FeatureVectorizer.encode_user`, the same code as training's :meth:`FeatureVectorizer.transform`) and one
     onnxruntime run of ``model_serving.onnx``, which broadcasts the user row to the candidates inside the graph.
 
     Cold start (defined behaviour, never an error): an unknown user or item (no row in the online store) is
@@ -141,16 +141,16 @@ class Ranker:
         self.model_dir: Path = model_dir
         self.model_id: str = model_dir.name
         self.model_version: str | None = doc.get("version")
-        self.encoder = FeatureEncoder.from_dict(meta["feature_encoder"])
+        self.vectorizer = FeatureVectorizer.from_dict(meta["feature_encoder"])
         self.ppm_version: str | None = meta.get("ppm_version")
         self.store = store if store is not None else get_store(settings)
-        use_ppm = self.encoder.ppm_dim > 0
+        use_ppm = self.vectorizer.ppm_dim > 0
         self.user_service = user_service or meta["user_feature_service"]
         self.item_service = item_service or meta["item_feature_service"]
         self.user_refs = (self.user_service if isinstance(self.user_service, list) else
-                          model_feature_refs(self.store, self.user_service, self.encoder, "user", use_ppm))
+                          model_feature_refs(self.store, self.user_service, self.vectorizer, "user", use_ppm))
         self.item_refs = (self.item_service if isinstance(self.item_service, list) else
-                          model_feature_refs(self.store, self.item_service, self.encoder, "item", use_ppm))
+                          model_feature_refs(self.store, self.item_service, self.vectorizer, "item", use_ppm))
         #: the batch-form graph (offline scoring, parity) and the serving graph (user row broadcast inside)
         self.scorer = OnnxScorer(Path(onnx_path))
         serving_path = model_dir / SERVING_FILE
@@ -162,10 +162,10 @@ class Ranker:
         if sv.item_cache if item_cache is None else item_cache:
             from ppm_platform.serving.item_cache import ItemFeatureCache
 
-            self.item_cache = ItemFeatureCache(self._fetch_items, self.encoder,
+            self.item_cache = ItemFeatureCache(self._fetch_items, self.vectorizer,
                                                ITEM_VERSION_FIELD if use_ppm else None, sv.item_cache_max_items,
                                                sv.item_cache_refresh_s)
-            self.item_cache.load(catalog_item_ids(settings, self.encoder))
+            self.item_cache.load(catalog_item_ids(settings, self.vectorizer))
             self.item_cache.start()
 
     def close(self) -> None:
@@ -226,8 +226,8 @@ class Ranker:
         Returns:
             ``{"status": "ok" | "version_mismatch", "error": str | None, "cache_versions_seen": [...]}``.
         """
-        users = [int(k) for k in list(self.encoder.users)[:1]] or [0]
-        items = [int(k) for k in list(self.encoder.items)[:n_items]] or [0]
+        users = [int(k) for k in list(self.vectorizer.users)[:1]] or [0]
+        items = [int(k) for k in list(self.vectorizer.items)[:n_items]] or [0]
         user, item_rows = self.lookup(users[0], items)
         try:
             self.check_versions(user, item_rows)
@@ -258,10 +258,10 @@ class Ranker:
             feats = [c for c in rows.columns if c != "item_id"]
             known = rows[feats].notna().any(axis=1).to_numpy() if feats else np.ones(len(rows), bool)
             versions = {v for v in rows.get(ITEM_VERSION_FIELD, []) if v is not None}
-            item_x = self.encoder.encode_items(rows)
+            item_x = self.vectorizer.encode_items(rows)
         t1 = time.perf_counter()
         self.check_versions(user, versions)
-        user_x = self.encoder.encode_user(user)
+        user_x = self.vectorizer.encode_user(user)
         if self.serving_scorer is not None:
             probs = self.serving_scorer.predict({**user_x, **item_x})
         else:  # an export without the serving graph: the batch form, user row broadcast here
@@ -276,10 +276,10 @@ class Ranker:
         return RankResult(int(user_id), scores, (t1 - t0) * 1e3, (t2 - t1) * 1e3, user_known, unknown)
 
 
-def catalog_item_ids(settings: Settings, encoder: FeatureEncoder) -> list[int]:
+def catalog_item_ids(settings: Settings, vectorizer: FeatureVectorizer) -> list[int]:
     """The ids the item cache loads at start: the canonical items table of the artifacts when there is one,
     else the model's item vocabulary."""
     path = catalog.path(settings, "items")
     if path.exists():
         return pd.read_parquet(path, columns=["item_id"])["item_id"].astype("int64").tolist()
-    return [int(k) for k in encoder.items]
+    return [int(k) for k in vectorizer.items]

@@ -7,7 +7,7 @@ first two rows, on the same point-in-time training set and split as every other 
 * ``GBDT`` (:func:`train_gbdt`): scikit-learn's ``HistGradientBoostingClassifier`` (histogram gradient
   boosting, as LightGBM; scikit-learn user guide §1.11.1) on the features Base reads minus the ID embeddings
   and sequences: the user and item counters (``user_dense`` / ``item_dense`` of
-  :class:`~ppm_platform.features.encoding.FeatureEncoder`), the user side features as categoricals, the item's
+  :class:`~ppm_platform.features.encoding.FeatureVectorizer`), the user side features as categoricals, the item's
   category multi-hot and content flag; no PPM. One classifier per task, early-stopped on the validation split
   and selected on validation AUC over the grid of ``settings.evaluation`` (learning rate x max_leaf_nodes).
 
@@ -24,7 +24,7 @@ import pandas as pd
 
 from ppm_platform.config import Settings
 from ppm_platform.models import TASKS
-from ppm_platform.features.encoding import FeatureEncoder
+from ppm_platform.features.encoding import FeatureVectorizer
 from ppm_platform.training.batch import labels
 
 
@@ -47,7 +47,7 @@ def popularity_scores(train: pd.DataFrame, rows: pd.DataFrame, strength: float) 
     return out
 
 
-def gbdt_matrix(enc: FeatureEncoder, x: dict[str, np.ndarray]) -> tuple[np.ndarray, list[int]]:
+def gbdt_matrix(enc: FeatureVectorizer, x: dict[str, np.ndarray]) -> tuple[np.ndarray, list[int]]:
     """The GBDT feature matrix float32 ``[B, F]`` of encoded inputs ``x`` and the column indices of its
     categorical features (the user side features' vocabulary indices)."""
     side = x["user_side"].astype(np.float32)
@@ -73,11 +73,11 @@ def train_gbdt(settings: Settings, df: pd.DataFrame, rows: dict[str, np.ndarray]
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     from ppm_platform.training.metrics import auc
-    from ppm_platform.training.urm_train import fit_encoder
+    from ppm_platform.training.urm_train import fit_vectorizer
 
     t0 = time.perf_counter()
     ev = settings.evaluation
-    enc = fit_encoder(settings, df.iloc[rows["train"]], 0)
+    enc = fit_vectorizer(settings, df.iloc[rows["train"]], 0)
     mat, cat = gbdt_matrix(enc, enc.transform(df))
     y = labels(df)
     probs = {s: np.zeros((len(rows[s]), 2)) for s in ("valid", "test")}

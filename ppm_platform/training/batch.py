@@ -1,5 +1,5 @@
 """Training batches: the label matrix of a training-set frame. Feature rows become model inputs through
-:class:`ppm_platform.features.encoding.FeatureEncoder` (shared with serving)."""
+:class:`ppm_platform.features.encoding.FeatureVectorizer` (shared with serving)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 training set from Feast, with the fixed time split of DESIGN.md §5.
 
 The training set has one row per impression with every feature of the ``urm_training`` feature service as
-of the impression's time; :class:`~ppm_platform.features.encoding.FeatureEncoder` turns it into tensors the
+of the impression's time; :class:`~ppm_platform.features.encoding.FeatureVectorizer` turns it into tensors the
 same way serving does.
 """
 
@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ppm_platform.config import Settings
-from ppm_platform.features.encoding import FeatureEncoder
+from ppm_platform.features.encoding import FeatureVectorizer
 from ppm_platform.training.batch import labels
 from ppm_platform.runtime import Progress, torch_threads
 from ppm_platform.training.streaming import ParquetChunks
@@ -37,7 +37,7 @@ class TrainedCTRModel:
 
     model: torch.nn.Module
     config: object
-    encoder: FeatureEncoder
+    vectorizer: FeatureVectorizer
     metrics: dict
     use_ppm: bool
     #: the ``ppm_version`` of the PPM cache rows it was trained on (URM; None for Base): what it is labelled with
@@ -174,7 +174,7 @@ def train_ctr_model(settings: Settings, training_set: "pd.DataFrame | Path", use
     (``use_ppm=False``) end-to-end on click + order with a weighted sum of per-task BCE.
 
     Vocabularies, the counters' standardization and their rate prior are fitted on the train split
-    (:class:`~ppm_platform.features.encoding.FeatureEncoder`, ``urm.min_count``); training adds ID and content
+    (:class:`~ppm_platform.features.encoding.FeatureVectorizer`, ``urm.min_count``); training adds ID and content
     dropout (:func:`training_inputs`); the epoch with the best validation click AUC is kept (the test split is
     only scored, never used for selection).
 
@@ -224,18 +224,18 @@ def counter_windows(settings: Settings) -> tuple[int, ...] | None:
     return tuple(settings.counters.windows_days) if settings.urm.use_counters else None
 
 
-def fit_encoder(settings: Settings, train: pd.DataFrame, ppm_dim: int) -> FeatureEncoder:
-    """The :class:`FeatureEncoder` of ``settings`` fitted on in-memory train rows (what :func:`train_ctr_model`
+def fit_vectorizer(settings: Settings, train: pd.DataFrame, ppm_dim: int) -> FeatureVectorizer:
+    """The :class:`FeatureVectorizer` of ``settings`` fitted on in-memory train rows (what :func:`train_ctr_model`
     fits chunk by chunk): ``urm.min_count`` vocabularies, the counters of :func:`counter_windows` with the rate
     prior of the rows' labels."""
     from ppm_platform.features.encoding import label_prior
 
-    return FeatureEncoder.fit(train, settings.sequence.max_len, ppm_dim, min_count=settings.urm.min_count,
+    return FeatureVectorizer.fit(train, settings.sequence.max_len, ppm_dim, min_count=settings.urm.min_count,
                               counter_windows=counter_windows(settings),
                               rate_prior=label_prior(train["click"], train["order"], settings.counters.prior_strength))
 
 
-def _urm(settings: Settings, enc: FeatureEncoder, use_ppm: bool, ppm):
+def _urm(settings: Settings, enc: FeatureVectorizer, use_ppm: bool, ppm):
     from ppm_platform.models.urm import URM, URMConfig
 
     cfg = URMConfig.from_settings(settings, enc, ppm.cfg if use_ppm else None)
@@ -355,7 +355,7 @@ def _train(settings: Settings, src, use_ppm: bool, ppm, progress, recent_train_f
     version_counts = cache_version_counts(src) if use_ppm else None
     cache_version = training_set_cache_version(version_counts, ppm_version) if use_ppm else None
     windows = counter_windows(settings)
-    needed = FeatureEncoder.counter_columns("user", windows) + FeatureEncoder.counter_columns("item", windows)
+    needed = FeatureVectorizer.counter_columns("user", windows) + FeatureVectorizer.counter_columns("item", windows)
     if missing := [c for c in needed if c not in names]:
         raise KeyError(f"training set lacks counter column(s) {missing[:4]}{' ...' if len(missing) > 4 else ''}: "
                        "rebuild it with the item_stats / user_stats views (or set urm.use_counters false)")
@@ -372,19 +372,19 @@ def _train(settings: Settings, src, use_ppm: bool, ppm, progress, recent_train_f
             return None
         return src.read_frame(k, columns, None if m.all() else m)
 
-    # pass 1: the encoder (train split only) + the train-split figures of the cold / new slices
+    # pass 1: the vectorizer (train split only) + the train-split figures of the cold / new slices
     item_counts: list[pd.Series] = []
     users: set = set()
 
     def train_frames():
         for k in range(len(src)):
-            df = frame(k, 0, [c for c in FeatureEncoder.fit_columns(windows) if c in names])
+            df = frame(k, 0, [c for c in FeatureVectorizer.fit_columns(windows) if c in names])
             if df is not None:
                 item_counts.append(df["item_id"].value_counts())
                 users.update(df["user_id"].tolist())
                 yield df
 
-    enc = FeatureEncoder.fit_chunks(train_frames(), settings.sequence.max_len, settings.ppm.d_model if use_ppm else 0,
+    enc = FeatureVectorizer.fit_chunks(train_frames(), settings.sequence.max_len, settings.ppm.d_model if use_ppm else 0,
                                     min_count=u.min_count, counter_windows=windows, rate_prior=prior)
     counts = pd.concat(item_counts).groupby(level=0).sum() if item_counts else pd.Series(dtype="int64")
     model, cfg = _urm(settings, enc, use_ppm, ppm)

@@ -1,7 +1,7 @@
 """HTTP contract of the ranking service (ppm_platform.serving.app) on a tiny real Feast store (SQLite online
 store, 3 users x 3 items written by the test) and a small URM exported to ONNX by the test: good requests,
 cold-start flags, every kind of bad request (4xx with a message, never 500), /health, version refusal, and
-FeatureEncoder.transform_request == transform on the broadcast frame."""
+FeatureVectorizer.transform_request == transform on the broadcast frame."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from ppm_platform.serving.app import create_app
 from ppm_platform.serving.onnx_export import export_urm_onnx
 from ppm_platform.serving.ranker import Ranker
 from ppm_platform.model_store import save_model
-from ppm_platform.features.encoding import FeatureEncoder
+from ppm_platform.features.encoding import FeatureVectorizer
 
 try:  # pytest's default (prepend) import mode puts tests/unit on sys.path
     from test_feature_store import DM, ITEMS, L, USERS, _write_tables
@@ -67,7 +67,7 @@ def build_served(root, **settings_kw):
     encoder, frame)``."""
     settings, frame = online_tables(root, **settings_kw)
     train = frame[frame["item_id"] != ITEMS[-1]]  # item 12 -> OOV
-    enc = FeatureEncoder.fit(train, max_len=L, ppm_dim=DM, counter_windows=tuple(settings.counters.windows_days),
+    enc = FeatureVectorizer.fit(train, max_len=L, ppm_dim=DM, counter_windows=tuple(settings.counters.windows_days),
                              rate_prior={"click": 0.5, "order": 0.2, "strength": 10.0})
     torch.manual_seed(0)
     cfg = URMConfig(n_users=enc.n_users, n_items=enc.n_items, user_side_cardinalities=enc.user_side_cardinalities,

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from ppm_platform.serving.item_cache import ItemFeatureCache
-from ppm_platform.features.encoding import FeatureEncoder
+from ppm_platform.features.encoding import FeatureVectorizer
 
 D = 3
 
@@ -38,7 +38,7 @@ def enc():
     train = pd.DataFrame({"user_id": [1, 2], "item_id": [10, 11], "gender": "F", "occupation": "x",
                           "categories": [["a"], ["b"]], "user_impressions": 1, "user_clicks": 0, "user_orders": 0,
                           "item_impressions": [5, 9], "item_clicks": [1, 2], "item_orders": [0, 1]})
-    return FeatureEncoder.fit(train, max_len=2, ppm_dim=D, counter_windows=(),
+    return FeatureVectorizer.fit(train, max_len=2, ppm_dim=D, counter_windows=(),
                               rate_prior={"click": 0.5, "order": 0.2, "strength": 10.0})
 
 

@@ -39,7 +39,7 @@ from ppm_platform.model_store import (
     save_model,
     versions_dir,
 )
-from ppm_platform.features.encoding import FeatureEncoder
+from ppm_platform.features.encoding import FeatureVectorizer
 
 try:  # pytest's default (prepend) import mode puts tests/unit on sys.path
     from test_feature_store import DM, ITEMS, L
@@ -51,7 +51,7 @@ except ImportError:  # tests/ made a package
 TIMEOUT_S = 120  # generous: 2 shared cores
 
 
-def _cfg(enc: FeatureEncoder | None = None) -> URMConfig:
+def _cfg(enc: FeatureVectorizer | None = None) -> URMConfig:
     v = dict(n_users=enc.n_users, n_items=enc.n_items, user_side_cardinalities=enc.user_side_cardinalities,
              n_genres=enc.n_genres, n_user_dense=enc.n_user_dense, n_item_dense=enc.n_item_dense) if enc else \
         dict(n_users=5, n_items=5, user_side_cardinalities=(3,), n_genres=2, n_user_dense=1, n_item_dense=1)
@@ -158,7 +158,7 @@ def online(tmp_path_factory):
     encoder and the offline point-in-time frame the models are checked against."""
     settings, frame = online_tables(tmp_path_factory.mktemp("swap"),
                                     serving={"model_watch_s": 0.1, "item_cache_refresh_s": 0})
-    enc = FeatureEncoder.fit(frame, max_len=L, ppm_dim=DM, counter_windows=tuple(settings.counters.windows_days),
+    enc = FeatureVectorizer.fit(frame, max_len=L, ppm_dim=DM, counter_windows=tuple(settings.counters.windows_days),
                              rate_prior={"click": 0.5, "order": 0.2, "strength": 10.0})
     return settings, enc, frame
 

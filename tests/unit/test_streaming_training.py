@@ -15,7 +15,7 @@ from ppm_platform.config import Settings
 from ppm_platform.data import schemas
 from ppm_platform.io import write_parquet_atomic
 from ppm_platform.testing.frames import with_counters
-from ppm_platform.features.encoding import FeatureEncoder
+from ppm_platform.features.encoding import FeatureVectorizer
 from ppm_platform.training.streaming import ParquetChunks, chunk_ranges
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
@@ -186,7 +186,7 @@ def _training_set(n: int = 700, seed: int = 3) -> pd.DataFrame:
         ppm_user_version=[CACHE_VERSION if p else None for p in seq_present], ppm_item_version=CACHE_VERSION)
 
 
-def _same_encoder(a: FeatureEncoder, b: FeatureEncoder) -> bool:
+def _same_vectorizer(a: FeatureVectorizer, b: FeatureVectorizer) -> bool:
     """Equal vocabularies and settings; dense moments equal up to float rounding (summed per chunk)."""
     da, db = a.to_dict(), b.to_dict()
     for k in ("dense_mean", "dense_std"):
@@ -196,11 +196,11 @@ def _same_encoder(a: FeatureEncoder, b: FeatureEncoder) -> bool:
         {k: v for k, v in db.items() if not k.startswith("dense_")}
 
 
-def test_feature_encoder_fit_chunks_equals_fit():
+def test_feature_vectorizer_fit_chunks_equals_fit():
     df = _training_set()
     kw = dict(min_count=2, counter_windows=(7, 30), rate_prior={"click": 0.4, "order": 0.2, "strength": 10.0})
-    whole = FeatureEncoder.fit(df, L, D, **kw)
-    parts = FeatureEncoder.fit_chunks((df.iloc[s:s + 97][FeatureEncoder.fit_columns((7, 30))]
+    whole = FeatureVectorizer.fit(df, L, D, **kw)
+    parts = FeatureVectorizer.fit_chunks((df.iloc[s:s + 97][FeatureVectorizer.fit_columns((7, 30))]
                                        for s in range(0, len(df), 97)), L, D, **kw)
     assert parts.users == whole.users and parts.items == whole.items and parts.genres == whole.genres
     for entity in ("user", "item"):  # moments summed chunk by chunk: equal up to float rounding
@@ -225,7 +225,7 @@ def test_ctr_training_streamed_equals_in_memory(tmp_path, use_ppm):
     ppm = ppm if use_ppm else None
     a = train_ctr_model(s, df, use_ppm=use_ppm, ppm=ppm)
     b = train_ctr_model(s, path, use_ppm=use_ppm, ppm=ppm)  # one chunk: identical model and metrics
-    assert a.encoder == b.encoder
+    assert a.vectorizer == b.vectorizer
     assert all(torch.equal(v, b.model.state_dict()[k]) for k, v in a.model.state_dict().items())
     assert a.metrics["rows"] == b.metrics["rows"]
     for split in ("valid", "test"):
@@ -235,12 +235,12 @@ def test_ctr_training_streamed_equals_in_memory(tmp_path, use_ppm):
     small = _settings(tmp_path, urm={"chunk_rows": 150})  # several chunks: seeded, deterministic
     c = train_ctr_model(small, path, use_ppm=use_ppm, ppm=ppm)
     d = train_ctr_model(small, path, use_ppm=use_ppm, ppm=ppm)
-    assert _same_encoder(c.encoder, a.encoder)
+    assert _same_vectorizer(c.vectorizer, a.vectorizer)
     assert all(torch.equal(v, d.model.state_dict()[k]) for k, v in c.model.state_dict().items())
     assert c.metrics["rows"] == a.metrics["rows"]
     recent = train_ctr_model(small, path, use_ppm=use_ppm, ppm=ppm, recent_train_fraction=0.5)
     ref = train_ctr_model(s, df, use_ppm=use_ppm, ppm=ppm, recent_train_fraction=0.5)
-    assert recent.metrics["rows"] == ref.metrics["rows"] and _same_encoder(recent.encoder, ref.encoder)
+    assert recent.metrics["rows"] == ref.metrics["rows"] and _same_vectorizer(recent.vectorizer, ref.vectorizer)
 
 
 def test_urm_is_labelled_with_the_cache_version_it_trained_on_and_refuses_other_versions(tmp_path):

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ppm_platform.features.encoding import FeatureEncoder
+from ppm_platform.features.encoding import FeatureVectorizer
 from ppm_platform.training.me_index import MEIndex
 from ppm_platform.training.metrics import HELD_OUT_SLICE, auc, gauc, logloss, slice_masks
 from ppm_platform.data.split import assign_split
@@ -47,9 +47,9 @@ def _rows():
     })
 
 
-def test_feature_encoder_train_vocab_and_padding():
+def test_feature_vectorizer_train_vocab_and_padding():
     df = _rows()
-    enc = FeatureEncoder.fit(df.iloc[:2], max_len=3, ppm_dim=2)
+    enc = FeatureVectorizer.fit(df.iloc[:2], max_len=3, ppm_dim=2)
     x = enc.transform(df)
     assert x["user_idx"].tolist() == [2, 3, 1]            # user 3 unseen in train -> OOV
     assert x["item_idx"].tolist() == [2, 3, 1]
@@ -64,11 +64,11 @@ def test_feature_encoder_train_vocab_and_padding():
     assert x["ppm_seq_mask"].tolist() == [[1, 1, 0], [0, 0, 0], [1, 1, 1]]
     assert x["ppm_item_vec"].tolist() == [[1, 2], [3, 4], [0, 0]]
     # round trip through JSON-able dict gives the same tensors (the serving path loads it this way)
-    x2 = FeatureEncoder.from_dict(enc.to_dict()).transform(df)
+    x2 = FeatureVectorizer.from_dict(enc.to_dict()).transform(df)
     assert all(np.array_equal(x[k], x2[k]) for k in x)
 
 
-def test_feature_encoder_counters_and_cold_entities():
+def test_feature_vectorizer_counters_and_cold_entities():
     """Counter inputs: log counts and rates recomputed from the counts with the train prior, standardized on
     the train rows; a NULL counter row (an entity with no event yet, or unknown online) is exactly a
     zero-impression entity; min_count sends rare ids to the shared OOV row."""
@@ -79,7 +79,7 @@ def test_feature_encoder_counters_and_cold_entities():
          "item_impressions": [10, 1, None], "item_clicks": [5, 0, None], "item_orders": [0, 0, None]}
     df = df.assign(**n, user_id=[1, 1, 3])
     prior = {"click": 0.6, "order": 0.25, "strength": 10.0}
-    enc = FeatureEncoder.fit(df.iloc[:2], max_len=3, ppm_dim=2, min_count=2, counter_windows=(), rate_prior=prior)
+    enc = FeatureVectorizer.fit(df.iloc[:2], max_len=3, ppm_dim=2, min_count=2, counter_windows=(), rate_prior=prior)
     assert dense_names("item", ()) == ["item_log_impressions", "item_log_clicks", "item_log_orders",
                                        "item_click_rate", "item_order_rate"]
     assert enc.users == {"1": 2}                          # user 1 has 2 train rows; min_count=2
@@ -97,12 +97,12 @@ def test_feature_encoder_counters_and_cold_entities():
     with pytest.raises(KeyError, match="user_impressions"):
         enc.transform(df.drop(columns="user_impressions"))
     with pytest.raises(ValueError, match="rate_prior"):
-        FeatureEncoder.fit(df, max_len=3, ppm_dim=2, counter_windows=())
+        FeatureVectorizer.fit(df, max_len=3, ppm_dim=2, counter_windows=())
 
 
-def test_feature_encoder_rejects_wrong_cache_width():
+def test_feature_vectorizer_rejects_wrong_cache_width():
     df = _rows()
-    enc = FeatureEncoder.fit(df, max_len=3, ppm_dim=4)
+    enc = FeatureVectorizer.fit(df, max_len=3, ppm_dim=4)
     with pytest.raises(ValueError, match="row 0"):
         enc.transform(df)
 
