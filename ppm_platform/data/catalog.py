@@ -9,7 +9,8 @@ joining ``"<name>.parquet"`` themselves, so renaming or moving an artifact is on
 Layouts (``Artifact.layout``): ``file`` = one parquet (or JSON) file; ``day_folder`` = a folder (for feature tables
 named ``<table>.parquet``) of ``<YYYY-MM-DD>.parquet`` day files that read as one table (Feast's file and Spark sources,
 DuckDB and pyarrow all read it so; :func:`ppm_platform.io.write_day_partitioned`); ``model`` = a published
-model folder (a symlink to its current version, :mod:`ppm_platform.model_store`).
+model folder (a symlink to its current version, :mod:`ppm_platform.model_store`); ``folder`` = a folder
+replaced whole when rewritten (the fine-tuned encoders).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ppm_platform.data import schemas
 from ppm_platform.io import DAY_FILE
 
 Root = Literal["tables_dir", "quarantine_dir", "features_dir", "models_dir", "artifacts_dir"]
-Layout = Literal["file", "day_folder", "model"]
+Layout = Literal["file", "day_folder", "model", "folder"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,9 @@ ARTIFACTS: dict[str, Artifact] = {a.name: a for a in [
     Artifact("training_set", "artifacts_dir", "training_set.parquet"),
     # published models
     *(Artifact(m, "models_dir", m, "model") for m in ("ppm", "urm", "base")),
+    # the fine-tuned item encoders (a save_pretrained text model; the image encoder's weights file inside)
+    Artifact("text_encoder", "models_dir", "text_encoder", "folder"),
+    Artifact("image_encoder", "models_dir", "image_encoder", "folder"),
 ]}
 
 #: the feature tables behind the Feast feature views (one source each), in the order of :data:`ARTIFACTS`

@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 
 from ppm_platform.config import Settings
+from ppm_platform.data import catalog
 from ppm_platform.encoders.image import ImageEncoder, image_encoder_version
 from ppm_platform.encoders.text import TextEncoder, text_encoder_version
 
@@ -27,13 +28,12 @@ def encoder_settings(settings: Settings) -> Settings:
     """A copy of ``settings`` whose ``encoders.text_model_path`` / ``image_weights_path`` point at the
     fine-tuned encoders (``models_dir/text_encoder``, ``models_dir/image_encoder/model.safetensors``) when
     they exist and ``finetune.use_finetuned`` is on; otherwise ``settings`` unchanged (never mutated)."""
-    from ppm_platform.encoders.finetune.image import IMAGE_ENCODER_DIR, IMAGE_WEIGHTS_FILE
-    from ppm_platform.encoders.finetune.text import TEXT_ENCODER_DIR
+    from ppm_platform.encoders.finetune.image import IMAGE_WEIGHTS_FILE
 
     if not settings.finetune.use_finetuned:
         return settings
     s = settings.model_copy(deep=True)
-    text_dir, image_w = s.models_dir / TEXT_ENCODER_DIR, s.models_dir / IMAGE_ENCODER_DIR / IMAGE_WEIGHTS_FILE
+    text_dir, image_w = catalog.path(s, "text_encoder"), catalog.path(s, "image_encoder") / IMAGE_WEIGHTS_FILE
     if (text_dir / "config.json").is_file():
         s.encoders.text_model_path = text_dir
     if image_w.is_file():

@@ -43,12 +43,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ppm_platform.config import Settings
 
+from ppm_platform.data import catalog
 from ppm_platform.runtime import Progress
 
 log = logging.getLogger("ppm_platform.encoders")
-#: the fine-tuned image encoder's folder under ``models_dir`` and its weights file (EfficientNet's state dict,
-#: not a ``model_store`` model: that one is ``model_store.WEIGHTS_FILE``)
-IMAGE_ENCODER_DIR = "image_encoder"
+#: the weights file in the fine-tuned image encoder's folder (catalog ``image_encoder``): EfficientNet's state
+#: dict, not a ``model_store`` model (that one is ``model_store.WEIGHTS_FILE``)
 IMAGE_WEIGHTS_FILE = "model.safetensors"
 N_BLOCKS = 16
 
@@ -351,7 +351,7 @@ def _finetune_image(settings: "Settings", items: pd.DataFrame, progress: Progres
     if ft.max_items is not None and len(df) > ft.max_items:
         df = df.iloc[np.sort(np.random.default_rng(settings.seed).permutation(len(df))[:ft.max_items])]
         df = df.reset_index(drop=True)
-    out = settings.models_dir / IMAGE_ENCODER_DIR
+    out = catalog.path(settings, "image_encoder")
     if len(df) < 10 or len(vocab) < 2:
         return skipped(out, f"{len(df)} items with an image and a category, {len(vocab)} categories "
                             "(need >= 10 and >= 2)", {"items_with_image": int(has.sum()), "used": len(df)})

@@ -36,11 +36,11 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 from ppm_platform.config import Settings
+from ppm_platform.data import catalog
 from ppm_platform.encoders.finetune.common import replace_dir, skipped
 from ppm_platform.runtime import Progress, torch_threads
 
 log = logging.getLogger("ppm_platform.encoders")
-TEXT_ENCODER_DIR = "text_encoder"
 
 
 # ---- loss ----------------------------------------------------------------------------------------------------
@@ -223,7 +223,7 @@ def _finetune_text(settings: "Settings", queries: pd.DataFrame, items: pd.DataFr
     catalog_ids = items["item_id"].to_numpy(dtype=np.int64)
     catalog_texts = [item_text(t, c) for t, c in zip(items["title"], items["categories"])]
     text_of = dict(zip(catalog_ids.tolist(), catalog_texts))
-    out = settings.models_dir / TEXT_ENCODER_DIR
+    out = catalog.path(settings, "text_encoder")
     if queries is None or len(queries) == 0:
         return skipped(out, "no queries table rows", {})
     train, test, split = split_queries(queries, catalog_ids, ft.test_frac, settings.seed)
