@@ -1,4 +1,4 @@
-"""Cost curves (issue #8): end-to-end time and peak RSS of the pipeline at growing synthetic scale, broken
+"""Cost curves: end-to-end time and peak RSS of the pipeline at growing synthetic scale, broken
 down by asset; point-in-time retrieval rows/s of Feast's DuckDB offline store vs the project's ASOF DuckDB
 store (:mod:`ppm_platform.feature_store.offline_store`) vs Feast's file (dask) offline store on the same definitions and
 entity rows in the same run; materialization rows/s.
@@ -398,7 +398,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import typeguard  # feast import 12 s -> 6 s (tests/conftest.py does the same)
+    import typeguard  # Feast's typeguard instrumentation off: it doubles `import feast` (as tests/conftest.py)
 
     typeguard.typechecked = lambda target=None, **_k: (lambda t: t) if target is None else target
     from ppm_platform.config import Settings

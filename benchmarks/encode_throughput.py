@@ -1,4 +1,4 @@
-"""Item-encoding throughput (issue #3 §4): items/s of (a) a plain single-process loop and (b) the Spark
+"""Item-encoding throughput: items/s of (a) a plain single-process loop and (b) the Spark
 ``item_multimodal`` job on the same cores, for the torch and onnxruntime backends; prints one JSON object.
 
 Both paths run the same function (:func:`ppm_platform.features.item_multimodal.encode_items_frame`: text +

@@ -1,4 +1,4 @@
-"""Fault table harness (issue #16, "Serving through faults"): prints one JSON document (committed run:
+"""Fault table harness (serving through faults): prints one JSON document (committed run:
 ``benchmarks/results/faults_*.json``; ``docs/reliability.md`` quotes only that run).
 
 The service is the one of ``tests/unit/test_serving_faults.py``: a real uvicorn on loopback over the tiny Feast

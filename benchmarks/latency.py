@@ -1,4 +1,4 @@
-"""Serving latency harness (issue #15): prints one JSON document (committed runs: ``benchmarks/results/``;
+"""Serving latency harness: prints one JSON document (committed runs: ``benchmarks/results/``;
 ``docs/serving.md`` shows only figures of the committed run).
 
 For 1 user x N candidates (N = 10, 100, 500), p50/p95/p99 (ms) over ``--requests`` requests of

@@ -1,4 +1,4 @@
-"""Load runs against the HTTP ranking service on loopback (issue #15 §5); prints one JSON document.
+"""Load runs against the HTTP ranking service on loopback; prints one JSON document.
 
 For each worker count of ``--workers`` (default 1 and 2), starts ``ppm serve --workers N`` (uvicorn) on
 127.0.0.1 at a free port in a child process, waits until ``GET /health`` = 200 and warms every worker up, then

@@ -1,4 +1,4 @@
-"""Choose CTR-model settings on validation (issue #14): Base and URM trained on the ``training_set`` artifact
+"""Choose CTR-model settings on validation: Base and URM trained on the ``training_set`` artifact
 for every point of a grid over ``urm.*`` settings, e.g. the trained fallbacks for unseen ids (``urm.min_count``:
 ids with fewer train impressions share the OOV row; ``urm.id_dropout``: share of training rows whose user /
 item id is replaced by OOV) or the optimizer (``urm.lr``, ``urm.emb_dim``). Prints one JSON document with the

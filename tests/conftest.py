@@ -1,5 +1,5 @@
 """Test-suite setup (../shared/notes/stack.md §10): offline Hugging Face, Spark workers on this venv's
-python and on loopback, feast's typeguard instrumentation off (import 12 s -> 6 s)."""
+python and on loopback, feast's typeguard instrumentation off (it doubles `import feast`)."""
 
 import os
 import sys

@@ -9,7 +9,7 @@ Layout of ``data_dir`` (DESIGN.md §2; each table as ``<name>.parquet`` or ``<na
 - ``queries`` (optional): query, item_id, event_timestamp
 
 Values are not validated here; :mod:`ppm_platform.data.validation` does that (with quarantine). What only the
-file format can tell is checked here, before anything is read into typed columns (issue #16 finding 9): a CSV
+file format can tell is checked here, before anything is read into typed columns (a typed read would drop or coerce it silently): a CSV
 record with the wrong number of fields (a stray delimiter, a cut line) is kept as a row with ``source_error =
 "wrong field count (expected N)"``, its line and raw text (``validation.PROVENANCE_COLUMNS``), and is
 quarantined first; every CSV row carries its ``source_line``; every frame names its file in

@@ -7,8 +7,8 @@ later than the item's first rating (a handful of ratings predate the listed rele
 the catalog by the time it is rated); ``u.user`` -> users; ``tags_ml_latest_small.tsv`` -> queries
 (free-text tags as query text).
 
-Raw fields are checked against the source format *before* anything is derived from them (issue #16
-finding 9): every line is split as text (no type guessing), and a line that breaks its file's format keeps
+Raw fields are checked against the source format *before* anything is derived from them (a derived
+column would hide the broken line): every line is split as text (no type guessing), and a line that breaks its file's format keeps
 its place in the frame with the reason in ``source_error``, its 1-based line number in ``source_line`` and
 its raw text in ``source_record`` (``df.attrs["source_file"]`` names the file);
 :mod:`ppm_platform.data.validation` quarantines such rows first, with that reason. Labels (``click``,

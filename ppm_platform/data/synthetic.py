@@ -1,4 +1,4 @@
-"""Synthetic canonical tables at any scale (issue #8): a catalog, users and impressions with real content signal.
+"""Synthetic canonical tables at any scale: a catalog, users and impressions with real content signal.
 
 The generator writes the layout :func:`ppm_platform.data.loaders.load_canonical_dir` reads
 (``items.parquet``, ``users.parquet``, ``interactions.parquet``, ``queries.parquet`` + ``images/<id>.jpg``),

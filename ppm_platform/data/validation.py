@@ -38,7 +38,7 @@ from ppm_platform.data.item_content import MAX_IMAGE_PIXELS, ImageRefusedError, 
 
 MAX_TITLE_CHARS = 1_000
 
-#: Optional provenance columns a loader adds to a raw frame (issue #16 finding 9): ``source_line`` (1-based line
+#: Optional provenance columns a loader adds to a raw frame: ``source_line`` (1-based line
 #: of the record in its file), ``source_error`` (why the loader's source-format check failed the row; null =
 #: passed), ``source_record`` (the raw text of a failed record). Never listed in ``columns_dropped``; kept in the
 #: quarantine (``source_error`` as ``quarantine_reason``), with ``source_file`` from ``df.attrs["source_file"]``.
@@ -473,7 +473,7 @@ def table_quality(path: Path, schema, keys: list[str] | None = None, non_null: l
     vectors = {c: nz for c, nz in (vectors or {}).items() if c in present}
     nulls = dict.fromkeys(null_cols, 0)
     acc = {c: {"nonfinite_rows": 0, "zero_rows": 0, "min_norm": None, "max_norm": None} for c in vectors}
-    # one batch at a time (memory: a batch's vectors as float64, not the table's; issue #8 §5)
+    # one batch at a time, so memory holds one batch's vectors as float64, not the whole table's
     for batch in data.to_batches(columns=sorted(set(null_cols) | set(vectors)), batch_size=batch_rows):
         for c in null_cols:
             nulls[c] += int(batch.column(c).null_count)

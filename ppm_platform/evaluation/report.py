@@ -83,7 +83,7 @@ def render_markdown(report: dict, plots: dict[str, str] | None = None, title: st
         L += ["", "GBDT selected on validation AUC: " + "; ".join(
             f"{t} learning_rate {v['learning_rate']}, max_leaf_nodes {v['max_leaf_nodes']}, {v['n_iter']} trees "
             f"(valid AUC {v['valid_auc']:.4f})" for t, v in sel.items()) + "."]
-    L += ["", "## Targets (goals of issue #14; test AUC, not assertions)", "",
+    L += ["", "## Targets (the lifts over the baselines the project aims at; test AUC, goals not assertions)", "",
           "| Target | Measured | Std | Required | Gap | Status |", "|---|---|---|---|---|---|"]
     for t in report["targets"]:
         L.append(f"| {t['target']} | {t['measured']:+.4f} | {t['std']:.4f} | {t['required']:+.4f} | {t['gap']:+.4f} | "

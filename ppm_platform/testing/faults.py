@@ -1,4 +1,4 @@
-"""Faults injected into the ranking service under load (issue #16, "Serving through faults"): a real uvicorn on
+"""Faults injected into the ranking service under load: a real uvicorn on
 loopback, client threads sending ``POST /rank`` on keep-alive connections, and the faults of the fault table in
 ``docs/reliability.md`` (Redis killed and restarted or hung, a materialize of the online views, the SQLite online
 store locked by another connection). Every reply is recorded with monotonic send / receive times, so a run yields

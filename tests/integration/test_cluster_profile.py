@@ -1,4 +1,4 @@
-"""The ``cluster`` profile on a real cluster on loopback (issue #8): a Spark standalone master + worker
+"""The ``cluster`` profile on a real cluster on loopback: a Spark standalone master + worker
 started from the installed pyspark jars, Feast's Spark offline store and a real ``redis-server`` online
 store, selected by ``PPM_PROFILE=cluster`` alone. The same tiny synthetic dataset runs through the asset
 graph up to ``ranking_demo`` under both profiles (``ppm run`` = ``dagster asset materialize`` in a child
@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
 ATOL = 1e-5                   # online score tolerance between profiles (scores are probabilities)
 VEC_ATOL = 1e-5               # feature-vector tolerance (ME embeddings, cached PPM vectors; all O(1))
-RUN_TIMEOUT_S = 900           # per profile; ~2.5-3 min each side by side on the shared 2-core machine
+RUN_TIMEOUT_S = 900           # per profile; generous, both profiles may run side by side on a small shared machine
 SELECT = "*ranking_demo"      # everything the online ranking needs, encoder fine-tunes included
 #: tiny budgets: this test is about the profile. The encoder fine-tunes run (2 text steps, 1 image epoch on the
 #: 40 items) and item_multimodal encodes with their weights, as in the demo: both are reproducible from the
@@ -215,8 +215,7 @@ def test_online_scores_equal_across_profiles(runs):
         b = cluster.rank(u, items).scores.sort_values("item_id").reset_index(drop=True)
         assert len(a) == len(items) and a["item_id"].tolist() == b["item_id"].tolist()
         assert np.isfinite(a[["click", "order"]].to_numpy()).all()
-        # equal up to the float noise of the inputs (see the training-set test): measured max |diff| 0.0
-        # in 3 runs; a broken profile (missing / cold-start features) moves scores by the spread between
+        # equal up to the float noise of the inputs (see the training-set test); a broken profile (missing / cold-start features) moves scores by the spread between
         # items, which must be far above the tolerance for the check to mean anything
         diff = float(np.abs(b[["click", "order"]].to_numpy() - a[["click", "order"]].to_numpy()).max())
         print(f"online scores user {u}: max |local - cluster| = {diff:.3g}, click spread "

@@ -1,4 +1,4 @@
-"""Crash safety (issue #5): a run killed with SIGKILL in the middle of writing features (pyarrow and a real
+"""Crash safety: a run killed with SIGKILL in the middle of writing features (pyarrow and a real
 Spark job), training/saving a model, or materializing to the online store leaves no half-written artifact
 that a later step would read, and the re-run completes.
 

@@ -1,4 +1,4 @@
-"""The daily partitions (issue #8) on the real MovieLens-100K subset, with real Dagster, Spark and Feast:
+"""The daily partitions on the real MovieLens-100K subset, with real Dagster, Spark and Feast:
 a date-range backfill through the CLI (`ppm backfill`, one Dagster run), day files equal to the full
 run's, row accounting against the canonical table, and the online store's user views brought forward by
 the daily online path (each run's rows written, never backwards).

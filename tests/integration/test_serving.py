@@ -63,7 +63,7 @@ def test_parity_fails_on_a_perturbed_online_feature(pipeline_run):
 
 
 def test_retrained_ppm_without_recomputed_caches_is_refused(pipeline_run, spark, tmp_path):
-    """PPM re-trained (another seed -> another ppm_version), issue #16 finding 1: the URM is not re-trained on
+    """PPM re-trained (another seed -> another ppm_version): the URM is not re-trained on
     the old training set (its cache rows are of the old version; refused naming both versions and the row
     counts, nothing published). Once the caches are recomputed and the training set rebuilt, the URM is
     labelled with the version of those cache rows, the new one; the online store still holds the old caches

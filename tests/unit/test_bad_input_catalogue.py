@@ -1,4 +1,4 @@
-"""Bad-input catalogue (issue #5): every case is a small input this module builds and a defined outcome.
+"""Bad-input catalogue: every case is a small input this module builds and a defined outcome.
 
 Outcomes (``EXPECT`` column of :data:`CASES`):
 

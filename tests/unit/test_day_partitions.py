@@ -1,5 +1,5 @@
 """Day-partitioned dataset folders (ppm_platform.io): the layout the full feature assets and the daily
-partitions (issue #8) share."""
+partitions share."""
 
 from datetime import date
 

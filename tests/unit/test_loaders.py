@@ -30,8 +30,8 @@ def test_csv_catalog_ingest(tmp_path):
 
 
 def test_max_items_subset_keeps_rows_with_bad_ids_for_the_quarantine(tmp_path):
-    """issue #16 finding 9: the subset used to drop rows whose item_id does not parse (neither clean nor
-    quarantined); they are kept and quarantined, and every rejected CSV row names its file and line."""
+    """Rows whose item_id does not parse are not lost by the ``max_items`` subset (they would be neither clean
+    nor quarantined): they are kept and quarantined, and every rejected CSV row names its file and line."""
     cat = tmp_path / "catalog"
     cat.mkdir()
     pd.DataFrame({"item_id": ["1", "2", "3", "abc"], "title": ["A", "B", "C", "D"]}).to_csv(cat / "items.csv", index=False)

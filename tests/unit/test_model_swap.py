@@ -1,4 +1,4 @@
-"""Model swap without downtime (issue #16 finding 5 and its requirement).
+"""Model swap without downtime: a published model is replaced while it is read and served.
 
 Publication (``save_model``): a reader resolving the published model while versions are published gets a
 complete folder every time (weights matching model.json, both graphs of that version); a failing ``finish``

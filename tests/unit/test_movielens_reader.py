@@ -1,4 +1,4 @@
-"""MovieLens reader (issue #16 finding 9): raw fields are checked against the source format first, bad lines are
+"""MovieLens reader: raw fields are checked against the source format first, bad lines are
 quarantined with file, line and reason, and labels / ``created_at`` come from the lines that passed only.
 
 The test writes a tiny MovieLens-format folder (``u.item`` in latin-1, ``u.user``, ``u.data``, the tags file,

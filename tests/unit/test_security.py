@@ -1,9 +1,9 @@
-"""Security basics (issue #5): artifacts are loaded only through safe formats, and no secret is committed.
+"""Security basics: artifacts are loaded only through safe formats, and no secret is committed.
 
 Path traversal from catalog fields at ingest is covered by tests/unit/test_bad_input_catalogue.py (image_*
 cases); here: images reopened after ingest (a symlink swapped in the meantime) and the new-item path go
-through the same containment and pixel-limit check (issue #16 finding 7).
-Request-size bounds of the HTTP service belong to the serving issue (#7).
+through the same containment and pixel-limit check.
+Request-size bounds of the HTTP service are tested with the service (tests/unit/test_http_api.py).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def test_no_secrets_in_tracked_files():
     assert hits == {}
 
 
-# ---- catalog images reopened after ingest, and the new-item path (issue #16 finding 7) -------------------------
+# ---- catalog images reopened after ingest, and the new-item path -----------------------------------------------
 def _png_header(w: int, h: int) -> bytes:
     """A PNG whose header claims ``w x h`` pixels (a decompression bomb costs nothing to build)."""
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)

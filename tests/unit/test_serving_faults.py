@@ -1,4 +1,4 @@
-"""Serving through faults (issue #16): the ranking service on a real uvicorn on loopback, real Feast online
+"""Serving through faults: the ranking service on a real uvicorn on loopback, real Feast online
 stores (SQLite; Redis = a real ``redis-server``) over the tiny tables and URM of ``test_http_api``, under a
 load of client threads (``ppm_platform.testing.faults``):
 

@@ -1,4 +1,4 @@
-"""Synthetic canonical tables (issue #8): determinism by seed, contract, Zipf popularity, cold start, and a
+"""Synthetic canonical tables: determinism by seed, contract, Zipf popularity, cold start, and a
 content signal that a content model can learn (clicks depend on user taste x item topic)."""
 
 import numpy as np

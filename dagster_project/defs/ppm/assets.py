@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from dagster_project.metadata import metadata_from, plot_metadata
+from dagster_project.metadata import metadata_from, model_metadata
 from dagster_project.policies import FULL_REBUILD_FRESHNESS, SPARK_POOL, TORCH_POOL
 from dagster_project.resources import PPMSettingsResource, SparkResource
 from ppm_platform import pipeline
@@ -15,8 +15,8 @@ def ppm_model(context: dg.AssetExecutionContext, ppm: PPMSettingsResource) -> dg
     encoder (position + time-interval encodings) + target-aware readout."""
     settings = ppm.get()
     res = pipeline.ppm_model(settings, progress=context.log.info)
-    return dg.MaterializeResult(metadata={**metadata_from(res, skip=("config",)),
-                                          **plot_metadata(res, settings.reports_dir / "plots", "ppm_model", "PPM")})
+    return dg.MaterializeResult(metadata=model_metadata(res, settings.reports_dir / "plots", "ppm_model", "PPM",
+                                                        skip=("config",)))
 
 
 @dg.asset(group_name="ppm", deps=["ppm_model", "item_multimodal"], owners=["team:ppm-platform"], kinds={"spark", "pytorch"},

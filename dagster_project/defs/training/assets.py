@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from dagster_project.metadata import metadata_from, plot_metadata
+from dagster_project.metadata import keyed_table, model_metadata, num
 from dagster_project.policies import TORCH_POOL
 from dagster_project.resources import PPMSettingsResource
 from ppm_platform import pipeline
@@ -17,11 +17,10 @@ def base_model(context: dg.AssetExecutionContext, ppm: PPMSettingsResource) -> d
     settings = ppm.get()
     res = pipeline.base_model(settings, progress=context.log.info)
     pop = res["popularity"]
-    return dg.MaterializeResult(metadata={**metadata_from(res, skip=(*_SKIP, "popularity")),
-                                          "test_slices": dg.MetadataValue.json(res["slices"]),
-                                          "popularity_test_click_auc": pop["test_click_auc"],
-                                          "popularity_test_order_auc": pop["test_order_auc"],
-                                          **plot_metadata(res, settings.reports_dir / "plots", "base_model", "Base (IDRec)")})
+    return dg.MaterializeResult(metadata={
+        **model_metadata(res, settings.reports_dir / "plots", "base_model", "Base (IDRec)", skip=(*_SKIP, "popularity")),
+        "test_slices": keyed_table(res["slices"], "slice"),
+        "popularity_test_click_auc": num(pop["test_click_auc"]), "popularity_test_order_auc": num(pop["test_order_auc"])})
 
 
 @dg.asset(group_name="training", deps=["training_set", "ppm_model"], owners=["team:ppm-platform"], kinds={"pytorch"},
@@ -30,5 +29,5 @@ def urm_model(context: dg.AssetExecutionContext, ppm: PPMSettingsResource) -> dg
     """URM: IDRec + PPM's light top (readout over the cached PPM features) + MMoE, click and order towers."""
     settings = ppm.get()
     res = pipeline.urm_model(settings, progress=context.log.info)
-    return dg.MaterializeResult(metadata={**metadata_from(res, skip=_SKIP), "test_slices": dg.MetadataValue.json(res["slices"]),
-                                          **plot_metadata(res, settings.reports_dir / "plots", "urm_model", "URM")})
+    return dg.MaterializeResult(metadata={**model_metadata(res, settings.reports_dir / "plots", "urm_model", "URM", skip=_SKIP),
+                                          "test_slices": keyed_table(res["slices"], "slice")})
