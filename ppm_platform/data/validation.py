@@ -117,13 +117,17 @@ class _Quarantine:
             for reason in sorted(set(self.df["source_error"].dropna())):
                 self.reject((self.df["source_error"] == reason).to_numpy(), str(reason))
 
+    def _quarantine(self, mask: np.ndarray, reason: str, action: str) -> None:
+        """Copy the rows in ``mask`` to the quarantine with ``reason`` and ``action``."""
+        rows = self.df[mask].copy()
+        rows["quarantine_reason"] = reason
+        rows["action"] = action
+        self.rejected.append(rows)
+
     def reject(self, mask: pd.Series | np.ndarray, reason: str) -> None:
         mask = np.asarray(mask, dtype=bool)
         if mask.any():
-            bad = self.df[mask].copy()
-            bad["quarantine_reason"] = reason
-            bad["action"] = "row_rejected"
-            self.rejected.append(bad)
+            self._quarantine(mask, reason, "row_rejected")
             self.reasons[reason] += int(mask.sum())
             self.df = self.df[~mask]
 
@@ -131,10 +135,7 @@ class _Quarantine:
         """Null ``column`` on the rows in ``mask``; record them (the rows stay)."""
         mask = np.asarray(mask, dtype=bool)
         if mask.any():
-            rec = self.df[mask].copy()
-            rec["quarantine_reason"] = reason
-            rec["action"] = "field_nulled"
-            self.rejected.append(rec)
+            self._quarantine(mask, reason, "field_nulled")
             self.repaired[reason] += int(mask.sum())
             self.df = self.df.copy()
             self.df.loc[mask, column] = None

@@ -14,6 +14,7 @@ encoders here, so they all see the same weights and the same backend choice:
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from ppm_platform.config import Settings
 from ppm_platform.data import catalog
@@ -22,6 +23,15 @@ from ppm_platform.encoders.text import TextEncoder, text_encoder_version
 
 _ENCODERS: dict[tuple, object] = {}
 _LOCK = threading.Lock()
+
+
+def _process_wide(key: tuple, build: Callable[[], object]):
+    """The encoder cached under ``key`` in this process, built by ``build()`` on the first call (under a lock, so
+    threads of one Spark worker share one load)."""
+    with _LOCK:
+        if key not in _ENCODERS:
+            _ENCODERS[key] = build()
+        return _ENCODERS[key]
 
 
 def encoder_settings(settings: Settings) -> Settings:
@@ -58,17 +68,17 @@ def get_text_encoder(settings: Settings):
         from ppm_platform.encoders.onnx_runtime import text_onnx_path
 
         onnx = text_onnx_path(enc.text_model_path)
-    key = ("text", str(enc.text_model_path) if enc.text_model_path else None, enc.max_text_tokens, version, str(onnx))
-    with _LOCK:
-        if key not in _ENCODERS:
-            if onnx is not None:
-                from ppm_platform.encoders.onnx_runtime import OnnxTextEncoder
 
-                _ENCODERS[key] = OnnxTextEncoder(enc.text_model_path, onnx, max_tokens=enc.max_text_tokens,
-                                                 threads=enc.torch_threads_per_worker)
-            else:
-                _ENCODERS[key] = TextEncoder(enc.text_model_path, max_tokens=enc.max_text_tokens)
-        return _ENCODERS[key]
+    def build():
+        if onnx is None:
+            return TextEncoder(enc.text_model_path, max_tokens=enc.max_text_tokens)
+        from ppm_platform.encoders.onnx_runtime import OnnxTextEncoder
+
+        return OnnxTextEncoder(enc.text_model_path, onnx, max_tokens=enc.max_text_tokens,
+                               threads=enc.torch_threads_per_worker)
+
+    return _process_wide(("text", str(enc.text_model_path) if enc.text_model_path else None, enc.max_text_tokens,
+                          version, str(onnx)), build)
 
 
 def get_image_encoder(settings: Settings):
@@ -87,18 +97,17 @@ def get_image_encoder(settings: Settings):
         from ppm_platform.encoders.onnx_runtime import image_onnx_path
 
         onnx = image_onnx_path(enc.image_weights_path)
-    key = ("image", str(enc.image_weights_path) if enc.image_weights_path else None, enc.image_size, version,
-           str(onnx))
-    with _LOCK:
-        if key not in _ENCODERS:
-            if onnx is not None:
-                from ppm_platform.encoders.onnx_runtime import OnnxImageEncoder
 
-                _ENCODERS[key] = OnnxImageEncoder(enc.image_weights_path, onnx, image_size=enc.image_size,
-                                                  threads=enc.torch_threads_per_worker)
-            else:
-                _ENCODERS[key] = ImageEncoder(enc.image_weights_path, image_size=enc.image_size)
-        return _ENCODERS[key]
+    def build():
+        if onnx is None:
+            return ImageEncoder(enc.image_weights_path, image_size=enc.image_size)
+        from ppm_platform.encoders.onnx_runtime import OnnxImageEncoder
+
+        return OnnxImageEncoder(enc.image_weights_path, onnx, image_size=enc.image_size,
+                                threads=enc.torch_threads_per_worker)
+
+    return _process_wide(("image", str(enc.image_weights_path) if enc.image_weights_path else None, enc.image_size,
+                          version, str(onnx)), build)
 
 
 def configure_worker_threads(settings: Settings) -> None:
