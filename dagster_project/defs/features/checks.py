@@ -5,7 +5,7 @@ import dagster as dg
 
 from dagster_project.check_factories import table_quality_check
 from dagster_project.resources import PPMSettingsResource
-from ppm_platform.data import schemas
+from ppm_platform.data import catalog, schemas
 
 TABLE_QUALITY = [
     table_quality_check("item_multimodal", "item_multimodal_table_quality", "features/item_multimodal.parquet",
@@ -35,7 +35,7 @@ def _counters_consistent_check(entity: str) -> dg.AssetChecksDefinition:
         from ppm_platform.data.validation import counter_consistency
 
         settings = ppm.get()
-        r = counter_consistency(settings.features_dir / f"{table}.parquet", entity, tuple(settings.counters.windows_days))
+        r = counter_consistency(catalog.path(settings, table), entity, tuple(settings.counters.windows_days))
         return dg.AssetCheckResult(passed=r["violations"] == 0 and r["rows"] > 0,
                                    metadata={"rows": r["rows"], "violations": r["violations"],
                                              "by_rule": dg.MetadataValue.json(r["by_rule"])})
