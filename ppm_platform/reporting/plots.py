@@ -37,13 +37,14 @@ def _finite(v) -> float:
     return v if math.isfinite(v) else math.nan
 
 
-def training_curves_png(epochs: list[dict], out_path: Path, title: str) -> Path:
+def training_curves_png(epochs: list[dict], out_path: Path, title: str, kept_epoch: int | None = None) -> Path:
     """Plot train loss (left axis) and validation AUC per task (right axis) against the epoch number.
 
     Args:
         epochs: ``[{"epoch": 1, "train_loss": 0.64, "valid_click_auc": 0.69, ("valid_order_auc": ...)}, ...]``.
         out_path: the PNG to write (parent folders are created).
         title: plot title, e.g. ``"URM training"``.
+        kept_epoch: the epoch whose weights the trainer kept, marked by a vertical line (None: no mark).
 
     Returns:
         ``out_path``.
@@ -65,6 +66,8 @@ def training_curves_png(epochs: list[dict], out_path: Path, title: str) -> Path:
             ax2.plot(x, [_finite(e.get(key)) for e in epochs], "s--", color=color,
                      label=key.replace("_", " ").replace(" auc", " AUC"))
     ax2.set_ylabel("validation AUC")
+    if kept_epoch is not None:
+        ax.axvline(kept_epoch, color="tab:green", linestyle=":", linewidth=1.5, label=f"kept: epoch {kept_epoch}")
     handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     labels = ax.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]
     ax.legend(handles, labels, loc="best", fontsize=8)
@@ -226,9 +229,9 @@ def markdown_image(png_path: Path, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{data})\n\n`{png_path}`"
 
 
-def model_plots(result: dict, out_dir: Path, name: str, label: str) -> dict[str, Path]:
-    """The PNGs of one model stage result: ``<name>_training_curves.png`` (when it has ``epochs``) and
-    ``<name>_auc_by_slice.png`` (when it has ``slices``), written to ``out_dir``.
+def model_plots(result: dict, out_dir: Path, name: str, label: str, kept_epoch: int | None = None) -> dict[str, Path]:
+    """The PNGs of one model stage result: ``<name>_training_curves.png`` (when it has ``epochs``; the kept
+    epoch marked when given) and ``<name>_auc_by_slice.png`` (when it has ``slices``), written to ``out_dir``.
 
     Returns:
         ``{"training_curves": path, "auc_by_slice": path}`` (only the plots that could be made).
@@ -236,7 +239,7 @@ def model_plots(result: dict, out_dir: Path, name: str, label: str) -> dict[str,
     out: dict[str, Path] = {}
     if result.get("epochs"):
         out["training_curves"] = training_curves_png(result["epochs"], Path(out_dir) / f"{name}_training_curves.png",
-                                                     f"{label}: train loss and validation AUC per epoch")
+                                                     f"{label}: train loss and validation AUC per epoch", kept_epoch)
     if result.get("slices") and result["slices"].get("all"):
         # the CTR stages store test slices under "slices"
         out["auc_by_slice"] = auc_by_slice_png(result["slices"], Path(out_dir) / f"{name}_auc_by_slice.png",

@@ -170,3 +170,27 @@ def test_dagster_yaml_writer_keeps_user_keys_and_loads(tmp_path):
         assert pools.default_pool_limit == 1 and pools.pool_granularity.value == "run"
     q = expanded_query(["ingest", "daily"])
     assert q.startswith("expanded=") and "global%40global%3Aingest" in q and "__repository__%40dagster_project.definitions%3Adaily" in q
+
+
+def test_model_metadata_epochs_table_kept_epoch_and_plots(tmp_path):
+    """A trained model's metadata: floats to 4 significant digits, per-epoch history as a table, the kept
+    epoch (best validation click AUC, the earlier of equal ones) as a field and marked on the curve."""
+    import base64
+
+    from dagster_project.metadata import kept_epoch, model_metadata, round_sig
+
+    assert (round_sig(0.712345678), round_sig(734.5678), round_sig(1.23456e-6)) == (0.7123, 734.6, 1.235e-06)
+    epochs = [{"epoch": 1, "train_loss": 0.6912345, "valid_click_auc": 0.701234, "valid_order_auc": 0.65},
+              {"epoch": 2, "train_loss": 0.61, "valid_click_auc": 0.723456789, "valid_order_auc": 0.66},
+              {"epoch": 3, "train_loss": 0.55, "valid_click_auc": 0.711, "valid_order_auc": 0.67},
+              {"epoch": 4, "train_loss": 0.5, "valid_click_auc": 0.723456789, "valid_order_auc": 0.6}]
+    assert kept_epoch(epochs) == 2 and kept_epoch([{"epoch": 1, "valid_click_auc": float("nan")}]) is None
+    md = model_metadata({"epochs": epochs, "test_click_auc": 0.7345678912, "rows": 10, "config": {"d": 1}},
+                        tmp_path, "urm_model", "URM", skip=("config",))
+    assert "config" not in md and md["rows"].value == 10 and md["test_click_auc"].value == 0.7346
+    assert md["kept_epoch"].value == 2 and md["kept_valid_click_auc"].value == 0.7235
+    tbl = md["epochs"]
+    assert [c.name for c in tbl.schema.columns] == ["epoch", "train_loss", "valid_click_auc", "valid_order_auc"]
+    assert tbl.records[0].data == {"epoch": 1, "train_loss": 0.6912, "valid_click_auc": 0.7012, "valid_order_auc": 0.65}
+    png = base64.b64decode(md["plot_training_curves"].value.split("base64,", 1)[1].split(")", 1)[0])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and open(md["plot_training_curves_path"].value, "rb").read() == png

@@ -10,12 +10,13 @@ partition range, or ``ppm backfill --from D1 --to D2``) runs as one run (``Backf
 one Spark session, the days in order, one ``materialize`` of the range.
 """
 
+import json
 import warnings
 from datetime import date, timedelta
 
 import dagster as dg
 
-from dagster_project.metadata import metadata_from
+from dagster_project.metadata import metadata_from, num, table
 from dagster_project.policies import SPARK_POOL
 from dagster_project.resources import PPMSettingsResource, SparkResource
 from ppm_platform import pipeline
@@ -30,9 +31,12 @@ def _days(context: dg.AssetExecutionContext) -> list[date]:
 
 
 def _per_day(results: list[dict], keys: tuple[str, ...]) -> dict:
-    """Totals of ``keys`` over the days, the day count and the per-day figures as a JSON table."""
-    md = {k: sum(r[k] for r in results) for k in keys}
-    return {**md, "days": len(results), "per_day": dg.MetadataValue.json(results)}
+    """Totals of ``keys`` over the days, the day count and the per-day figures as a table (nested values,
+    e.g. quarantine reasons, as JSON text in their cell)."""
+    md = {k: num(sum(r[k] for r in results)) for k in keys}
+    rows = [{k: v if isinstance(v, (str, int, float, bool, type(None))) else json.dumps(v) for k, v in r.items()}
+            for r in results]
+    return {**md, "days": num(len(results)), "per_day": table(rows)}
 
 
 def build_assets(partitions_def: dg.TimeWindowPartitionsDefinition) -> list[dg.AssetsDefinition]:

@@ -6,6 +6,7 @@ import math
 
 import dagster as dg
 
+from dagster_project.metadata import num, relative, rounded
 from dagster_project.policies import SPARK_POOL, TORCH_POOL
 from dagster_project.resources import PPMSettingsResource, SparkResource
 from ppm_platform import pipeline
@@ -24,24 +25,25 @@ def evaluation_report(context: dg.AssetExecutionContext, ppm: PPMSettingsResourc
     `report.json`, `report.md` and PNGs under `artifacts/reports/`."""
     from ppm_platform.reporting.plots import markdown_image
 
-    res = pipeline.evaluation_report(ppm.get(), progress=context.log.info)
+    settings = ppm.get()
+    root = settings.artifacts_dir
+    res = pipeline.evaluation_report(settings, progress=context.log.info)
     paths = res["paths"]
     with open(paths["markdown"]) as f:
         md_text = f.read()
     # the markdown links the PNGs by file name; in the UI they are attached below as embedded images instead
     md = {
         "report": dg.MetadataValue.md(md_text),
-        "report_json": dg.MetadataValue.path(paths["json"]),
-        "report_md": dg.MetadataValue.path(paths["markdown"]),
-        "seconds": res["seconds"],
-        "n_seeds": res["n_seeds"],
-        "targets_met": res["targets_met"],
-        "targets": dg.MetadataValue.json(res["targets"]),
+        "files": dg.MetadataValue.text(", ".join(relative(paths[k], root) for k in ("json", "markdown"))),
+        "seconds": num(res["seconds"]),
+        "n_seeds": dg.MetadataValue.text(str(res["n_seeds"])),  # a setting: text, not a plot
+        "targets_met": num(res["targets_met"]),
+        "targets": dg.MetadataValue.json(rounded(res["targets"])),
         "ppm_version": dg.MetadataValue.text(str(res["ppm_version"])),
     }
     for k, v in res.items():
         if k.startswith("test_") and v is not None and math.isfinite(v):
-            md[_key(k)] = float(v)
+            md[_key(k)] = num(float(v))
     for name in ("auc_by_model_and_slice", "data_efficiency"):
         if name in paths:
             md[f"plot_{name}"] = dg.MetadataValue.md(markdown_image(paths[name], name.replace("_", " ")))
@@ -62,10 +64,12 @@ def item_cold_report(context: dg.AssetExecutionContext, ppm: PPMSettingsResource
     res = pipeline.item_cold_report(settings, spark.session(settings), progress=context.log.info)
     with open(res["paths"]["markdown"]) as f:
         md_text = f.read()
-    md = {"summary": dg.MetadataValue.md(md_text), "summary_json": dg.MetadataValue.path(res["paths"]["json"]),
-          "draws": res["draws"], "seconds": res["seconds"],
+    md = {"summary": dg.MetadataValue.md(md_text),
+          "summary_json": dg.MetadataValue.text(relative(res["paths"]["json"], settings.artifacts_dir)),
+          "draws": dg.MetadataValue.text(str(res["draws"])),  # a setting: text, not a plot
+          "seconds": num(res["seconds"]),
           "held_out_test_impressions": dg.MetadataValue.json([s["impressions"] for s in res["held_out_slice_sizes"]])}
     if "target" in res:
-        md["target"] = dg.MetadataValue.json(res["target"])
-        md["urm_minus_base_click_auc_held_out"] = float(res["lift_urm_base"]["click"]["mean"])
+        md["target"] = dg.MetadataValue.json(rounded(res["target"]))
+        md["urm_minus_base_click_auc_held_out"] = num(float(res["lift_urm_base"]["click"]["mean"]))
     return dg.MaterializeResult(metadata=md)

@@ -4,6 +4,7 @@ import dagster as dg
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dagster_project.metadata import num
 from dagster_project.resources import PPMSettingsResource
 
 #: click rate of the training set must lie in this closed interval (a CTR data set, not all 0 or all 1)
@@ -20,5 +21,5 @@ def training_set_label_rate(ppm: PPMSettingsResource) -> dg.AssetCheckResult:
     order = float(pc.mean(t.column("order")).as_py() or 0.0)
     lo, hi = CLICK_RATE_BOUNDS
     return dg.AssetCheckResult(passed=lo <= click <= hi and order <= click and t.num_rows == n_inter,
-                               metadata={"rows": t.num_rows, "interactions": n_inter, "click_rate": click,
-                                         "order_rate": order})
+                               metadata={"rows": t.num_rows, "interactions": n_inter, "click_rate": num(click),
+                                         "order_rate": num(order)})

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from dagster_project.metadata import metadata_from
+from dagster_project.metadata import metadata_from, num, rounded
 from dagster_project.policies import FULL_REBUILD_FRESHNESS, SPARK_POOL
 from dagster_project.resources import PPMSettingsResource, SparkResource
 from ppm_platform import pipeline
@@ -46,7 +46,7 @@ def counters(ppm: PPMSettingsResource, spark: SparkResource):
     DESIGN.md §4) and windowed counts decay without a later event."""
     settings = ppm.get()
     res = pipeline.counters(settings, spark.session(settings))
-    common = {"priors": dg.MetadataValue.json(res["priors"]), "windows_days": dg.MetadataValue.json(res["windows_days"]),
-              "seconds": res["seconds"]}
+    common = {"priors": dg.MetadataValue.json(rounded(res["priors"])),
+              "windows_days": dg.MetadataValue.json(res["windows_days"]), "seconds": num(res["seconds"])}
     for table in ("item_stats", "user_stats"):
         yield dg.MaterializeResult(asset_key=table, metadata={**metadata_from(res[table]), **common})

@@ -28,7 +28,7 @@ def canonical_tables(context: dg.AssetExecutionContext, ppm: PPMSettingsResource
             "fields_repaired": dg.MetadataValue.json(r["fields_repaired"]),
             "columns_dropped": dg.MetadataValue.json(r.get("columns_dropped", [])),
             "columns_dropped_count": len(r.get("columns_dropped", [])),
-            "quarantine_db": dg.MetadataValue.path(str(quarantine_db_path(settings))),
+            # the rejected rows: a query to run (it names the quarantine database, under the artifacts folder)
             "quarantine_query": dg.MetadataValue.text(
                 f'duckdb {quarantine_db_path(settings)} "SELECT quarantine_reason, action, count(*) FROM {t} GROUP BY ALL"'),
         })

@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from dagster_project.metadata import metadata_from
+from dagster_project.metadata import metadata_from, num, table
 from dagster_project.resources import PPMSettingsResource
 from ppm_platform.pipeline import stage_result
 
@@ -11,14 +11,15 @@ from ppm_platform.pipeline import stage_result
 @dg.asset_check(asset="urm_onnx", description="max |torch - onnxruntime| <= 1e-5")
 def urm_onnx_parity(ppm: PPMSettingsResource) -> dg.AssetCheckResult:
     r = stage_result(ppm.get(), "urm_onnx")
-    return dg.AssetCheckResult(passed=r["max_abs_diff"] <= 1e-5, metadata={"max_abs_diff": r["max_abs_diff"]})
+    return dg.AssetCheckResult(passed=r["max_abs_diff"] <= 1e-5, metadata={"max_abs_diff": num(r["max_abs_diff"])})
 
 
 @dg.asset_check(asset="ranking_demo", description="every candidate gets finite click and order scores")
 def ranking_scores_every_candidate(ppm: PPMSettingsResource) -> dg.AssetCheckResult:
     r = stage_result(ppm.get(), "rank_demo")
     return dg.AssetCheckResult(passed=r["scored"] == r["candidates"] and r["all_finite"],
-                               metadata={"scored": r["scored"], "candidates": r["candidates"]})
+                               # the candidate count is a setting: text, not a one-point plot
+                               metadata={"scored": dg.MetadataValue.text(f"{r['scored']} of {r['candidates']}")})
 
 
 @dg.asset_check(asset="ranking_demo", description=(
@@ -30,6 +31,8 @@ def serving_parity(ppm: PPMSettingsResource) -> dg.AssetCheckResult:
 
     res = check_parity(ppm.get())
     md = metadata_from(res, skip=("worst", "passed"))
-    md["worst"] = dg.MetadataValue.json(res["worst"])
+    md["worst"] = table(res["worst"])
+    for k in ("pairs", "atol"):  # settings, not measurements: text
+        md[k] = dg.MetadataValue.text(str(res[k]))
     return dg.AssetCheckResult(passed=res["passed"], metadata=md,
                                severity=dg.AssetCheckSeverity.ERROR)
