@@ -250,7 +250,7 @@ def test_transform_request_equals_transform_on_broadcast_rows(served):
 
 
 def test_cold_entities_get_the_same_fallback_tensors_offline_and_online(served):
-    """An unknown user and an item with no catalog row (issue #14 §2): the offline point-in-time frame (Feast
+    """An unknown user and an item with no catalog row : the offline point-in-time frame (Feast
     get_historical_features -> transform, training's path) and the online lookup (Feast get_online_features ->
     transform_request, serving's path) give identical tensors, and they are the trained fallback inputs: OOV
     ids (1) and side features, zero-impression counters, the no-content flag."""
@@ -278,7 +278,7 @@ def test_cold_entities_get_the_same_fallback_tensors_offline_and_online(served):
 
 
 def test_item_cache_serves_pushed_and_rematerialized_items_and_refuses_a_new_version(served):
-    """The Ranker's item cache over the real Feast store (issue #15): an item pushed after start is served with
+    """The Ranker's item cache over the real Feast store: an item pushed after start is served with
     its content at once (a miss read from Feast); a re-materialized item's new value is served after a refresh;
     a cache row of another ppm_version is refused as without the cache. Generous timeouts: the staleness bound
     itself is measured in benchmarks/latency.py."""
