@@ -10,6 +10,7 @@ import math
 
 import dagster as dg
 
+from dagster_project.metadata import num
 from dagster_project.resources import PPMSettingsResource
 from ppm_platform.data.validation import table_quality
 from ppm_platform.pipeline import stage_result
@@ -65,7 +66,7 @@ def valid_auc_above_chance_check(asset: str, name: str, label: str) -> dg.AssetC
         epochs = stage_result(ppm.get(), asset)["epochs"]
         best = max(e["valid_click_auc"] for e in epochs)
         return dg.AssetCheckResult(passed=math.isfinite(best) and best > 0.5,
-                                   metadata={"best_valid_click_auc": best})
+                                   metadata={"best_valid_click_auc": num(best)})
     return _check
 
 
