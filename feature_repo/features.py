@@ -34,7 +34,7 @@ from feast.types import Array, Float32, Int64, String
 
 from ppm_platform.data import catalog
 from ppm_platform.config import Settings
-from ppm_platform.data.schemas import counter_count_columns, counter_rate_columns
+from ppm_platform.data.schemas import counter_count_columns, counter_rate_columns, semantic_id_columns
 
 TIMESTAMP_FIELD = "event_timestamp"
 NO_EXPIRY = timedelta(0)
@@ -49,6 +49,7 @@ VIEW_TABLES = {
     "ppm_user_cache": "ppm_user_cache",
     "item_stats": "item_stats",
     "user_stats": "user_stats",
+    "item_semantic_id": "item_semantic_id",
 }
 
 #: feature service -> feature views it bundles
@@ -64,7 +65,30 @@ SERVICES = {
 #: feature views that also take rows pushed straight to the online store (new items, serving/new_item.py):
 #: their source is a Feast ``PushSource`` named ``<view>_push`` wrapping the same batch source, so
 #: offline joins and ``materialize`` read the parquet exactly as before.
-PUSH_VIEWS = ("item_multimodal", "item_profile", "ppm_item_cache")
+PUSH_VIEWS = ("item_multimodal", "item_profile", "ppm_item_cache", "item_semantic_id")
+#: views registered only when their table has been written (the ``item_semantic_id`` stage runs before
+#: ``feast_definitions`` in the pipeline): a view over a table no stage wrote would fail every join and
+#: ``materialize``; the services that list it then carry it, so its codes reach the training set and serving
+OPTIONAL_VIEWS = ("item_semantic_id",)
+#: feature services that carry an optional view when it is registered
+OPTIONAL_VIEW_SERVICES = {"item_semantic_id": ("urm_item", "urm_training")}
+
+
+def registered_views(settings: Settings) -> list[str]:
+    """The feature views :func:`build_definitions` registers for ``settings``: every view of :data:`VIEW_TABLES`
+    except the :data:`OPTIONAL_VIEWS` whose table does not exist."""
+    return [v for v, t in VIEW_TABLES.items() if v not in OPTIONAL_VIEWS or catalog.path(settings, t).exists()]
+
+
+def services(settings: Settings) -> dict[str, list[str]]:
+    """Feature service -> its views for ``settings``: :data:`SERVICES` plus the registered optional views."""
+    have = set(registered_views(settings))
+    out = {name: list(members) for name, members in SERVICES.items()}
+    for view, names in OPTIONAL_VIEW_SERVICES.items():
+        if view in have:
+            for name in names:
+                out[name].append(view)
+    return out
 
 
 def make_source(settings: Settings, table: str):
@@ -91,11 +115,12 @@ def build_definitions(settings: Settings) -> dict[str, list[Any]]:
                   description="A user of the catalog (its user id).")
     item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.INT64,
                   description="An item of the catalog (its item id).")
-    sources = {t: make_source(settings, t) for t in sorted(set(VIEW_TABLES.values()))}
+    have = registered_views(settings)
+    sources = {t: make_source(settings, t) for t in sorted({VIEW_TABLES[v] for v in have})}
     enc, L, d = settings.encoders, settings.sequence.max_len, settings.ppm.d_model
 
     push_sources = {v: PushSource(name=f"{v}_push", batch_source=sources[VIEW_TABLES[v]],
-                                  description=f"online push of {v} rows (new items)") for v in PUSH_VIEWS}
+                                  description=f"online push of {v} rows (new items)") for v in PUSH_VIEWS if v in have}
 
     def view(name: str, entity: Entity, fields: list[Field], description: str, tags: dict[str, str]):
         key = Field(name=entity.join_key, dtype=Int64)
@@ -156,12 +181,21 @@ def build_definitions(settings: Settings) -> dict[str, list[Any]]:
             {"kind": "counters", "windows_days": ",".join(str(w) for w in windows),
              "prior_strength": str(settings.counters.prior_strength),
              "prior": "features/counter_priors.json (train-window rates unless set in settings.counters)"}))
+    if "item_semantic_id" in have:
+        sid = settings.semantic_ids
+        views.append(view("item_semantic_id", item, [
+            *(Field(name=c, dtype=Int64) for c in semantic_id_columns(sid.levels)),
+            Field(name="sid_version", dtype=String),
+        ], "Semantic ids: residual k-means codes (level 1 coarsest) of the item's frozen content vector, "
+           "stamped with that vector's time; sid_version names the codebook (ppm_platform.features.semantic_ids).",
+            {"kind": "semantic-id", "levels": str(sid.levels), "codebook_size": str(sid.codebook_size),
+             "source": sid.source, "version_field": "sid_version"}))
     by_name = {v.name: v for v in views}
-    services = [
+    feature_services = [
         FeatureService(name=name, features=[by_name[v] for v in members],
                        description=f"{name}: {', '.join(members)}")
-        for name, members in SERVICES.items()
+        for name, members in services(settings).items()
     ]
     return {"entities": [user, item], "data_sources": list(sources.values()),
-            "feature_views": views, "feature_services": services,
+            "feature_views": views, "feature_services": feature_services,
             "push_sources": list(push_sources.values())}

@@ -241,6 +241,27 @@ class URMSettings(URMHyperParams):
     #: DuckDB memory limit of the ``training_set`` join (it spills to disk beyond it; None =
     #: DuckDB's default, 80 % of RAM). ``local`` profile only.
     training_set_memory_limit: str | None = "1GB"
+    #: embed the item's semantic-id codes (``item_semantic_id``, one trainable embedding per level) as extra
+    #: IDRec inputs; items that share codes share what was learned, which is what a cold item lacks (QARM,
+    #: Kuaishou CIKM'25). Off unless it helps on validation (docs/evaluation.md)
+    semantic_ids: bool = False
+
+
+class SemanticIdSettings(BaseModel):
+    """Semantic ids (:mod:`ppm_platform.features.semantic_ids`): residual k-means codes of each item's frozen
+    content vector, ``levels`` codes of ``codebook_size`` centroids each (TIGER's residual quantization, Rajput
+    et al., NeurIPS'23, with k-means in place of the RQ-VAE, as QARM, Kuaishou CIKM'25)."""
+
+    #: residual levels L (codes per item) and centroids K per level
+    levels: int = 2
+    codebook_size: int = 64
+    #: the vectors quantized: ``ppm`` = the frozen PPM item vectors (``ppm_item_cache``), ``me`` = the raw ME
+    #: feature (``item_multimodal``)
+    source: Literal["ppm", "me"] = "ppm"
+    #: k-means seed (fixed: a refit on the same vectors gives the same codes and ``sid_version``)
+    seed: int = 0
+    #: k-means restarts per level (the best inertia is kept)
+    n_init: int = 4
 
 
 class PartitionSettings(BaseModel):
@@ -384,6 +405,7 @@ class Settings(BaseModel):
     counters: CounterSettings = CounterSettings()
     ppm: PPMSettings = PPMSettings()
     urm: URMSettings = URMSettings()
+    semantic_ids: SemanticIdSettings = SemanticIdSettings()
     split: SplitSettings = SplitSettings()
     serving: ServingSettings = ServingSettings()
     evaluation: EvaluationSettings = EvaluationSettings()

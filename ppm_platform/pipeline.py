@@ -185,6 +185,20 @@ def ppm_user_cache(settings: Settings, spark) -> dict:
     return _record(settings, "ppm_user_cache", res)
 
 
+@_spark_stage
+def item_semantic_id(settings: Settings, spark) -> dict:
+    """Semantic ids: residual k-means of the frozen item vectors (``semantic_ids.source``: the PPM item cache or
+    the ME feature) fitted on the train-window items, the codebook saved (``semantic_id_codebook``), every item
+    coded in Spark -> ``item_semantic_id`` (:mod:`ppm_platform.features.semantic_ids`)."""
+    from ppm_platform.features.semantic_ids import SOURCE_TABLES, compute_item_semantic_id
+
+    table = SOURCE_TABLES[settings.semantic_ids.source][0]
+    res = compute_item_semantic_id(spark, settings, catalog.path(settings, table), catalog.path(settings, "interactions"),
+                                   catalog.path(settings, "semantic_id_codebook"),
+                                   catalog.path(settings, "item_semantic_id"))
+    return _record(settings, "item_semantic_id", res)
+
+
 # ---- Feast -------------------------------------------------------------------------------------------
 def feast_definitions(settings: Settings) -> dict:
     """``feast apply`` of feature_repo/ (entities, feature views, feature services)."""
@@ -437,6 +451,7 @@ def item_cold_report(settings: Settings, spark, progress: Progress = None) -> di
             ppm_model(d, progress)
             ppm_item_cache(d, spark)
             ppm_user_cache(d, spark)
+            item_semantic_id(d, spark)
             feast_definitions(d)
             training_set(d)
             ppm, meta = load_ppm(catalog.path(d, "ppm"))

@@ -77,6 +77,7 @@ ARTIFACTS: dict[str, Artifact] = {a.name: a for a in [
     _table("ppm_user_cache", "features_dir", schemas.PPM_USER_CACHE, "day_folder"),
     _table("item_stats", "features_dir", None, "day_folder"),  # columns per settings.counters.windows_days
     _table("user_stats", "features_dir", None, "day_folder"),
+    _table("item_semantic_id", "features_dir", None),  # one code column per settings.semantic_ids.levels
     # the priors of the counters' smoothed rates (the full counters stage writes them, the daily ones read them)
     Artifact("counter_priors", "features_dir", "counter_priors.json"),
     # the point-in-time training set of the URM (feature service urm_training)
@@ -86,6 +87,8 @@ ARTIFACTS: dict[str, Artifact] = {a.name: a for a in [
     # the fine-tuned item encoders (a save_pretrained text model; the image encoder's weights file inside)
     Artifact("text_encoder", "models_dir", "text_encoder", "folder"),
     Artifact("image_encoder", "models_dir", "image_encoder", "folder"),
+    # the semantic-id codebook (residual k-means centroids, npz + json) that codes new items too
+    Artifact("semantic_id_codebook", "models_dir", "semantic_ids", "folder"),
 ]}
 
 #: the feature tables behind the Feast feature views (one source each), in the order of :data:`ARTIFACTS`
@@ -126,7 +129,7 @@ def day_path(settings: Settings, name: str, day: date) -> Path:
 
 def schema(settings: Settings, name: str) -> pa.Schema:
     """The Arrow schema of table ``name`` for ``settings`` (the counter tables' columns follow
-    ``settings.counters.windows_days``).
+    ``settings.counters.windows_days``, the semantic-id table's ``settings.semantic_ids.levels``).
 
     Raises:
         KeyError: ``name`` is not in the catalog. ValueError: ``name`` is not a table (a JSON file, a model).
@@ -134,6 +137,8 @@ def schema(settings: Settings, name: str) -> pa.Schema:
     entity = {t: e for e, t in COUNTER_TABLES.items()}.get(name)
     if entity is not None:
         return schemas.counter_schema(entity, tuple(int(w) for w in settings.counters.windows_days))
+    if name == "item_semantic_id":
+        return schemas.semantic_id_schema(settings.semantic_ids.levels)
     art = get(name)
     if art.schema is None:
         raise ValueError(f"artifact {name!r} ({art.filename}) is not a table")

@@ -154,6 +154,18 @@ def counter_schema(entity: str, windows_days: tuple[int, ...]) -> pa.Schema:
                       *((c, pa.float32()) for c in counter_rate_columns(prefix, windows_days))])
 
 
+def semantic_id_columns(levels: int) -> list[str]:
+    """The code columns of ``item_semantic_id``: ``sid_1`` .. ``sid_<levels>`` (level 1 = the coarsest)."""
+    return [f"sid_{i + 1}" for i in range(int(levels))]
+
+
+def semantic_id_schema(levels: int) -> pa.Schema:
+    """Schema of the ``item_semantic_id`` table (:mod:`ppm_platform.features.semantic_ids`): one int64 code per
+    residual level and the ``sid_version`` of the codebook that assigned them."""
+    return pa.schema([("item_id", pa.int64()), ("event_timestamp", TS),
+                      *((c, pa.int64()) for c in semantic_id_columns(levels)), ("sid_version", pa.string())])
+
+
 #: MovieLens genres (u.genre), the entity vocabulary of ``items.categories`` on the demo data.
 MOVIELENS_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",

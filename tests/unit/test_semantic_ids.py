@@ -1,0 +1,109 @@
+"""Semantic ids (features/semantic_ids.py): residual k-means codes, their version, the codebook artifact, the
+Spark assignment job and its table-quality figures, on small synthetic vectors."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ppm_platform.config import Settings
+from ppm_platform.data import catalog, schemas
+from ppm_platform.features.semantic_ids import (
+    Codebook,
+    assign_codes,
+    code_frame,
+    fit_residual_kmeans,
+    reconstruct,
+    semantic_id_table_quality,
+    sid_version_for,
+)
+from ppm_platform.io import write_parquet_atomic
+
+
+def _vectors(n=300, d=8, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((6, d)) * 3
+    return (centers[rng.integers(0, 6, n)] + rng.standard_normal((n, d))).astype(np.float32)
+
+
+def test_more_levels_reconstruct_better_and_codes_are_in_range():
+    x = _vectors()
+    errs = []
+    for levels in (1, 2, 3):
+        c = fit_residual_kmeans(x, levels, 8, seed=0, n_init=2)
+        assert c.shape == (levels, 8, x.shape[1]) and c.dtype == np.float32
+        codes = assign_codes(x, c)
+        assert codes.dtype == np.int64 and codes.shape == (len(x), levels)
+        assert codes.min() >= 0 and codes.max() < 8
+        errs.append(float(((x - reconstruct(codes, c)) ** 2).sum()))
+    assert errs[0] > errs[1] > errs[2]
+
+
+def test_fit_is_deterministic_with_a_seed_and_the_version_follows_the_centroids():
+    x = _vectors()
+    a, b = fit_residual_kmeans(x, 2, 8, seed=0), fit_residual_kmeans(x, 2, 8, seed=0)
+    assert np.array_equal(a, b)
+    assert sid_version_for(a, "ppm", "p1") == sid_version_for(b, "ppm", "p1")
+    refit = fit_residual_kmeans(x[::-1].copy(), 2, 8, seed=5)
+    assert not np.array_equal(a, refit)
+    assert sid_version_for(a, "ppm", "p1") != sid_version_for(refit, "ppm", "p1")  # a refit, same PPM
+    assert sid_version_for(a, "ppm", "p1") != sid_version_for(a, "ppm", "p2")  # same centroids, another PPM
+
+
+def test_fewer_distinct_vectors_than_centroids_keeps_codes_in_range():
+    x = np.repeat(np.eye(3, dtype=np.float32), 5, axis=0)
+    c = fit_residual_kmeans(x, 2, 16, seed=0, n_init=1)
+    codes = assign_codes(x, c)
+    assert codes.max() < 16 and len(np.unique(codes[:, 0])) == 3
+
+
+def test_codebook_round_trip_and_tamper_refusal(tmp_path):
+    cb = Codebook(fit_residual_kmeans(_vectors(), 2, 4, n_init=1), "ppm", "p1", 300)
+    cb.save(tmp_path / "cb")
+    back = Codebook.load(tmp_path / "cb")
+    assert back.sid_version == cb.sid_version and np.array_equal(back.centroids, cb.centroids)
+    assert not list(tmp_path.glob(".*"))  # no temp folder left behind
+    cb2 = Codebook(cb.centroids + 1, "ppm", "p1")
+    cb2.save(tmp_path / "cb")  # replaced whole
+    assert Codebook.load(tmp_path / "cb").sid_version == cb2.sid_version
+    meta = (tmp_path / "cb" / "codebook.json").read_text().replace(cb2.sid_version, "0" * 12)
+    (tmp_path / "cb" / "codebook.json").write_text(meta)
+    with pytest.raises(ValueError, match="hash to"):
+        Codebook.load(tmp_path / "cb")
+
+
+def test_code_frame_refuses_vectors_of_another_version():
+    cb = Codebook(fit_residual_kmeans(_vectors(d=4), 2, 4, n_init=1), "ppm", "p1")
+    rows = pd.DataFrame({"item_id": [1, 2], "event_timestamp": pd.Timestamp("2026-01-01", tz="UTC"),
+                         "ppm_item_vec": [np.ones(4, np.float32)] * 2, "ppm_item_version": ["p1", "p1"]})
+    out = code_frame(rows, cb)
+    assert list(out.columns) == ["item_id", "event_timestamp", "sid_1", "sid_2", "sid_version"]
+    assert (out["sid_version"] == cb.sid_version).all()
+    with pytest.raises(ValueError, match="refit"):
+        code_frame(rows.assign(ppm_item_version="p2"), cb)
+
+
+def test_spark_job_codes_every_item_and_fits_on_the_train_window(tmp_path, spark):
+    from ppm_platform.features.semantic_ids import compute_item_semantic_id
+
+    s = Settings.from_env(artifacts_dir=tmp_path, semantic_ids={"levels": 2, "codebook_size": 4, "n_init": 1})
+    s.ensure_dirs()
+    n = 40
+    ts = pd.Timestamp("2026-01-01", tz="UTC")
+    x = _vectors(n, 4)
+    write_parquet_atomic(pd.DataFrame({"item_id": np.arange(n), "event_timestamp": ts, "ppm_item_vec": list(x),
+                                       "ppm_item_version": "p1"}),
+                         catalog.path(s, "ppm_item_cache"), schemas.PPM_ITEM_CACHE)
+    # items 0..29 have train-window events; 30..39 appear only in the last 20 % of the log
+    inter = pd.DataFrame({"user_id": 1, "item_id": [*range(30), *range(30, 40)] * 1,
+                          "event_timestamp": [ts + pd.Timedelta(minutes=i) for i in range(40)],
+                          "click": 1, "order": 0})
+    inter.to_parquet(catalog.path(s, "interactions"))
+    res = compute_item_semantic_id(spark, s, catalog.path(s, "ppm_item_cache"), catalog.path(s, "interactions"),
+                                   catalog.path(s, "semantic_id_codebook"), catalog.path(s, "item_semantic_id"))
+    assert res["rows"] == n and res["fitted_items"] == 32  # the first 80 % of 40 events
+    out = pd.read_parquet(catalog.path(s, "item_semantic_id"))
+    cb = Codebook.load(catalog.path(s, "semantic_id_codebook"))
+    assert np.array_equal(out[["sid_1", "sid_2"]].to_numpy(), cb.assign(x))
+    q = semantic_id_table_quality(catalog.path(s, "item_semantic_id"), 2, 4, item_ids=range(n))
+    assert q["passed"], q["problems"]
+    assert not semantic_id_table_quality(catalog.path(s, "item_semantic_id"), 2, 4, item_ids=range(n + 1))["passed"]
