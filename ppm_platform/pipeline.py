@@ -239,13 +239,17 @@ def _train_and_save(settings: Settings, name: str, use_ppm: bool, progress: Prog
     ppm_version = ppm_version_of(ppm_dir) if use_ppm else None
     # the path, not a DataFrame: the trainer reads it a chunk at a time (bounded memory); it
     # refuses cache rows of mixed versions or of another version than the PPM it warm-starts from
+    # semantic ids (urm.semantic_ids) go into the URM only: Base stays the plain IDRec reference
     trained = train_ctr_model(settings, catalog.path(settings, "training_set"), use_ppm=use_ppm, ppm=ppm,
-                              progress=progress, ppm_version=ppm_version)
+                              progress=progress, ppm_version=ppm_version,
+                              semantic_ids=settings.urm.semantic_ids and use_ppm)
     meta = {
         "metrics": trained.metrics,
         "feature_encoder": trained.vectorizer.to_dict(),  # the model.json key the serving side reads
         # the version of the cache rows it trained on (== the PPM's, checked): what serving compares online
         "ppm_version": trained.cache_version,
+        # the codebook of the semantic-id rows it trained on (None: no semantic ids): serving compares it online
+        "sid_version": trained.sid_version,
         "user_feature_service": "urm_user" if use_ppm else "idrec_user",
         "item_feature_service": "urm_item",
         "training_feature_service": "urm_training",
@@ -260,7 +264,8 @@ def _train_and_save(settings: Settings, name: str, use_ppm: bool, progress: Prog
            "test_click_logloss": test["click"]["logloss"], "test_order_logloss": test["order"]["logloss"],
            "rows": trained.metrics["rows"], "train_seconds": trained.metrics["train_seconds"],
            "epochs": trained.metrics["epochs"], "slices": trained.metrics["test"],
-           "ppm_version": meta["ppm_version"], "model_id": resolve_model_dir(catalog.path(settings, name)).name,
+           "ppm_version": meta["ppm_version"], "sid_version": meta["sid_version"],
+           "model_id": resolve_model_dir(catalog.path(settings, name)).name,
            "onnx_max_abs_diff": onnx["max_abs_diff"], "onnx_serving_max_abs_diff": onnx["serving"]["max_abs_diff"]}
     return _record(settings, f"{name}_model", out)
 

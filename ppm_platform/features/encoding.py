@@ -21,6 +21,9 @@ hist_mask       float32 [B, L]    1 where hist_item_idx is a real behaviour
 ppm_user_seq    float32 [B, L, d] cached PPM sequence-encoder output (zeros where absent)
 ppm_seq_mask    float32 [B, L]    1 for the first ppm_seq_len positions
 ppm_item_vec    float32 [B, d]    cached PPM item-tower output (zeros if the item has none)
+item_sid        int64   [B, Ls]   semantic-id codes (``item_semantic_id``), one vocabulary index per
+                                  level, 1 = OOV (no row, or a code no train row had); only when
+                                  ``sid_levels > 0``
 =============== ======= ========= ==========================================================
 
 Vocabularies are fitted on the training window only, so ids first seen later are out-of-vocabulary:
@@ -43,7 +46,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from ppm_platform.data.schemas import COUNT_FIELDS, counter_count_columns, counter_suffixes
+from ppm_platform.data.schemas import COUNT_FIELDS, counter_count_columns, counter_suffixes, semantic_id_columns
 
 PAD, OOV = 0, 1
 #: MovieLens-style age buckets (upper bounds, exclusive); the last bucket is open-ended.
@@ -99,6 +102,8 @@ class FeatureVectorizer:
             counters (``user_dense`` / ``item_dense`` have width 0).
         rate_prior: ``{"click", "order", "strength"}`` of the smoothed rates recomputed from the counts.
         dense_mean, dense_std: ``{"user": [...], "item": [...]}`` standardization of the dense inputs.
+        sid_levels: semantic-id levels read (``sid_1`` .. ``sid_<Ls>``), 0 = none (no ``item_sid`` output).
+        sid_vocabs: per level, code (as text) -> index >= 2, fitted on the train rows like the id vocabularies.
     """
 
     max_len: int
@@ -113,6 +118,8 @@ class FeatureVectorizer:
     rate_prior: dict[str, float] = field(default_factory=dict)
     dense_mean: dict[str, list[float]] = field(default_factory=dict)
     dense_std: dict[str, list[float]] = field(default_factory=dict)
+    sid_levels: int = 0
+    sid_vocabs: list[dict[str, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.counter_windows is not None:  # JSON gives a list
@@ -128,10 +135,11 @@ class FeatureVectorizer:
         return [] if windows is None else counter_count_columns(entity, windows)
 
     @classmethod
-    def fit_columns(cls, counter_windows: tuple[int, ...] | None = None) -> list[str]:
-        """Every column :meth:`fit_chunks` reads: :data:`FIT_COLUMNS`, then the counters' count columns."""
+    def fit_columns(cls, counter_windows: tuple[int, ...] | None = None, sid_levels: int = 0) -> list[str]:
+        """Every column :meth:`fit_chunks` reads: :data:`FIT_COLUMNS`, the counters' count columns, then the
+        semantic-id code columns."""
         return [*cls.FIT_COLUMNS, *cls.counter_columns("user", counter_windows),
-                *cls.counter_columns("item", counter_windows)]
+                *cls.counter_columns("item", counter_windows), *semantic_id_columns(sid_levels)]
 
     @classmethod
     def fit(cls, train: pd.DataFrame, max_len: int, ppm_dim: int, **kw: Any) -> "FeatureVectorizer":
@@ -142,7 +150,7 @@ class FeatureVectorizer:
     @classmethod
     def fit_chunks(cls, chunks: Iterable[pd.DataFrame], max_len: int, ppm_dim: int, *, min_count: int = 1,
                    counter_windows: tuple[int, ...] | None = None,
-                   rate_prior: dict[str, float] | None = None) -> "FeatureVectorizer":
+                   rate_prior: dict[str, float] | None = None, sid_levels: int = 0) -> "FeatureVectorizer":
         """:meth:`fit` over training rows given in pieces (only :meth:`fit_columns` are read): the same
         encoder as ``fit(pd.concat(chunks))``, in memory bounded by the distinct values.
 
@@ -151,6 +159,8 @@ class FeatureVectorizer:
             counter_windows: windows of the counter views to read (None = no counters).
             rate_prior: ``{"click", "order", "strength"}`` prior of the recomputed smoothed rates (required
                 with ``counter_windows``; :func:`label_prior` of the train rows).
+            sid_levels: semantic-id levels to read (``sid_1`` ..; 0 = none); each level's vocabulary holds the
+                codes of the train rows.
 
         Raises:
             ValueError: ``min_count < 1``, or counters without a ``rate_prior``.
@@ -161,7 +171,8 @@ class FeatureVectorizer:
             raise ValueError("counter_windows needs a rate_prior ({'click', 'order', 'strength'})")
         counts: dict[str, dict[str, int]] = {c: {} for c in ("user_id", "item_id", "gender", "occupation", "genres")}
         enc = cls(max_len=max_len, ppm_dim=ppm_dim, min_count=min_count, counter_windows=counter_windows,
-                  rate_prior=dict(rate_prior or {}))
+                  rate_prior=dict(rate_prior or {}), sid_levels=int(sid_levels))
+        sid_counts: list[dict[str, int]] = [{} for _ in range(sid_levels)]
         moments: dict[str, list[np.ndarray]] = {}
         n_rows = 0
         for df in chunks:
@@ -171,6 +182,9 @@ class FeatureVectorizer:
             for c in ("user_id", "item_id", "gender", "occupation"):
                 _count_keys(counts[c], df[c])
             _count_keys(counts["genres"], (g for cats in df["categories"] if not _is_missing_list(cats) for g in cats))
+            for acc, c in zip(sid_counts, semantic_id_columns(sid_levels)):
+                codes = _numeric(df[c])
+                _count_keys(acc, (str(int(v)) for v in codes[~np.isnan(codes)]))
             for entity in ("user", "item") if counter_windows is not None else ():
                 x = enc._dense(df, entity, len(df)).astype(np.float64)
                 m = moments.setdefault(entity, [np.zeros(x.shape[1]), np.zeros(x.shape[1])])
@@ -180,6 +194,8 @@ class FeatureVectorizer:
         enc.items = _vocab_of(counts["item_id"], min_count)
         enc.genders, enc.occupations = _vocab_of(counts["gender"]), _vocab_of(counts["occupation"])
         enc.genres = _vocab_of(counts["genres"])
+        # codes sorted as numbers, so the index order follows the code order (readable vocabularies)
+        enc.sid_vocabs = [{k: i + 2 for i, k in enumerate(sorted(acc, key=int))} for acc in sid_counts]
         for entity, (s1, s2) in moments.items():
             mean = s1 / max(n_rows, 1)
             std = np.sqrt(np.maximum(s2 / max(n_rows, 1) - mean * mean, 0.0))
@@ -212,6 +228,11 @@ class FeatureVectorizer:
         return max(len(self.genres), 1)
 
     @property
+    def sid_cardinalities(self) -> tuple[int, ...]:
+        """Vocabulary size (incl. the 2 reserved) of each semantic-id level; () without semantic ids."""
+        return tuple(len(v) + 2 for v in self.sid_vocabs[:self.sid_levels])
+
+    @property
     def n_user_dense(self) -> int:
         """Width ``Du`` of ``user_dense`` (0 without counters)."""
         return 0 if self.counter_windows is None else len(dense_names("user", self.counter_windows))
@@ -232,7 +253,12 @@ class FeatureVectorizer:
 
     def item_columns(self) -> list[str]:
         """Every item-level column :meth:`transform_request` reads (``ppm_item_vec`` is optional)."""
-        return [*self.ITEM_COLUMNS, *self.counter_columns("item", self.counter_windows)]
+        return [*self.ITEM_COLUMNS, *self.counter_columns("item", self.counter_windows),
+                *semantic_id_columns(self.sid_levels)]
+
+    def output_names(self) -> tuple[str, ...]:
+        """The arrays :meth:`transform` returns, in order: the URM inputs, then ``item_sid`` with semantic ids."""
+        return (*_OUTPUT_ORDER, *(("item_sid",) if self.sid_levels else ()))
 
     def transform(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
         """Convert feature rows to model inputs (see module docstring for names, dtypes, shapes).
@@ -252,7 +278,7 @@ class FeatureVectorizer:
                 raise KeyError(f"feature column {col!r} missing; have {list(df.columns)}")
         out = self._encode_user(df, len(df))
         out.update(self._encode_item(df, len(df)))
-        return {k: out[k] for k in _OUTPUT_ORDER}
+        return {k: out[k] for k in self.output_names()}
 
     def transform_request(self, user: dict[str, Any] | pd.DataFrame, items: pd.DataFrame) -> dict[str, np.ndarray]:
         """Model inputs for one user x N candidate items in the batch form of :meth:`transform`: the user's
@@ -274,7 +300,7 @@ class FeatureVectorizer:
         n = len(items)
         out = {k: np.broadcast_to(v, (n, *v.shape[1:])) for k, v in self.encode_user(user).items()}
         out.update(self.encode_items(items))
-        return {k: out[k] for k in _OUTPUT_ORDER}
+        return {k: out[k] for k in self.output_names()}
 
     def encode_user(self, user: dict[str, Any] | pd.DataFrame) -> dict[str, np.ndarray]:
         """The user-side model inputs (:data:`~ppm_platform.models.urm.USER_INPUT_NAMES`) of one user, batch 1.
@@ -384,6 +410,13 @@ class FeatureVectorizer:
         out["ppm_item_vec"] = item_vec
         out["item_content"] = content.astype(np.float32)
         out["item_dense"] = self._standardized(df, "item", n)
+        if self.sid_levels:
+            sid = np.full((n, self.sid_levels), OOV, dtype=np.int64)
+            for j, c in enumerate(semantic_id_columns(self.sid_levels)):
+                codes = _numeric(df[c])  # a null (no semantic-id row) or a code no train row had: OOV
+                vocab = self.sid_vocabs[j]
+                sid[:, j] = [OOV if np.isnan(v) else vocab.get(str(int(v)), OOV) for v in codes]
+            out["item_sid"] = sid
         return out
 
 

@@ -10,6 +10,11 @@ Cold entities: the out-of-vocabulary row of each id table is trained (minimum-co
 dropout, :func:`ppm_platform.training.urm_train.id_dropout`), and an item without content features
 (``item_content = 0``) gets a learned no-content genre vector instead of an empty multi-hot (trained by
 content dropout; DropoutNet, Volkovs et al., NeurIPS'17).
+
+Semantic ids (optional, ``sid_cardinalities``): one trainable embedding per residual level of the item's
+semantic-id codes (:mod:`ppm_platform.features.semantic_ids`), concatenated into ``x0``; items that share codes
+share those rows, so a cold item's codes carry what warm items with similar content taught them (QARM,
+Kuaishou CIKM'25). An item without content features reads the OOV row of each level (content dropout trains it).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class IDRecConfig(IDRecHyperParams):
         n_genres: width ``G`` of the item genre multi-hot.
         n_user_dense, n_item_dense: widths ``Du`` / ``Di`` of the dense counter inputs (0 = none).
         max_len: length ``L`` of the clicked-item ID sequence.
+        sid_cardinalities: vocabulary size (incl. the 2 reserved) of each semantic-id level; () = no semantic ids.
 
     Raises:
         pydantic.ValidationError (a ValueError): a vocabulary size below 2.
@@ -58,10 +64,12 @@ class IDRecConfig(IDRecHyperParams):
     n_user_dense: int = 0
     n_item_dense: int = 0
     max_len: int = 20
+    sid_cardinalities: tuple[int, ...] = ()
 
     @model_validator(mode="after")
     def _reserved_indices(self) -> "IDRecConfig":
-        if self.n_users < 2 or self.n_items < 2 or any(c < 2 for c in self.user_side_cardinalities):
+        if (self.n_users < 2 or self.n_items < 2 or any(c < 2 for c in self.user_side_cardinalities)
+                or any(c < 2 for c in self.sid_cardinalities)):
             raise ValueError("vocabulary sizes include the 2 reserved indices (0 pad, 1 OOV): each must be >= 2")
         return self
 
@@ -71,13 +79,14 @@ class IDRec(nn.Module):
 
     ``x0 = [user, item, side_1..side_S, genres, din(item, history), user_dense, item_dense]`` (embeddings of
     ``emb_dim``; padding index 0 embeds to zero; ``genres`` is the no-content vector where
-    ``item_content == 0``), then ``DNN(CrossNetV2(x0))``.
+    ``item_content == 0``; with semantic ids, one embedding per level appended), then ``DNN(CrossNetV2(x0))``.
 
     Shapes (forward):
         user_idx int64 ``[B]``, item_idx int64 ``[B]``, user_side int64 ``[B, S]``, item_genres f32 ``[B, G]``,
         item_content f32 ``[B]`` (1 = content features present), user_dense f32 ``[B, Du]``, item_dense f32
         ``[B, Di]`` (``Du = cfg.n_user_dense``, ``Di = cfg.n_item_dense``, may be 0), hist_item_idx int64
-        ``[B, L]``, hist_mask f32 ``[B, L]`` -> rep f32 ``[B, out_dim]`` (``out_dim = dnn_hidden[-1]``, or the
+        ``[B, L]``, hist_mask f32 ``[B, L]``, item_sid int64 ``[B, Ls]`` (``Ls = len(cfg.sid_cardinalities)``;
+        required when > 0, ignored otherwise) -> rep f32 ``[B, out_dim]`` (``out_dim = dnn_hidden[-1]``, or the
         cross width when ``dnn_hidden`` is empty).
         Indices: 0 = padding, 1 = out-of-vocabulary, >= 2 known; indices outside the vocabulary are mapped to 1.
     """
@@ -95,14 +104,16 @@ class IDRec(nn.Module):
         #: the genre vector of an item without content features (learned; zero at init)
         self.no_content = nn.Parameter(torch.zeros(e))
         self.din = DINAttention(e, hidden=(2 * e,), dropout=0.0)
-        x0_dim = e * (4 + len(self.side_cards)) + cfg.n_user_dense + cfg.n_item_dense
+        self.sid_cards = tuple(cfg.sid_cardinalities)
+        self.sid_embs = nn.ModuleList(nn.Embedding(c, e, padding_idx=PAD_IDX) for c in self.sid_cards)
+        x0_dim = e * (4 + len(self.side_cards) + len(self.sid_cards)) + cfg.n_user_dense + cfg.n_item_dense
         self.cross = CrossNetV2(x0_dim, cfg.cross_layers)
         self.dnn = MLP(x0_dim, list(cfg.dnn_hidden), dropout=cfg.dropout)
         self.out_dim = self.dnn.out_dim
 
     def forward(self, user_idx: Tensor, item_idx: Tensor, user_side: Tensor, item_genres: Tensor,
                 item_content: Tensor, user_dense: Tensor, item_dense: Tensor, hist_item_idx: Tensor,
-                hist_mask: Tensor) -> Tensor:
+                hist_mask: Tensor, item_sid: Tensor | None = None) -> Tensor:
         u = self.user_emb(safe_index(user_idx, self.n_users))
         it = self.item_emb(safe_index(item_idx, self.n_items))
         hist = self.item_emb(safe_index(hist_item_idx, self.n_items))            # [B, L, e]
@@ -110,5 +121,12 @@ class IDRec(nn.Module):
         has = item_content.to(u.dtype).unsqueeze(-1)
         g = has * self.genre_proj(item_genres.to(u.dtype)) + (1.0 - has) * self.no_content
         interest = self.din(it, hist, hist_mask)
-        x0 = torch.cat([u, it, *sides, g, interest, user_dense.to(u.dtype), item_dense.to(u.dtype)], dim=-1)
+        sids = []
+        if self.sid_embs:
+            if item_sid is None:
+                raise ValueError("this IDRec embeds semantic ids: item_sid is required")
+            # no content features, no codes: the OOV row (what an item without a semantic-id row gets)
+            sid = torch.where(item_content.unsqueeze(-1) > 0, item_sid, torch.full_like(item_sid, OOV_IDX))
+            sids = [emb(safe_index(sid[:, j], c)) for j, (emb, c) in enumerate(zip(self.sid_embs, self.sid_cards))]
+        x0 = torch.cat([u, it, *sides, g, interest, user_dense.to(u.dtype), item_dense.to(u.dtype), *sids], dim=-1)
         return self.dnn(self.cross(x0))

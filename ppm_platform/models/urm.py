@@ -46,6 +46,9 @@ IDREC_INPUT_NAMES: tuple[str, ...] = tuple(n for n in URM_INPUT_NAMES if n not i
 USER_INPUT_NAMES: tuple[str, ...] = ("user_idx", "user_side", "user_dense", "hist_item_idx", "hist_mask",
                                      "ppm_user_seq", "ppm_seq_mask")
 ITEM_INPUT_NAMES: tuple[str, ...] = ("item_idx", "item_genres", "item_content", "item_dense", "ppm_item_vec")
+#: The semantic-id input (int64 ``[B, Ls]``, one vocabulary index per level; 1 = OOV), after
+#: :data:`URM_INPUT_NAMES` in ``URM.forward``; a model built without semantic ids has no such input.
+SID_INPUT_NAMES: tuple[str, ...] = ("item_sid",)
 #: Output columns of ``URM.forward``.
 TASKS: tuple[str, ...] = ("click", "order")
 
@@ -66,6 +69,8 @@ class InputShapes(Protocol):
     def n_user_dense(self) -> int: ...
     @property
     def n_item_dense(self) -> int: ...
+    @property
+    def sid_cardinalities(self) -> tuple[int, ...]: ...
 
 
 class URMConfig(IDRecConfig, URMHyperParams):
@@ -111,7 +116,8 @@ class URMConfig(IDRecConfig, URMHyperParams):
         return cls(**hyper, n_users=shapes.n_users, n_items=shapes.n_items,
                    user_side_cardinalities=tuple(shapes.user_side_cardinalities), n_genres=shapes.n_genres,
                    n_user_dense=shapes.n_user_dense, n_item_dense=shapes.n_item_dense,
-                   max_len=settings.sequence.max_len, use_ppm=ppm is not None, ppm=ppm)
+                   max_len=settings.sequence.max_len, use_ppm=ppm is not None, ppm=ppm,
+                   sid_cardinalities=tuple(getattr(shapes, "sid_cardinalities", ())))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready flat dict (tuples as lists, ``ppm`` a dict or None); :meth:`from_dict` inverts it."""
@@ -127,6 +133,12 @@ class URMConfig(IDRecConfig, URMHyperParams):
         return cls.model_validate(d)
 
 
+def model_input_names(cfg: IDRecConfig) -> tuple[str, ...]:
+    """``URM.forward``'s inputs for ``cfg``: :data:`URM_INPUT_NAMES`, then :data:`SID_INPUT_NAMES` when it embeds
+    semantic ids."""
+    return (*URM_INPUT_NAMES, *(SID_INPUT_NAMES if cfg.sid_cardinalities else ()))
+
+
 class URM(nn.Module):
     """Unified ranking model: ``[IDRec rep, PPMReadout rep] -> MMoE (2 tasks) -> click / order towers``.
 
@@ -137,7 +149,8 @@ class URM(nn.Module):
         user_idx int64 ``[B]``, item_idx int64 ``[B]``, user_side int64 ``[B, S]``, item_genres f32 ``[B, G]``,
         item_content f32 ``[B]``, user_dense f32 ``[B, Du]``, item_dense f32 ``[B, Di]``, hist_item_idx int64
         ``[B, L]``, hist_mask f32 ``[B, L]``, ppm_user_seq f32 ``[B, L', d]``, ppm_seq_mask f32 ``[B, L']``,
-        ppm_item_vec f32 ``[B, d]`` -> logits f32 ``[B, 2]`` (col 0 click, col 1 order). With
+        ppm_item_vec f32 ``[B, d]``, item_sid int64 ``[B, Ls]`` (semantic ids only) -> logits f32 ``[B, 2]``
+        (col 0 click, col 1 order). With
         ``use_ppm=False`` the ``ppm_*`` inputs are ignored (may be None). Where ``item_content == 0`` the PPM
         top reads a learned no-content item vector instead of ``ppm_item_vec``.
     """
@@ -163,9 +176,9 @@ class URM(nn.Module):
     def forward(self, user_idx: Tensor, item_idx: Tensor, user_side: Tensor, item_genres: Tensor,
                 item_content: Tensor, user_dense: Tensor, item_dense: Tensor, hist_item_idx: Tensor,
                 hist_mask: Tensor, ppm_user_seq: Tensor | None = None, ppm_seq_mask: Tensor | None = None,
-                ppm_item_vec: Tensor | None = None) -> Tensor:
+                ppm_item_vec: Tensor | None = None, item_sid: Tensor | None = None) -> Tensor:
         rep = self.idrec(user_idx, item_idx, user_side, item_genres, item_content, user_dense, item_dense,
-                         hist_item_idx, hist_mask)
+                         hist_item_idx, hist_mask, item_sid)
         if self.ppm_top is not None:
             if ppm_user_seq is None or ppm_seq_mask is None or ppm_item_vec is None:
                 raise ValueError("use_ppm=True: ppm_user_seq, ppm_seq_mask and ppm_item_vec are required")
@@ -176,11 +189,11 @@ class URM(nn.Module):
         return torch.cat([tower(h) for tower, h in zip(self.towers, task_reps)], dim=-1)
 
     def forward_dict(self, batch: Mapping[str, Tensor]) -> Tensor:
-        """``forward`` from a dict keyed by :data:`URM_INPUT_NAMES` (``ppm_*`` keys optional for Base).
+        """``forward`` from a dict keyed by :func:`model_input_names` (``ppm_*`` keys optional for Base).
         -> logits f32 ``[B, 2]``. Raises KeyError naming a missing required input."""
         optional = PPM_INPUT_NAMES if self.ppm_top is None else ()
         args: list[Tensor | None] = []
-        for name in URM_INPUT_NAMES:
+        for name in model_input_names(self.cfg):
             if name in batch:
                 args.append(batch[name])
             elif name in optional:

@@ -18,8 +18,9 @@ Coherence:
 * **misses**: an id that is not in the snapshot (an item pushed after the last refresh, or an unknown id) is
   read from Feast in the request and kept until the next refresh if the online store has it; an id the online
   store does not have is never cached, so an item pushed later is served from its first request after;
-* **versions**: every cached row keeps the ``ppm_item_version`` it was read with, and the Ranker's version
-  check runs on them, so caches recomputed by another PPM are refused exactly as without the cache;
+* **versions**: every cached row keeps the ``ppm_item_version`` (and, for a model that embeds semantic ids,
+  the ``sid_version``) it was read with, and the Ranker's version checks run on them, so caches recomputed by
+  another PPM, or codes of another codebook, are refused exactly as without the cache;
 * **memory**: at most ``serving.item_cache_max_items`` items are held; ids beyond are read from Feast per
   request (correct, slower).
 """
@@ -30,7 +31,7 @@ import logging
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -59,12 +60,14 @@ class ItemBatch:
         known: bool ``[N]``: the item has a row in the online store.
         versions: the ``ppm_item_version`` values of the items (None-free), for the version check.
         misses: how many of the N were read from Feast in this request (not cached).
+        sid_versions: the ``sid_version`` values of the items (None-free; empty without a sid version field).
     """
 
     inputs: dict[str, np.ndarray]
     known: np.ndarray
     versions: set[str]
     misses: int
+    sid_versions: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class _Snapshot:
     versions: np.ndarray  # object [rows]: str or None
     loaded_at: float
     load_seconds: float
+    sid_versions: np.ndarray | None = None  # object [rows]: str or None (None: no sid version field)
 
 
 def _refresh_loop(ref: "weakref.ref[ItemFeatureCache]", stop: threading.Event, interval_s: float) -> None:
@@ -98,6 +102,7 @@ class ItemFeatureCache:
             :func:`ppm_platform.feature_store.read_online_items`.
         vectorizer: the model's :class:`FeatureVectorizer` (:meth:`~FeatureVectorizer.encode_items`).
         version_field: the column holding each row's cache version (``ppm_item_version``), None = none.
+        sid_version_field: the column holding each row's ``sid_version`` (models with semantic ids), None = none.
         max_items: most items held.
         refresh_s: background refresh interval in seconds (0 or None: no background refresh).
         clock: monotonic clock (tests).
@@ -108,13 +113,15 @@ class ItemFeatureCache:
 
     def __init__(self, fetch: Callable[[list[int]], pd.DataFrame], vectorizer: FeatureVectorizer,
                  version_field: str | None = "ppm_item_version", max_items: int = 500_000,
-                 refresh_s: float | None = 60.0, clock: Callable[[], float] = time.monotonic):
+                 refresh_s: float | None = 60.0, clock: Callable[[], float] = time.monotonic,
+                 sid_version_field: str | None = None):
         if max_items < 1:
             raise ValueError(f"item cache max_items must be >= 1, got {max_items}")
         self._fetch, self.vectorizer, self.version_field = fetch, vectorizer, version_field
+        self.sid_version_field = sid_version_field
         self.max_items, self.refresh_s, self._clock = int(max_items), refresh_s, clock
         self._snap = _Snapshot({}, {}, np.zeros(0, bool), np.zeros(0, object), clock(), 0.0)
-        self._extra: dict[int, tuple[dict[str, np.ndarray], bool, str | None]] = {}
+        self._extra: dict[int, tuple[dict[str, np.ndarray], bool, str | None, str | None]] = {}
         self._lock = threading.Lock()  # guards _extra and snapshot swaps, never held during a Feast read
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -122,10 +129,10 @@ class ItemFeatureCache:
 
     # ---- loading -------------------------------------------------------------------------------------------
     def _read(self, ids: list[int], chunk_ids: int = LOAD_CHUNK_IDS,
-              pause_s: float = 0.0) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        """Feast rows of ``ids`` -> (encoded inputs [n, ...], known [n], versions [n] object), read
-        ``chunk_ids`` at a time with ``pause_s`` seconds of sleep between reads."""
-        parts, known, versions = [], [], []
+              pause_s: float = 0.0) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+        """Feast rows of ``ids`` -> (encoded inputs [n, ...], known [n], versions [n] object, sid versions [n]
+        object), read ``chunk_ids`` at a time with ``pause_s`` seconds of sleep between reads."""
+        parts, known, versions, sids = [], [], [], []
         for s in range(0, len(ids), chunk_ids):
             if s and pause_s:
                 time.sleep(pause_s)
@@ -135,11 +142,13 @@ class ItemFeatureCache:
             known.append(df[feats].notna().any(axis=1).to_numpy() if feats else np.ones(len(df), bool))
             versions.append(df[self.version_field].to_numpy(dtype=object) if self.version_field in df
                             else np.full(len(df), None, object))
+            sids.append(df[self.sid_version_field].to_numpy(dtype=object) if self.sid_version_field in df
+                        else np.full(len(df), None, object))
             parts.append(self.vectorizer.encode_items(df))
         if not parts:
-            return {}, np.zeros(0, bool), np.zeros(0, object)
+            return {}, np.zeros(0, bool), np.zeros(0, object), np.zeros(0, object)
         arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        return arrays, np.concatenate(known), np.concatenate(versions)
+        return arrays, np.concatenate(known), np.concatenate(versions), np.concatenate(sids)
 
     def load(self, item_ids: Sequence[int], chunk_ids: int = LOAD_CHUNK_IDS, pause_s: float = 0.0) -> dict:
         """(Re)build the snapshot from the online store for ``item_ids`` (deduplicated, at most ``max_items``)
@@ -155,9 +164,9 @@ class ItemFeatureCache:
         ids = list(dict.fromkeys([int(i) for i in item_ids] + extra))
         capped = max(0, len(ids) - self.max_items)
         ids = ids[:self.max_items]
-        arrays, known, versions = self._read(ids, chunk_ids, pause_s)
+        arrays, known, versions, sids = self._read(ids, chunk_ids, pause_s)
         secs = time.perf_counter() - t0
-        snap = _Snapshot({i: r for r, i in enumerate(ids)}, arrays, known, versions, self._clock(), secs)
+        snap = _Snapshot({i: r for r, i in enumerate(ids)}, arrays, known, versions, self._clock(), secs, sids)
         with self._lock:
             self._snap = snap
             for i in extra:
@@ -202,19 +211,22 @@ class ItemFeatureCache:
         out = {k: v[np.maximum(rows, 0)] for k, v in snap.arrays.items()}
         known = snap.known[np.maximum(rows, 0)] if len(snap.known) else np.zeros(len(ids), bool)
         versions = snap.versions[np.maximum(rows, 0)] if len(snap.versions) else np.full(len(ids), None, object)
+        sids = (snap.sid_versions[np.maximum(rows, 0)] if snap.sid_versions is not None and len(snap.sid_versions)
+                else np.full(len(ids), None, object))
         read = 0
         if len(miss_pos):
-            out, known, versions, read = self._fill_misses(ids, miss_pos, out, known, versions)
-        return ItemBatch(out, known, {v for v in versions if v is not None}, read)
+            out, known, versions, sids, read = self._fill_misses(ids, miss_pos, out, known, versions, sids)
+        return ItemBatch(out, known, {v for v in versions if v is not None}, read, {v for v in sids if v is not None})
 
-    def _fill_misses(self, ids, miss_pos, out, known, versions):
+    def _fill_misses(self, ids, miss_pos, out, known, versions, sids):
         with self._lock:
             cached = {i: self._extra[i] for i in {ids[p] for p in miss_pos} if i in self._extra}
         need = list(dict.fromkeys(ids[p] for p in miss_pos if ids[p] not in cached))
         need_set = set(need)
         if need:
-            arrays, k_new, v_new = self._read(need)
-            fresh = {i: ({n: a[j] for n, a in arrays.items()}, bool(k_new[j]), v_new[j]) for j, i in enumerate(need)}
+            arrays, k_new, v_new, s_new = self._read(need)
+            fresh = {i: ({n: a[j] for n, a in arrays.items()}, bool(k_new[j]), v_new[j], s_new[j])
+                     for j, i in enumerate(need)}
             with self._lock:
                 room = self.max_items - len(self._snap.index) - len(self._extra)
                 for i, row in fresh.items():
@@ -228,9 +240,9 @@ class ItemFeatureCache:
         # (the gathered arrays are fancy-indexed copies of the snapshot's: writing into them is safe)
         read = 0
         for p in miss_pos:
-            arrays, k, v = cached[ids[p]]
+            arrays, k, v, sv = cached[ids[p]]
             for n, a in arrays.items():
                 out[n][p] = a
-            known[p], versions[p] = k, v
+            known[p], versions[p], sids[p] = k, v, sv
             read += ids[p] in need_set
-        return out, known, versions, read
+        return out, known, versions, sids, read

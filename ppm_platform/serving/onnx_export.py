@@ -5,7 +5,8 @@ named ``batch``) to one output ``probs`` = ``sigmoid(logits)``, f32 ``[B, 2]`` (
 graph (``model_serving.onnx``, :func:`export_serving_onnx`) takes the user inputs with batch 1 and broadcasts
 them to the candidates inside the graph. A Base model
 (``use_ppm=False``) is exported with only the IDRec inputs: its graph declares no ``ppm_*`` input, and
-:class:`OnnxScorer` feeds only what a graph declares, so callers can always pass the full input dict.
+:class:`OnnxScorer` feeds only what a graph declares, so callers can always pass the full input dict. A model
+that embeds semantic ids declares ``item_sid`` (int64 ``[B, Ls]``, an item input) after the others.
 
 Exporter: the torch.export-based exporter (``dynamo=True``, torch's default and maintained path, opset 20;
 slower to export). ``dynamo=False`` selects the legacy TorchScript exporter (faster to export, opset 17,
@@ -26,11 +27,18 @@ import torch
 from torch import Tensor, nn
 
 from ppm_platform.onnx_common import cpu_session, quiet_onnx_export
-from ppm_platform.models.urm import IDREC_INPUT_NAMES, ITEM_INPUT_NAMES, URM, URM_INPUT_NAMES, USER_INPUT_NAMES
+from ppm_platform.models.urm import (
+    IDREC_INPUT_NAMES,
+    ITEM_INPUT_NAMES,
+    SID_INPUT_NAMES,
+    URM,
+    URM_INPUT_NAMES,
+    USER_INPUT_NAMES,
+)
 
 BASE_INPUT_NAMES: tuple[str, ...] = IDREC_INPUT_NAMES
 OUTPUT_NAME = "probs"
-_INT_INPUTS = frozenset({"user_idx", "item_idx", "user_side", "hist_item_idx"})
+_INT_INPUTS = frozenset({"user_idx", "item_idx", "user_side", "hist_item_idx", "item_sid"})
 LEGACY_OPSET = 17
 _NP_DTYPES = {"tensor(int64)": np.int64, "tensor(float)": np.float32, "tensor(int32)": np.int32,
               "tensor(double)": np.float64, "tensor(bool)": np.bool_}
@@ -65,10 +73,51 @@ class _BaseProbs(nn.Module):
                                         item_dense, hist_item_idx, hist_mask))
 
 
+class _URMSIDProbs(nn.Module):
+    """Export wrapper of a URM that embeds semantic ids (``item_sid`` last)."""
+
+    def __init__(self, model: URM):
+        super().__init__()
+        self.model = model
+
+    def forward(self, user_idx: Tensor, item_idx: Tensor, user_side: Tensor, item_genres: Tensor,
+                item_content: Tensor, user_dense: Tensor, item_dense: Tensor, hist_item_idx: Tensor,
+                hist_mask: Tensor, ppm_user_seq: Tensor, ppm_seq_mask: Tensor, ppm_item_vec: Tensor,
+                item_sid: Tensor) -> Tensor:
+        return torch.sigmoid(self.model(user_idx, item_idx, user_side, item_genres, item_content, user_dense,
+                                        item_dense, hist_item_idx, hist_mask, ppm_user_seq, ppm_seq_mask,
+                                        ppm_item_vec, item_sid))
+
+
+class _BaseSIDProbs(nn.Module):
+    """Export wrapper of a Base that embeds semantic ids: the IDRec inputs, then ``item_sid``."""
+
+    def __init__(self, model: URM):
+        super().__init__()
+        self.model = model
+
+    def forward(self, user_idx: Tensor, item_idx: Tensor, user_side: Tensor, item_genres: Tensor,
+                item_content: Tensor, user_dense: Tensor, item_dense: Tensor, hist_item_idx: Tensor,
+                hist_mask: Tensor, item_sid: Tensor) -> Tensor:
+        return torch.sigmoid(self.model(user_idx, item_idx, user_side, item_genres, item_content, user_dense,
+                                        item_dense, hist_item_idx, hist_mask, item_sid=item_sid))
+
+
+def _has_sid(model: URM) -> bool:
+    return bool(model.cfg.sid_cardinalities)
+
+
+def _batch_wrapper(model: URM) -> nn.Module:
+    if model.ppm_top is not None:
+        return _URMSIDProbs(model) if _has_sid(model) else _URMProbs(model)
+    return _BaseSIDProbs(model) if _has_sid(model) else _BaseProbs(model)
+
+
 def graph_input_names(model: URM) -> tuple[str, ...]:
     """The input names the exported graph of ``model`` declares (all of :data:`URM_INPUT_NAMES` for URM,
-    :data:`BASE_INPUT_NAMES` for Base)."""
-    return URM_INPUT_NAMES if model.ppm_top is not None else BASE_INPUT_NAMES
+    :data:`BASE_INPUT_NAMES` for Base; then ``item_sid`` when it embeds semantic ids)."""
+    names = URM_INPUT_NAMES if model.ppm_top is not None else BASE_INPUT_NAMES
+    return (*names, *(SID_INPUT_NAMES if _has_sid(model) else ()))
 
 
 _quiet_exporter = quiet_onnx_export
@@ -173,7 +222,7 @@ def export_urm_onnx(model: URM, example: Mapping[str, np.ndarray], path: Path, a
     path = Path(path)
     names = graph_input_names(model)
     args = _to_torch(example, names)
-    wrapper = _URMProbs(model) if model.ppm_top is not None else _BaseProbs(model)
+    wrapper = _batch_wrapper(model)
     was_training = model.training
     # eval the wrapper, not just the model: the legacy exporter restores the *wrapper's* mode after export,
     # which would otherwise switch dropout back on for the parity reference
@@ -233,11 +282,38 @@ class _ServingBase(_ServingProbs):
                               item_content, item_dense))
 
 
+class _ServingURMSID(_ServingProbs):
+    def forward(self, user_idx: Tensor, user_side: Tensor, user_dense: Tensor, hist_item_idx: Tensor,
+                hist_mask: Tensor, ppm_user_seq: Tensor, ppm_seq_mask: Tensor, item_idx: Tensor,
+                item_genres: Tensor, item_content: Tensor, item_dense: Tensor, ppm_item_vec: Tensor,
+                item_sid: Tensor) -> Tensor:
+        return self._forward((user_idx, user_side, user_dense, hist_item_idx, hist_mask, ppm_user_seq, ppm_seq_mask,
+                              item_idx, item_genres, item_content, item_dense, ppm_item_vec, item_sid))
+
+
+class _ServingBaseSID(_ServingProbs):
+    def forward(self, user_idx: Tensor, user_side: Tensor, user_dense: Tensor, hist_item_idx: Tensor,
+                hist_mask: Tensor, item_idx: Tensor, item_genres: Tensor, item_content: Tensor,
+                item_dense: Tensor, item_sid: Tensor) -> Tensor:
+        return self._forward((user_idx, user_side, user_dense, hist_item_idx, hist_mask, item_idx, item_genres,
+                              item_content, item_dense, item_sid))
+
+
+#: the serving graph's item inputs (batch N): :data:`ITEM_INPUT_NAMES`, then the semantic ids
+SERVING_ITEM_INPUT_NAMES: tuple[str, ...] = (*ITEM_INPUT_NAMES, *SID_INPUT_NAMES)
+
+
+def _serving_wrapper(model: URM) -> _ServingProbs:
+    if model.ppm_top is not None:
+        return (_ServingURMSID if _has_sid(model) else _ServingURM)(model)
+    return (_ServingBaseSID if _has_sid(model) else _ServingBase)(model)
+
+
 def serving_input_names(model: URM) -> tuple[str, ...]:
     """The serving graph's inputs: the user inputs (batch 1), then the item inputs (batch N); ``ppm_*`` only
-    for a URM."""
+    for a URM, ``item_sid`` only for a model that embeds semantic ids."""
     keep = set(graph_input_names(model))
-    return tuple(n for n in (*USER_INPUT_NAMES, *ITEM_INPUT_NAMES) if n in keep)
+    return tuple(n for n in (*USER_INPUT_NAMES, *SERVING_ITEM_INPUT_NAMES) if n in keep)
 
 
 def export_serving_onnx(model: URM, example: Mapping[str, np.ndarray], path: Path, atol: float = 1e-5,
@@ -257,7 +333,7 @@ def export_serving_onnx(model: URM, example: Mapping[str, np.ndarray], path: Pat
     names = serving_input_names(model)
     full = dict(zip(graph_input_names(model), _to_torch(example, graph_input_names(model))))
     B = full["item_idx"].shape[0]
-    wrapper = (_ServingURM if model.ppm_top is not None else _ServingBase)(model).eval()
+    wrapper = _serving_wrapper(model).eval()
 
     def request(user_row: int, items: Tensor, empty_history: bool = False) -> tuple[Tensor, ...]:
         out = []
@@ -273,7 +349,8 @@ def export_serving_onnx(model: URM, example: Mapping[str, np.ndarray], path: Pat
     parity = [request(u, idx) for u in sorted({0, min(1, B - 1), B - 1})
               for idx in (torch.arange(1), torch.arange(B)[:3], torch.arange(B).repeat(2))]
     parity.append(request(0, torch.arange(B), empty_history=True))
-    return _export_graph(wrapper, names, request(0, all_items), set(ITEM_INPUT_NAMES), path, parity, atol, dynamo)
+    return _export_graph(wrapper, names, request(0, all_items), set(SERVING_ITEM_INPUT_NAMES), path, parity, atol,
+                         dynamo)
 
 
 class OnnxScorer:

@@ -22,12 +22,14 @@ from ppm_platform.features.encoding import FeatureVectorizer
 
 #: the version fields the Ranker reads besides the model's inputs (DESIGN.md §4 version rule)
 USER_VERSION_FIELD, ITEM_VERSION_FIELD = "ppm_user_version", "ppm_item_version"
+#: the codebook version of the ``item_semantic_id`` rows (read for a model that embeds semantic ids)
+SID_VERSION_FIELD = "sid_version"
 
 
 def model_feature_refs(store, service: str, vectorizer: FeatureVectorizer, entity: str, use_ppm: bool) -> list[str]:
     """The ``"view:feature"`` references of feature service ``service`` that a model with ``vectorizer`` reads for
     ``entity`` (``"user"`` / ``"item"``): its vectorizer's columns, the PPM cache columns and their version field
-    when ``use_ppm``; nothing else (e.g. ``hist_age_s``, ``hist_len``, ``release_year``, the counters' rates
+    when ``use_ppm``, the ``sid_version`` when the model embeds semantic ids; nothing else (e.g. ``hist_age_s``, ``hist_len``, ``release_year``, the counters' rates
     are never fetched online).
 
     Raises:
@@ -37,7 +39,8 @@ def model_feature_refs(store, service: str, vectorizer: FeatureVectorizer, entit
         need = [*vectorizer.user_columns(), *(("ppm_user_seq", "ppm_seq_len", USER_VERSION_FIELD) if use_ppm else ())]
         key = "user_id"
     else:
-        need = [*vectorizer.item_columns(), *(("ppm_item_vec", ITEM_VERSION_FIELD) if use_ppm else ())]
+        need = [*vectorizer.item_columns(), *(("ppm_item_vec", ITEM_VERSION_FIELD) if use_ppm else ()),
+                *((SID_VERSION_FIELD,) if vectorizer.sid_levels else ())]
         key = "item_id"
     where: dict[str, str] = {}
     for proj in store.get_feature_service(service, allow_cache=True).feature_view_projections:
@@ -50,7 +53,8 @@ def model_feature_refs(store, service: str, vectorizer: FeatureVectorizer, entit
 
 
 class VersionMismatchError(RuntimeError):
-    """The cached PPM features were produced by a different PPM than the one the URM was trained with."""
+    """The cached PPM features were produced by a different PPM than the one the URM was trained with, or the
+    online semantic ids by another codebook than the one it was trained on."""
 
 
 @dataclass
@@ -127,7 +131,7 @@ class Ranker:
 
         hint = f"materialize the '{model_name}_model' asset first (ppm run)"
         try:  # every file below from one version: the published link may move while this runs
-            model_dir = resolve_model_dir(catalog.path(settings, model_name))
+            model_dir = resolve_model_dir(catalog.model_dir(settings, model_name))
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{e}: {hint}") from None
         meta_path, onnx_path = model_dir / CONFIG_FILE, model_dir / "model.onnx"
@@ -143,6 +147,8 @@ class Ranker:
         self.model_version: str | None = doc.get("version")
         self.vectorizer = FeatureVectorizer.from_dict(meta["feature_encoder"])
         self.ppm_version: str | None = meta.get("ppm_version")
+        #: the codebook of the semantic ids it was trained on (None: the model embeds none)
+        self.sid_version: str | None = meta.get("sid_version")
         self.store = store if store is not None else get_store(settings)
         use_ppm = self.vectorizer.ppm_dim > 0
         self.user_service = user_service or meta["user_feature_service"]
@@ -164,7 +170,9 @@ class Ranker:
 
             self.item_cache = ItemFeatureCache(self._fetch_items, self.vectorizer,
                                                ITEM_VERSION_FIELD if use_ppm else None, sv.item_cache_max_items,
-                                               sv.item_cache_refresh_s)
+                                               sv.item_cache_refresh_s,
+                                               sid_version_field=SID_VERSION_FIELD if self.vectorizer.sid_levels
+                                               else None)
             self.item_cache.load(catalog_item_ids(settings, self.vectorizer))
             self.item_cache.start()
 
@@ -178,19 +186,32 @@ class Ranker:
 
         return read_online_items(self.store, item_ids, service=self.item_refs)
 
-    def check_versions(self, user_row: dict, item_versions: "pd.DataFrame | set[str]") -> None:
-        """Refuse to score features cached by another PPM than the URM's (DESIGN.md §4 version rule).
+    def check_versions(self, user_row: dict, item_versions: "pd.DataFrame | set[str]",
+                       sid_versions: "set[str] | None" = None) -> None:
+        """Refuse to score features cached by another PPM than the URM's (DESIGN.md §4 version rule), or
+        semantic ids coded by another codebook than the one the model trained on (a refit under the same PPM
+        gives other codes).
 
         Args:
             user_row: the user's online features (its ``ppm_user_version``, when read).
-            item_versions: the candidates' rows (their ``ppm_item_version`` column) or the set of their versions.
+            item_versions: the candidates' rows (their ``ppm_item_version`` and ``sid_version`` columns) or the
+                set of their PPM versions.
+            sid_versions: the candidates' ``sid_version`` values (when ``item_versions`` is a set).
 
-        Records every version read in :attr:`cache_versions_seen` (a Base model reads no PPM cache: it never
-        refuses).
+        Records every PPM version read in :attr:`cache_versions_seen` (a Base model reads no PPM cache: it never
+        refuses on those).
 
         Raises:
             VersionMismatchError: naming both versions.
         """
+        sids = set(sid_versions or ())
+        if isinstance(item_versions, pd.DataFrame) and SID_VERSION_FIELD in item_versions:
+            sids |= {v for v in item_versions[SID_VERSION_FIELD] if v is not None and v == v}
+        if self.sid_version is not None and (bad_sid := sids - {self.sid_version}):
+            raise VersionMismatchError(
+                f"{self.model_name} was trained on semantic ids of sid_version {self.sid_version} but the online "
+                f"item_semantic_id rows hold {sorted(bad_sid)}: materialize the matching item_semantic_id, or "
+                "retrain the model")
         found = set()
         if user_row.get(USER_VERSION_FIELD) is not None:
             found.add(user_row[USER_VERSION_FIELD])
@@ -252,15 +273,16 @@ class Ranker:
         user = self.lookup_user(user_id)
         if self.item_cache is not None:
             batch = self.item_cache.get(ids)
-            item_x, known, versions = batch.inputs, batch.known, batch.versions
+            item_x, known, versions, sid_versions = batch.inputs, batch.known, batch.versions, batch.sid_versions
         else:
             rows = self._fetch_items(ids)
             feats = [c for c in rows.columns if c != "item_id"]
             known = rows[feats].notna().any(axis=1).to_numpy() if feats else np.ones(len(rows), bool)
             versions = {v for v in rows.get(ITEM_VERSION_FIELD, []) if v is not None}
+            sid_versions = {v for v in rows.get(SID_VERSION_FIELD, []) if v is not None}
             item_x = self.vectorizer.encode_items(rows)
         t1 = time.perf_counter()
-        self.check_versions(user, versions)
+        self.check_versions(user, versions, sid_versions)
         user_x = self.vectorizer.encode_user(user)
         if self.serving_scorer is not None:
             probs = self.serving_scorer.predict({**user_x, **item_x})

@@ -42,18 +42,22 @@ class TrainedCTRModel:
     use_ppm: bool
     #: the ``ppm_version`` of the PPM cache rows it was trained on (URM; None for Base): what it is labelled with
     cache_version: str | None = None
+    #: the ``sid_version`` of the semantic-id rows it was trained on (None: no semantic ids)
+    sid_version: str | None = None
 
 
-def _to_tensors(x: dict[str, np.ndarray], rows: np.ndarray | slice) -> list[torch.Tensor]:
-    from ppm_platform.models.urm import URM_INPUT_NAMES
-
-    return [torch.from_numpy(np.ascontiguousarray(x[n][rows])) for n in URM_INPUT_NAMES]
+def _to_tensors(x: dict[str, np.ndarray], rows: np.ndarray | slice, names: tuple[str, ...]) -> list[torch.Tensor]:
+    return [torch.from_numpy(np.ascontiguousarray(x[n][rows])) for n in names]
 
 
 def predict(model: torch.nn.Module, x: dict[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
-    """Click/order probabilities float64 [B, 2] of ``model`` on encoded inputs ``x`` (:func:`predict_rows` over
-    all of them)."""
-    return predict_rows(model, lambda rows: model(*_to_tensors(x, rows)), np.arange(len(x["user_idx"])), batch_size)
+    """Click/order probabilities float64 [B, 2] of ``model`` (a URM / Base) on encoded inputs ``x``
+    (:func:`predict_rows` over all of them)."""
+    from ppm_platform.models.urm import model_input_names
+
+    names = model_input_names(model.cfg)
+    return predict_rows(model, lambda rows: model(*_to_tensors(x, rows, names)), np.arange(len(x["user_idx"])),
+                        batch_size)
 
 
 def fit_multitask(model: torch.nn.Module, logits_of: Callable[[np.ndarray], torch.Tensor], y: np.ndarray,
@@ -169,7 +173,8 @@ def training_inputs(inputs: list[torch.Tensor], settings: Settings, gen: torch.G
 
 def train_ctr_model(settings: Settings, training_set: "pd.DataFrame | Path", use_ppm: bool, ppm=None,
                     progress=None, recent_train_fraction: float = 1.0,
-                    held_out_items: set | None = None, ppm_version: str | None = None) -> TrainedCTRModel:
+                    held_out_items: set | None = None, ppm_version: str | None = None,
+                    semantic_ids: bool | None = None) -> TrainedCTRModel:
     """Train the URM (``use_ppm=True``, PPM top warm-started from ``ppm``) or the Base IDRec
     (``use_ppm=False``) end-to-end on click + order with a weighted sum of per-task BCE.
 
@@ -193,6 +198,9 @@ def train_ctr_model(settings: Settings, training_set: "pd.DataFrame | Path", use
         held_out_items: the item-cold protocol's held-out items: adds their slice to the metrics.
         ppm_version: the version of ``ppm`` (``ppm_caches.ppm_version_of``): with ``use_ppm``, every PPM cache
             row of the training set must hold it (:func:`training_set_cache_version`).
+        semantic_ids: embed the item's semantic-id codes (``semantic_ids.levels`` levels of the
+            ``item_semantic_id`` view); None = ``urm.semantic_ids``. The model is labelled with the one
+            ``sid_version`` of the training set's code rows (:func:`training_set_sid_version`).
 
     Returns:
         :class:`TrainedCTRModel` whose ``metrics`` hold per-epoch curves, validation and test metrics by
@@ -203,7 +211,8 @@ def train_ctr_model(settings: Settings, training_set: "pd.DataFrame | Path", use
         ValueError: ``use_ppm`` without a ``ppm``, an empty split, or ``recent_train_fraction`` outside (0, 1];
             with ``use_ppm``, a training set whose PPM cache rows are missing, of mixed versions or of another
             version than ``ppm_version`` (:func:`training_set_cache_version`).
-        KeyError: ``urm.use_counters`` and the training set lacks a counter column (named).
+        KeyError: ``urm.use_counters`` and the training set lacks a counter column (named); semantic ids and it
+            lacks a code column.
     """
     from ppm_platform.training.streaming import FrameChunks
 
@@ -216,12 +225,38 @@ def train_ctr_model(settings: Settings, training_set: "pd.DataFrame | Path", use
             src = ParquetChunks(Path(training_set), settings.urm.chunk_rows)
         else:
             src = FrameChunks(training_set.reset_index(drop=True), settings.urm.chunk_rows)
-        return _train(settings, src, use_ppm, ppm, progress, recent_train_fraction, held_out_items, ppm_version)
+        sid = settings.urm.semantic_ids if semantic_ids is None else semantic_ids
+        return _train(settings, src, use_ppm, ppm, progress, recent_train_fraction, held_out_items, ppm_version,
+                      settings.semantic_ids.levels if sid else 0)
 
 
 def counter_windows(settings: Settings) -> tuple[int, ...] | None:
     """The counter windows the CTR models read (``counters.windows_days``), None when ``urm.use_counters`` is off."""
     return tuple(settings.counters.windows_days) if settings.urm.use_counters else None
+
+
+def training_set_sid_version(src, levels: int) -> str:
+    """The one ``sid_version`` of a training set's semantic-id rows (a model trained on codes of one codebook
+    means nothing with another's), read a chunk at a time; null rows (items without a code row) are fine.
+
+    Raises:
+        KeyError: the training set lacks the code columns (no ``item_semantic_id`` view when it was built).
+        ValueError: several versions, or no code row at all.
+    """
+    from ppm_platform.data.schemas import semantic_id_columns
+
+    need = [*semantic_id_columns(levels), "sid_version"]
+    if missing := [c for c in need if c not in set(src.columns)]:
+        raise KeyError(f"training set lacks semantic-id column(s) {missing}: materialize item_semantic_id (with "
+                       f"semantic_ids.levels = {levels}), then feast_definitions and training_set")
+    seen: dict[str, int] = {}
+    for k in range(len(src)):
+        for v, n in src.read_frame(k, ["sid_version"])["sid_version"].dropna().astype(str).value_counts().items():
+            seen[v] = seen.get(v, 0) + int(n)
+    if len(seen) != 1:
+        raise ValueError(f"training set semantic-id rows hold sid_version(s) {seen or 'none'}: one codebook per "
+                         "model; re-materialize item_semantic_id and rebuild the training set")
+    return next(iter(seen))
 
 
 def fit_vectorizer(settings: Settings, train: pd.DataFrame, ppm_dim: int) -> FeatureVectorizer:
@@ -342,9 +377,10 @@ def split_plan(settings: Settings, ts: pd.Series, recent_train_fraction: float =
 
 
 def _train(settings: Settings, src, use_ppm: bool, ppm, progress, recent_train_fraction: float,
-           held_out_items: set | None, ppm_version: str | None = None) -> TrainedCTRModel:
-    """:func:`train_ctr_model` over a chunk source (see its docstring)."""
-    from ppm_platform.models.urm import URM_INPUT_NAMES
+           held_out_items: set | None, ppm_version: str | None = None, sid_levels: int = 0) -> TrainedCTRModel:
+    """:func:`train_ctr_model` over a chunk source (see its docstring); ``sid_levels`` 0 = no semantic ids."""
+    from ppm_platform.data.schemas import semantic_id_columns
+    from ppm_platform.models.urm import model_input_names
     from ppm_platform.features.encoding import label_prior
 
     torch.manual_seed(settings.seed)
@@ -354,12 +390,13 @@ def _train(settings: Settings, src, use_ppm: bool, ppm, progress, recent_train_f
     # before any fitting: the version the URM is labelled with is that of the cache rows it trains on
     version_counts = cache_version_counts(src) if use_ppm else None
     cache_version = training_set_cache_version(version_counts, ppm_version) if use_ppm else None
+    sid_version = training_set_sid_version(src, sid_levels) if sid_levels else None
     windows = counter_windows(settings)
     needed = FeatureVectorizer.counter_columns("user", windows) + FeatureVectorizer.counter_columns("item", windows)
     if missing := [c for c in needed if c not in names]:
         raise KeyError(f"training set lacks counter column(s) {missing[:4]}{' ...' if len(missing) > 4 else ''}: "
                        "rebuild it with the item_stats / user_stats views (or set urm.use_counters false)")
-    cols = [c for c in _READ_COLUMNS if c in names] + needed
+    cols = [c for c in _READ_COLUMNS if c in names] + needed + semantic_id_columns(sid_levels)
     labels_all = src.columns_frame(["click", "order"])
     prior = label_prior(labels_all["click"].to_numpy()[codes == 0], labels_all["order"].to_numpy()[codes == 0],
                         settings.counters.prior_strength)
@@ -378,16 +415,18 @@ def _train(settings: Settings, src, use_ppm: bool, ppm, progress, recent_train_f
 
     def train_frames():
         for k in range(len(src)):
-            df = frame(k, 0, [c for c in FeatureVectorizer.fit_columns(windows) if c in names])
+            df = frame(k, 0, [c for c in FeatureVectorizer.fit_columns(windows, sid_levels) if c in names])
             if df is not None:
                 item_counts.append(df["item_id"].value_counts())
                 users.update(df["user_id"].tolist())
                 yield df
 
     enc = FeatureVectorizer.fit_chunks(train_frames(), settings.sequence.max_len, settings.ppm.d_model if use_ppm else 0,
-                                    min_count=u.min_count, counter_windows=windows, rate_prior=prior)
+                                    min_count=u.min_count, counter_windows=windows, rate_prior=prior,
+                                    sid_levels=sid_levels)
     counts = pd.concat(item_counts).groupby(level=0).sum() if item_counts else pd.Series(dtype="int64")
     model, cfg = _urm(settings, enc, use_ppm, ppm)
+    input_names = model_input_names(cfg)
     gen = torch.Generator().manual_seed(settings.seed)
     cache: dict[tuple[int, int], tuple] = {}
 
@@ -407,7 +446,7 @@ def _train(settings: Settings, src, use_ppm: bool, ppm, progress, recent_train_f
                 continue
             x, y, _ = e
             perm = rng.permutation(len(y))
-            xt = [torch.from_numpy(np.ascontiguousarray(x[n])) for n in URM_INPUT_NAMES]  # gathered per batch
+            xt = [torch.from_numpy(np.ascontiguousarray(x[n])) for n in input_names]  # gathered per batch
             yt = torch.from_numpy(y)
             for s in range(0, len(perm), u.batch_size):
                 b = torch.from_numpy(perm[s:s + u.batch_size])
@@ -434,7 +473,9 @@ def _train(settings: Settings, src, use_ppm: bool, ppm, progress, recent_train_f
     metrics = {"rows": n_rows, "epochs": history, "train_seconds": round(time.perf_counter() - t0, 1)}
     if use_ppm:
         metrics["cache_versions"] = version_counts
+    if sid_levels:
+        metrics["sid_version"] = sid_version
     for s, c in (("valid", 1), ("test", 2)):
         _, p, df = score(c, keep_rows=True)
         metrics[s] = evaluate_slices_counts(df, p, counts, users, held_out_items)
-    return TrainedCTRModel(model, cfg, enc, metrics, use_ppm, cache_version)
+    return TrainedCTRModel(model, cfg, enc, metrics, use_ppm, cache_version, sid_version)

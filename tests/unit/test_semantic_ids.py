@@ -107,3 +107,94 @@ def test_spark_job_codes_every_item_and_fits_on_the_train_window(tmp_path, spark
     q = semantic_id_table_quality(catalog.path(s, "item_semantic_id"), 2, 4, item_ids=range(n))
     assert q["passed"], q["problems"]
     assert not semantic_id_table_quality(catalog.path(s, "item_semantic_id"), 2, 4, item_ids=range(n + 1))["passed"]
+
+
+# ---- the ranker side: vectorizer, URM / Base with semantic ids, ONNX, the serving refusal -----------------------
+def _sid_rows(n=12, levels=2, seed=0):
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({"user_id": rng.integers(1, 4, n), "item_id": rng.integers(10, 16, n), "age": 30,
+                       "gender": "M", "occupation": "x", "hist_item_ids": [[10, 11]] * n,
+                       "categories": [["Drama"]] * n, "click": rng.integers(0, 2, n), "order": 0})
+    for i in range(levels):
+        df[f"sid_{i + 1}"] = pd.array(rng.integers(0, 4, n), dtype="Int64")
+    return df
+
+
+def test_vectorizer_embeds_codes_with_a_train_vocabulary():
+    from ppm_platform.features.encoding import OOV, FeatureVectorizer
+
+    train = _sid_rows()
+    enc = FeatureVectorizer.fit(train, max_len=3, ppm_dim=0, sid_levels=2)
+    assert enc.sid_cardinalities == tuple(train[c].nunique() + 2 for c in ("sid_1", "sid_2"))
+    assert "sid_1" in enc.item_columns() and enc.output_names()[-1] == "item_sid"
+    rows = train.head(3).copy()
+    rows.loc[0, "sid_1"] = pd.NA  # no semantic-id row: OOV
+    rows.loc[1, "sid_2"] = 99  # a code no train row had: OOV
+    x = enc.transform(rows)["item_sid"]
+    assert x.dtype == np.int64 and x.shape == (3, 2)
+    assert x[0, 0] == OOV and x[1, 1] == OOV and (x[2] >= 2).all()
+    assert np.array_equal(FeatureVectorizer.from_dict(enc.to_dict()).transform(rows)["item_sid"], x)
+    assert "item_sid" not in FeatureVectorizer.fit(train, max_len=3, ppm_dim=0).transform(rows)  # off: unchanged
+
+
+@pytest.mark.parametrize("use_ppm", [True, False])
+def test_urm_and_base_with_semantic_ids_train_their_code_embeddings(use_ppm):
+    import torch
+
+    from test_models import small_urm_cfg, urm_batch
+    from ppm_platform.models.urm import URM, model_input_names
+
+    cfg = small_urm_cfg(use_ppm=use_ppm, sid_cardinalities=(6, 6))
+    model = URM(cfg)
+    b = urm_batch(cfg, 5)
+    b["item_sid"] = torch.randint(0, 6, (5, 2))
+    assert model_input_names(cfg)[-1] == "item_sid"
+    logits = model.forward_dict(b)
+    assert logits.shape == (5, 2)
+    logits.sum().backward()
+    assert model.idrec.sid_embs[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="item_sid"):
+        model(*(b[n] for n in model_input_names(cfg)[:-1]))
+    # an item without content reads the OOV row whatever its codes
+    b2 = {k: v.clone() for k, v in b.items()}
+    b2["item_content"] = torch.zeros(5)
+    b3 = {k: v.clone() for k, v in b2.items()}
+    b3["item_sid"] = torch.ones(5, 2, dtype=torch.long)
+    model.eval()
+    assert torch.allclose(model.forward_dict(b2), model.forward_dict(b3))
+
+
+@pytest.mark.parametrize("use_ppm,dynamo", [(True, True), (False, False)])
+def test_onnx_parity_with_semantic_ids(tmp_path, use_ppm, dynamo):
+    import torch
+
+    from test_models import small_urm_cfg, urm_batch
+    from ppm_platform.models.urm import URM
+    from ppm_platform.serving.onnx_export import OnnxScorer, export_urm_onnx
+
+    torch.manual_seed(0)
+    cfg = small_urm_cfg(use_ppm=use_ppm, sid_cardinalities=(6, 5))
+    model = URM(cfg).eval()
+    example = {k: v.numpy() for k, v in urm_batch(cfg, 6, seed=2).items()}
+    example["item_sid"] = np.random.default_rng(0).integers(0, 5, (6, 2))
+    info = export_urm_onnx(model, example, tmp_path / "model.onnx", dynamo=dynamo)
+    assert info["max_abs_diff"] <= 1e-5 and info["serving"]["max_abs_diff"] <= 1e-5
+    assert info["input_names"][-1] == "item_sid" and "item_sid" in info["serving"]["input_names"]
+    with torch.no_grad():
+        ref = torch.sigmoid(model.forward_dict({k: torch.from_numpy(v) for k, v in example.items()})).numpy()
+    assert np.abs(OnnxScorer(tmp_path / "model.onnx").predict(example) - ref).max() <= 1e-5
+
+
+def test_serving_refuses_a_model_of_another_sid_version():
+    from ppm_platform.serving.ranker import Ranker, VersionMismatchError
+
+    r = object.__new__(Ranker)
+    r.model_name, r.ppm_version, r.sid_version, r.cache_versions_seen = "urm", "p1", "s1", set()
+    r.check_versions({"ppm_user_version": "p1"}, {"p1"}, {"s1"})
+    rows = pd.DataFrame({"ppm_item_version": ["p1"], "sid_version": ["s2"]})
+    with pytest.raises(VersionMismatchError, match="sid_version s1"):
+        r.check_versions({"ppm_user_version": "p1"}, rows)
+    with pytest.raises(VersionMismatchError, match="s2"):
+        r.check_versions({}, {"p1"}, {"s2"})
+    r.sid_version = None  # a model without semantic ids never refuses on them
+    r.check_versions({}, rows)
