@@ -12,6 +12,7 @@ import dagster as dg
 
 from dagster_project.metadata import num
 from dagster_project.resources import PPMSettingsResource
+from ppm_platform.data import catalog
 from ppm_platform.data.validation import table_quality
 from ppm_platform.pipeline import stage_result
 
@@ -34,18 +35,18 @@ def row_accounting_check(table: str) -> dg.AssetChecksDefinition:
     return _check
 
 
-def table_quality_check(asset: str, name: str, rel: str, schema, keys: list[str], non_null: list[str],
+def table_quality_check(asset: str, name: str, table: str, schema, keys: list[str], non_null: list[str],
                         vectors: dict[str, bool]) -> dg.AssetChecksDefinition:
-    """Check ``name`` on ``asset``: the table at ``artifacts/<rel>`` has ``schema`` (a ``pyarrow.Schema``, or
-    a callable of the settings for schemas that follow the config), unique ``keys``, no nulls in
-    ``non_null``, finite vectors (``vectors``: column -> must also be non-zero) and at least one row."""
+    """Check ``name`` on ``asset``: the catalog table ``table`` (:mod:`ppm_platform.data.catalog`) has
+    ``schema`` (a ``pyarrow.Schema``, or a callable of the settings for schemas that follow the config), unique
+    ``keys``, no nulls in ``non_null``, finite vectors (``vectors``: column -> must also be non-zero) and at least one row."""
     @dg.asset_check(asset=asset, name=name,
-                    description=f"{rel}: schema == data/schemas.py, unique {keys}, no nulls in {non_null}"
+                    description=f"{table}: schema == data/schemas.py, unique {keys}, no nulls in {non_null}"
                                 + (f", finite (non-zero: {[c for c, nz in vectors.items() if nz]}) {list(vectors)}"
                                    if vectors else ""))
     def _check(ppm: PPMSettingsResource) -> dg.AssetCheckResult:
         settings = ppm.get()
-        q = table_quality(settings.artifacts_dir / rel, schema(settings) if callable(schema) else schema, keys,
+        q = table_quality(catalog.path(settings, table), schema(settings) if callable(schema) else schema, keys,
                           non_null, vectors)
         md = {"rows": q["rows"], "schema_ok": q["schema_ok"], "duplicate_keys": q["duplicate_keys"],
               "null_counts": dg.MetadataValue.json(q["null_counts"]),
@@ -72,12 +73,13 @@ def valid_auc_above_chance_check(asset: str, name: str, label: str) -> dg.AssetC
 
 def cache_versions_check_result(settings, table: str) -> dg.AssetCheckResult:
     """One version per cache table, that of the current PPM (DESIGN.md §4 version rule): the result of
-    :func:`ppm_platform.features.ppm_caches.cache_table_versions` on ``features/<table>.parquet``."""
+    :func:`ppm_platform.features.ppm_caches.cache_table_versions` on the catalog table ``table``."""
     from ppm_platform.features.ppm_caches import CACHE_VERSION_COLUMNS, cache_table_versions, ppm_version_of
+    from ppm_platform.model_store import CONFIG_FILE
 
-    ppm_dir = settings.models_dir / "ppm"
-    expected = ppm_version_of(ppm_dir) if (ppm_dir / "model.json").exists() else None
-    r = cache_table_versions(settings.features_dir / f"{table}.parquet", CACHE_VERSION_COLUMNS[table], expected)
+    ppm_dir = catalog.path(settings, "ppm")
+    expected = ppm_version_of(ppm_dir) if (ppm_dir / CONFIG_FILE).exists() else None
+    r = cache_table_versions(catalog.path(settings, table), CACHE_VERSION_COLUMNS[table], expected)
     return dg.AssetCheckResult(passed=r["passed"], metadata={
         "rows": r["rows"], "null_rows": r["null_rows"], "versions": dg.MetadataValue.json(r["versions"]),
         "files_by_version": dg.MetadataValue.json(r["files_by_version"]),

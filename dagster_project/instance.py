@@ -1,7 +1,8 @@
 """The Dagster instance of ppm-platform (``$DAGSTER_HOME/dagster.yaml``) and the UI's first URL.
 
-One writer, used by ``make ui`` and ``scripts/screenshot_asset_graph.py``: the first-visit "join the
-community" dialog (nux) and telemetry off, one slot per concurrency pool (``policies.POOLS``: a run queued
+``make ui`` runs this module; the config itself comes from the one writer every ``ppm`` run also uses
+(:func:`ppm_platform.cli.orchestration.write_dagster_yaml`): the first-visit "join the community" dialog (nux)
+and telemetry off, the ``ppm`` run-event handler (idle outside ``ppm`` runs), one slot per concurrency pool (``policies.POOLS``: a run queued
 from the UI, e.g. a backfill, waits while another run in progress uses one of its pools, so a UI backfill
 beside a full run does not oversubscribe the machine; runs started by ``ppm`` are not queued), run storage
 left as Dagster's default (SQLite under ``$DAGSTER_HOME``). Keys a user already set in the file are kept.
@@ -22,55 +23,11 @@ import sys
 from pathlib import Path
 from urllib.parse import quote
 
-import yaml
+from ppm_platform.cli.orchestration import write_dagster_yaml
 
 #: the code location as ``dagster dev -m dagster_project.definitions`` names it, and its repository
 LOCATION = "dagster_project.definitions"
 REPOSITORY = "__repository__"
-
-#: the settings this project needs in ``dagster.yaml`` (merged under what the file already holds)
-INSTANCE_SETTINGS = {
-    "nux": {"enabled": False},
-    "telemetry": {"enabled": False},
-    # run granularity: the run queue (the daemon of `dagster dev`) starts a run only when each pool its steps
-    # use has a free slot among the runs in progress; steps themselves never wait. With op granularity a
-    # run killed mid-step (SIGKILL, out of memory) keeps its slot and the next run's step in that pool
-    # waits for it forever, `ppm demo` included
-    "concurrency": {"pools": {"default_limit": 1, "granularity": "run"}},
-}
-
-
-def _merge_missing(into: dict, defaults: dict) -> dict:
-    """``into`` with every key of ``defaults`` it lacks (recursively into nested dicts); its own values win."""
-    for k, v in defaults.items():
-        if isinstance(v, dict) and isinstance(into.get(k), dict):
-            _merge_missing(into[k], v)
-        elif k not in into:
-            into[k] = v
-    return into
-
-
-def write_dagster_yaml(home: Path, extra: dict | None = None) -> Path:
-    """Create ``home`` if needed and write ``home/dagster.yaml`` with :data:`INSTANCE_SETTINGS` (and
-    ``extra``, e.g. a run coordinator for a webserver without daemon) under the keys the file already has.
-
-    Returns:
-        the path of ``dagster.yaml``.
-
-    Raises:
-        yaml.YAMLError: an existing ``dagster.yaml`` is not valid YAML.
-        ValueError: an existing ``dagster.yaml`` is not a mapping.
-    """
-    home = Path(home)
-    home.mkdir(parents=True, exist_ok=True)
-    path = home / "dagster.yaml"
-    current = yaml.safe_load(path.read_text()) if path.exists() else None
-    current = {} if current is None else current
-    if not isinstance(current, dict):
-        raise ValueError(f"{path}: expected a YAML mapping, got {type(current).__name__}")
-    merged = _merge_missing(current, {**INSTANCE_SETTINGS, **(extra or {})})
-    path.write_text(yaml.safe_dump(merged, sort_keys=False))
-    return path
 
 
 def expanded_query(groups: list[str], repository: str = REPOSITORY, location: str = LOCATION) -> str:

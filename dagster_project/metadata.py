@@ -116,20 +116,21 @@ def relative(path, root: Path) -> str:
         return str(path)
 
 
-def plot_metadata(result: dict, out_dir, name: str, label: str, kept: int | None = None) -> dict:
+def plot_metadata(result: dict, settings, name: str, label: str, kept: int | None = None) -> dict:
     """The PNG plots of a model stage (training curves with the kept epoch marked, AUC by slice) as markdown
-    entries with the image embedded, each followed by its file (``plot_<kind>_path``). Plotting lives in
+    entries with the image embedded, each followed by its file relative to the artifacts folder
+    (``plot_<kind>_file``; written under ``settings.reports_dir / "plots"``). Plotting lives in
     ``ppm_platform.reporting``."""
     from ppm_platform.reporting.plots import markdown_image, model_plots
 
     md = {}
-    for kind, path in model_plots(result, out_dir, name, label, kept_epoch=kept).items():
+    for kind, path in model_plots(result, settings.reports_dir / "plots", name, label, kept_epoch=kept).items():
         md[f"plot_{kind}"] = dg.MetadataValue.md(markdown_image(path, f"{label} {kind.replace('_', ' ')}"))
-        md[f"plot_{kind}_path"] = dg.MetadataValue.path(str(path))
+        md[f"plot_{kind}_file"] = dg.MetadataValue.text(relative(path, settings.artifacts_dir))
     return md
 
 
-def model_metadata(result: dict, out_dir, name: str, label: str, skip: tuple[str, ...] = ()) -> dict:
+def model_metadata(result: dict, settings, name: str, label: str, skip: tuple[str, ...] = ()) -> dict:
     """A trained model's metadata: :func:`metadata_from` (``epochs`` as a table), the kept epoch and its
     validation click AUC, and the plots (:func:`plot_metadata`)."""
     md = metadata_from(result, skip=skip)
@@ -138,4 +139,4 @@ def model_metadata(result: dict, out_dir, name: str, label: str, skip: tuple[str
         row = next(e for e in result["epochs"] if int(e.get("epoch", 0)) == kept)
         md["kept_epoch"] = dg.MetadataValue.int(kept)
         md["kept_valid_click_auc"] = num(row["valid_click_auc"])
-    return {**md, **plot_metadata(result, out_dir, name, label, kept)}
+    return {**md, **plot_metadata(result, settings, name, label, kept)}

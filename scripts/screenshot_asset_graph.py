@@ -30,7 +30,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a file: the repo's packages without an installed copy
-from dagster_project.instance import lineage_url, write_dagster_yaml  # noqa: E402
+from dagster_project.instance import lineage_url  # noqa: E402
+from ppm_platform.cli.orchestration import write_dagster_yaml  # noqa: E402
 
 
 def _free_port() -> int:

@@ -24,6 +24,7 @@ the warnings of dependencies that are not the user's business are filtered in th
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -47,9 +48,6 @@ DEMO_SELECTION = "*ranking_demo,*base_onnx"
 #: environment variable naming the JSON-lines file :class:`DagsterEventHandler` appends to
 EVENTS_ENV = "PPM_DAGSTER_EVENTS"
 
-#: first line of the dagster.yaml this module writes; a DAGSTER_HOME with another dagster.yaml is left alone
-YAML_MARKER = "# written by ppm (ppm_platform/cli/orchestration.py)"
-
 #: ``PYTHONWARNINGS`` entries of the child (``action:message:category:module``; message and module are
 #: regular expressions matched at the start): each names the dependency it silences
 CHILD_WARNING_FILTERS = (
@@ -66,30 +64,56 @@ _EVENT_TYPES = {"STEP_START", "STEP_SUCCESS", "STEP_FAILURE", "ASSET_MATERIALIZA
                 "PIPELINE_START", "PIPELINE_SUCCESS", "PIPELINE_FAILURE", "PIPELINE_CANCELED"}
 
 
-def write_dagster_yaml(home: Path) -> Path:
-    """Write ``home/dagster.yaml``: telemetry and the first-run ("nux") dialog off, the run's Python log level
-    INFO, and :class:`DagsterEventHandler` as a handler of every run's events. Run and event storage stay
-    Dagster's default (SQLite under ``home``). A ``dagster.yaml`` not written by this function is kept as it is.
+#: the settings ppm-platform needs in ``dagster.yaml``, merged under what the file already holds (a user's own
+#: values win). The event handler records only when :data:`EVENTS_ENV` is set (a ``ppm`` run), so UI runs on the
+#: same instance write nothing.
+INSTANCE_SETTINGS = {
+    "telemetry": {"enabled": False},
+    "nux": {"enabled": False},
+    "python_logs": {"python_log_level": "INFO", "dagster_handler_config": {"handlers": {"ppm_events": {
+        "()": "ppm_platform.cli.orchestration.DagsterEventHandler", "level": "DEBUG"}}}},
+    # one slot per concurrency pool (the heavy steps' pools: dagster_project/policies.py), at run granularity:
+    # the run queue of `dagster dev` starts a run only when each pool its steps use has a free slot; steps never
+    # wait (with op granularity a run killed mid-step keeps its slot and the next run's step waits forever)
+    "concurrency": {"pools": {"default_limit": 1, "granularity": "run"}},
+}
+
+
+def _merge_missing(into: dict, defaults: dict) -> dict:
+    """``into`` with every key of ``defaults`` it lacks (recursively into nested dicts); its own values win."""
+    for k, v in defaults.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge_missing(into[k], v)
+        elif k not in into:
+            into[k] = v
+    return into
+
+
+def write_dagster_yaml(home: Path, extra: dict | None = None) -> Path:
+    """Create ``home`` if needed and write ``home/dagster.yaml`` with :data:`INSTANCE_SETTINGS` (and ``extra``,
+    e.g. a run coordinator for a webserver without daemon) under the keys the file already has. The one writer
+    of the instance config: ``ppm`` runs, ``make ui`` (``python -m dagster_project.instance``), the screenshot
+    script and the UI tests. Run and event storage stay Dagster's default (SQLite under ``home``).
 
     Returns:
         the path of ``dagster.yaml``.
+
+    Raises:
+        yaml.YAMLError: an existing ``dagster.yaml`` is not valid YAML.
+        ValueError: an existing ``dagster.yaml`` is not a mapping (names the file).
     """
+    import yaml
+
+    home = Path(home)
     home.mkdir(parents=True, exist_ok=True)
     path = home / "dagster.yaml"
-    text = f"""{YAML_MARKER}
-telemetry:
-  enabled: false
-nux:
-  enabled: false
-python_logs:
-  python_log_level: INFO
-  dagster_handler_config:
-    handlers:
-      ppm_events:
-        (): ppm_platform.cli.orchestration.DagsterEventHandler
-        level: DEBUG
-"""
-    if not path.exists() or (path.read_text().startswith(YAML_MARKER) and path.read_text() != text):
+    current = yaml.safe_load(path.read_text()) if path.exists() else None
+    current = {} if current is None else current
+    if not isinstance(current, dict):
+        raise ValueError(f"{path}: expected a YAML mapping, got {type(current).__name__}")
+    text = yaml.safe_dump(_merge_missing(current, copy.deepcopy({**INSTANCE_SETTINGS, **(extra or {})})),
+                          sort_keys=False)
+    if not path.exists() or path.read_text() != text:
         path.write_text(text)
     return path
 

@@ -115,6 +115,13 @@ def path(settings: Settings, name: str) -> Path:
     return get(name).path(settings)
 
 
+def model_dir(settings: Settings, name: str) -> Path:
+    """The published folder of model ``name``: the catalog's ``ppm`` / ``urm`` / ``base``, or any other name a
+    caller publishes under ``settings.models_dir`` (a variant, a test's second model). Whether it exists is the
+    reader's check (the model store and the Ranker raise ``FileNotFoundError`` naming it)."""
+    return path(settings, name) if name in ARTIFACTS else settings.models_dir / name
+
+
 def day_path(settings: Settings, name: str, day: date) -> Path:
     """The file of UTC ``day`` inside the ``day_folder`` artifact ``name`` (``<folder>/<YYYY-MM-DD>.parquet``).
 

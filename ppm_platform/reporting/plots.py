@@ -219,14 +219,15 @@ def _save(fig, out_path: Path) -> Path:
 
 
 def markdown_image(png_path: Path, alt: str) -> str:
-    """Markdown with the PNG embedded as a ``data:image/png;base64`` URI (renders inline in the Dagster UI's
-    markdown metadata) followed by the file path.
+    """Markdown with the PNG embedded as a ``data:image/png;base64`` URI, which the Dagster UI's markdown
+    metadata renders (behind its "[Show Markdown]" link: the UI folds any markdown entry of 1,000+ characters).
+    The file itself is named by a separate entry, relative to the artifacts folder, not here.
 
     Raises:
         FileNotFoundError: ``png_path`` does not exist.
     """
     data = base64.b64encode(Path(png_path).read_bytes()).decode("ascii")
-    return f"![{alt}](data:image/png;base64,{data})\n\n`{png_path}`"
+    return f"![{alt}](data:image/png;base64,{data})"
 
 
 def model_plots(result: dict, out_dir: Path, name: str, label: str, kept_epoch: int | None = None) -> dict[str, Path]:

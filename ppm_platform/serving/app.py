@@ -176,7 +176,7 @@ def create_app(settings: Settings, model_name: str | None = None, ranker: Ranker
             state["ranker"] = Ranker(settings, name)
         except Exception as e:  # reported by /health, refused by /rank
             state["load_error"] = f"{type(e).__name__}: {e}"
-    reloader = ModelReloader(state, lock, lambda: Ranker(settings, name), catalog.path(settings, name),
+    reloader = ModelReloader(state, lock, lambda: Ranker(settings, name), catalog.model_dir(settings, name),
                              cfg.model_watch_s if (ranker is None if watch is None else watch) else 0.0)
     state["reloader"] = reloader.start()
 
@@ -281,7 +281,7 @@ def app_from_env() -> FastAPI:
     ONNX sessions, Feast store (online-store connection) and item cache, and logs when it is ready."""
     settings = Settings.from_env()
     name = os.environ.get(SERVE_MODEL_ENV) or settings.serving.model
-    log.info("worker %d: loading %s from %s", os.getpid(), name, catalog.path(settings, name))
+    log.info("worker %d: loading %s from %s", os.getpid(), name, catalog.model_dir(settings, name))
     app = create_app(settings, name)
 
     def ready() -> None:  # the parent bound the socket before starting the workers
@@ -336,7 +336,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
                     log_level=log_level, access_log=access_log)
         return
     config = uvicorn.Config(None, host=host, port=port, log_level=log_level, access_log=access_log)  # logging set up
-    log.info("loading %s from %s (Feast store, ONNX sessions, item cache)", name, catalog.path(settings, name))
+    log.info("loading %s from %s (Feast store, ONNX sessions, item cache)", name, catalog.model_dir(settings, name))
     t0 = time.perf_counter()
     app = create_app(settings, name)
     loaded_s = time.perf_counter() - t0

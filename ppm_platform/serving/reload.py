@@ -56,7 +56,7 @@ class ModelReloader:
             cached ``"probe"`` of ``/health`` on a swap.
         lock: the lock ``/rank`` and the ``/health`` probe hold while they use a Ranker.
         build: builds a Ranker of the currently published model (e.g. ``lambda: Ranker(settings, name)``).
-        link: the published model (``catalog.path(settings, name)``, :mod:`ppm_platform.data.catalog`).
+        link: the published model (``catalog.model_dir(settings, name)``, :mod:`ppm_platform.data.catalog`).
         interval_s: seconds between two checks of the watch thread (0: no thread, :meth:`check` only).
     """
 

@@ -24,7 +24,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from urllib.parse import quote
 
 REPO = Path(__file__).resolve().parents[2]
 LOCATION = "dagster_project.definitions"
@@ -106,18 +105,6 @@ def graphql(port: int, query: str, variables: dict | None = None) -> dict:
         body = json.loads(r.read())
     assert "errors" not in body, body["errors"]
     return body["data"]
-
-
-def expanded_groups_query(port: int) -> str:
-    """``expanded=...`` query string for the lineage page with every asset group open (the UI collapses the
-    groups of a large graph). Group ids as the Dagster webapp builds them (``groupIdForNode``):
-    ``global@global:<group>``, or ``<repo>@<location>:<group>`` with groups per code location; both are passed."""
-    nodes = graphql(port, "{ assetNodes { groupName repository { name location { name } } } }")["assetNodes"]
-    ids = set()
-    for n in nodes:
-        g = n["groupName"] or "default"
-        ids |= {f"global@global:{g}", f"{n['repository']['name']}@{n['repository']['location']['name']}:{g}"}
-    return "expanded=" + quote(",".join(sorted(ids)), safe="")
 
 
 def chromium_paths() -> tuple[str, str]:

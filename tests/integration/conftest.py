@@ -14,6 +14,7 @@ MAX_ITEMS = 250
 def pipeline_run(tmp_path_factory):
     """(settings, dagster result) of materializing every asset + check on the MAX_ITEMS subset."""
     import dagster as dg
+    from ppm_platform.cli.orchestration import write_dagster_yaml
     from ppm_platform.config import Settings
 
     art = tmp_path_factory.mktemp("artifacts")
@@ -38,7 +39,7 @@ def pipeline_run(tmp_path_factory):
 
     home = art / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
+    write_dagster_yaml(home)  # the instance config every `ppm` run and `make ui` use
     try:
         instance = dg.DagsterInstance.local_temp(str(home))  # open for the session: results read events from it
         result = dg.materialize([*all_assets, *all_checks], resources=resources_for("local"), instance=instance,

@@ -76,7 +76,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from dagster_project.instance import write_dagster_yaml
+    from ppm_platform.cli.orchestration import write_dagster_yaml
     from ppm_platform.config import Settings
 
     tmp = tmp_path_factory.mktemp("webserver")

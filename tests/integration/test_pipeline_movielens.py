@@ -130,15 +130,15 @@ def test_model_assets_show_png_plots(run):
     """Training curves and AUC by slice as embedded PNGs in the UI, with the files beside."""
     import base64
 
-    _, result = run
+    settings, result = run
     for key, kinds in (("ppm_model", ("training_curves",)), ("base_model", ("training_curves", "auc_by_slice")),
                        ("urm_model", ("training_curves", "auc_by_slice"))):
         md = _md(result, key)
         for kind in kinds:
             text = md[f"plot_{kind}"]
             png = base64.b64decode(text.split("base64,", 1)[1].split(")", 1)[0])
-            path = md[f"plot_{kind}_path"]
-            assert png[:8] == b"\x89PNG\r\n\x1a\n" and open(path, "rb").read() == png, (key, kind)
+            path = settings.artifacts_dir / md[f"plot_{kind}_file"]  # shown relative to the artifacts folder
+            assert png[:8] == b"\x89PNG\r\n\x1a\n" and path.read_bytes() == png, (key, kind)
 
 
 def test_counter_views_point_in_time_and_online(run):

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from ppm_platform.testing.dagster_ui import chrome, chromium_paths, expanded_groups_query, graphql, webserver
+from dagster_project.instance import expanded_query
+from ppm_platform.testing.dagster_ui import chrome, chromium_paths, graphql, webserver
 
 pytestmark = pytest.mark.integration
 
@@ -51,9 +52,10 @@ def ui(pipeline_run):
 
 def test_lineage_page_lists_every_asset(ui):
     port, driver, art = ui
-    keys = {n["assetKey"]["path"][-1] for n in graphql(port, "{ assetNodes { assetKey { path } } }")["assetNodes"]}
+    nodes = graphql(port, "{ assetNodes { assetKey { path } groupName } }")["assetNodes"]
+    keys = {n["assetKey"]["path"][-1] for n in nodes}
     assert {"items", "ppm_model", "urm_model", "ranking_demo", "user_features_daily"} <= keys
-    driver.get(f"http://127.0.0.1:{port}/asset-groups?{expanded_groups_query(port)}")
+    driver.get(f"http://127.0.0.1:{port}/asset-groups?{expanded_query(sorted({n['groupName'] for n in nodes}))}")
     _wait_for(driver, lambda: driver.find_elements("xpath", COLLAPSED_GROUP), what="lineage sidebar")
     for _ in range(4 * len(keys)):  # open every group of the sidebar, one at a time (each click re-renders it)
         rows = driver.find_elements("xpath", COLLAPSED_GROUP)
@@ -67,3 +69,29 @@ def test_lineage_page_lists_every_asset(ui):
     out = art / "ui_lineage.png"
     driver.save_screenshot(str(out))
     assert out.stat().st_size > 20_000
+
+
+def test_urm_model_page_shows_its_training_curve(ui):
+    """The asset page's metadata: the per-epoch table inline, the kept epoch, and the training-curve PNG (the UI
+    folds markdown of 1,000+ characters behind "[Show Markdown]": one click opens the embedded image)."""
+    port, driver, art = ui
+    driver.get(f"http://127.0.0.1:{port}/assets/urm_model")
+    show = "//tr[.//span[text()='plot_training_curves']]//a[contains(text(),'Show Markdown')]"
+    _wait_for(driver, lambda: driver.find_elements("xpath", show), what="urm_model's metadata")
+    page = driver.page_source
+    assert "kept_epoch" in page and "valid_click_auc" in page  # the kept epoch and the per-epoch table
+    file_row = driver.find_element("xpath", "//tr[.//span[text()='plot_training_curves_file']]").text
+    assert "reports/plots/urm_model_training_curves.png" in file_row and str(art) not in file_row
+    driver.find_elements("xpath", show)[0].click()
+
+    def loaded_png():
+        for img in driver.find_elements("css selector", "img"):
+            if (img.get_attribute("src") or "").startswith("data:image/png;base64,") and \
+                    driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img):
+                return img
+        return None
+
+    img = _wait_for(driver, loaded_png, timeout_s=30, what="the training-curve image")
+    width, height = driver.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", img)
+    assert width >= 400 and height >= 200
+    driver.save_screenshot(str(art / "ui_urm_model_plot.png"))

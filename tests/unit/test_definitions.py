@@ -157,7 +157,8 @@ def test_dagster_yaml_writer_keeps_user_keys_and_loads(tmp_path):
     granularity, a user's own keys kept; Dagster loads it as an instance config."""
     import yaml
 
-    from dagster_project.instance import expanded_query, write_dagster_yaml
+    from dagster_project.instance import expanded_query
+    from ppm_platform.cli.orchestration import write_dagster_yaml
 
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: true\nconcurrency:\n  runs:\n    max_concurrent_runs: 2\n")
     cfg = yaml.safe_load(write_dagster_yaml(tmp_path).read_text())
@@ -185,12 +186,16 @@ def test_model_metadata_epochs_table_kept_epoch_and_plots(tmp_path):
               {"epoch": 3, "train_loss": 0.55, "valid_click_auc": 0.711, "valid_order_auc": 0.67},
               {"epoch": 4, "train_loss": 0.5, "valid_click_auc": 0.723456789, "valid_order_auc": 0.6}]
     assert kept_epoch(epochs) == 2 and kept_epoch([{"epoch": 1, "valid_click_auc": float("nan")}]) is None
+    from ppm_platform.config import Settings
+
+    settings = Settings(artifacts_dir=tmp_path)
     md = model_metadata({"epochs": epochs, "test_click_auc": 0.7345678912, "rows": 10, "config": {"d": 1}},
-                        tmp_path, "urm_model", "URM", skip=("config",))
+                        settings, "urm_model", "URM", skip=("config",))
     assert "config" not in md and md["rows"].value == 10 and md["test_click_auc"].value == 0.7346
     assert md["kept_epoch"].value == 2 and md["kept_valid_click_auc"].value == 0.7235
     tbl = md["epochs"]
     assert [c.name for c in tbl.schema.columns] == ["epoch", "train_loss", "valid_click_auc", "valid_order_auc"]
     assert tbl.records[0].data == {"epoch": 1, "train_loss": 0.6912, "valid_click_auc": 0.7012, "valid_order_auc": 0.65}
     png = base64.b64decode(md["plot_training_curves"].value.split("base64,", 1)[1].split(")", 1)[0])
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and open(md["plot_training_curves_path"].value, "rb").read() == png
+    assert md["plot_training_curves_file"].value == "reports/plots/urm_model_training_curves.png"
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / md["plot_training_curves_file"].value).read_bytes() == png

@@ -1,4 +1,4 @@
-"""Daily group: the incremental path (issue #8). Interactions and the time-varying feature tables (user
+"""Daily group: the incremental path. Interactions and the time-varying feature tables (user
 sequences, PPM user cache, user and item counters) are partitioned by UTC day; each day brings the online
 store's time-varying views forward: each run writes its days' rows to the online store (a Feast
 ``materialize`` of the run's window, whatever the views' last materialized end; never moving an entity back).

@@ -47,7 +47,7 @@ def evaluation_report(context: dg.AssetExecutionContext, ppm: PPMSettingsResourc
     for name in ("auc_by_model_and_slice", "data_efficiency"):
         if name in paths:
             md[f"plot_{name}"] = dg.MetadataValue.md(markdown_image(paths[name], name.replace("_", " ")))
-            md[f"plot_{name}_path"] = dg.MetadataValue.path(paths[name])
+            md[f"plot_{name}_file"] = dg.MetadataValue.text(relative(paths[name], root))
     return dg.MaterializeResult(metadata=md)
 
 

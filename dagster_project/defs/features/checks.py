@@ -8,18 +8,18 @@ from dagster_project.resources import PPMSettingsResource
 from ppm_platform.data import catalog, schemas
 
 TABLE_QUALITY = [
-    table_quality_check("item_multimodal", "item_multimodal_table_quality", "features/item_multimodal.parquet",
+    table_quality_check("item_multimodal", "item_multimodal_table_quality", "item_multimodal",
                         schemas.ITEM_MULTIMODAL, ["item_id"],
                         ["item_id", "event_timestamp", "text_emb", "image_emb", "has_image", "encoder_version"],
                         {"text_emb": True, "image_emb": False}),
-    table_quality_check("behavior_sequences", "behavior_sequences_table_quality", "features/behavior_sequences.parquet",
+    table_quality_check("behavior_sequences", "behavior_sequences_table_quality", "behavior_sequences",
                         schemas.BEHAVIOR_SEQUENCES, ["user_id", "event_timestamp"],
                         ["user_id", "event_timestamp", "hist_item_ids", "hist_age_s", "hist_len"], {"hist_age_s": False}),
     # the counter tables' schema follows settings.counters.windows_days: a callable of the settings
-    table_quality_check("item_stats", "item_stats_table_quality", "features/item_stats.parquet",
+    table_quality_check("item_stats", "item_stats_table_quality", "item_stats",
                         lambda s: schemas.counter_schema("item", tuple(s.counters.windows_days)),
                         ["item_id", "event_timestamp"], ["item_id", "event_timestamp", "item_impressions", "item_click_rate"], {}),
-    table_quality_check("user_stats", "user_stats_table_quality", "features/user_stats.parquet",
+    table_quality_check("user_stats", "user_stats_table_quality", "user_stats",
                         lambda s: schemas.counter_schema("user", tuple(s.counters.windows_days)),
                         ["user_id", "event_timestamp"], ["user_id", "event_timestamp", "user_impressions", "user_click_rate"], {}),
 ]

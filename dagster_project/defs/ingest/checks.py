@@ -7,15 +7,15 @@ from ppm_platform.data import schemas
 ROW_ACCOUNTING = [row_accounting_check(t) for t in ("items", "users", "interactions", "queries")]
 
 TABLE_QUALITY = [
-    table_quality_check("items", "items_table_quality", "tables/items.parquet", schemas.ITEMS, ["item_id"],
+    table_quality_check("items", "items_table_quality", "items", schemas.ITEMS, ["item_id"],
                         ["item_id", "title", "created_at"], {}),
-    table_quality_check("users", "users_table_quality", "tables/users.parquet", schemas.USERS, ["user_id"],
+    table_quality_check("users", "users_table_quality", "users", schemas.USERS, ["user_id"],
                         ["user_id"], {}),
-    table_quality_check("interactions", "interactions_table_quality", "tables/interactions.parquet",
+    table_quality_check("interactions", "interactions_table_quality", "interactions",
                         schemas.INTERACTIONS, ["user_id", "item_id", "event_timestamp"],
                         ["user_id", "item_id", "event_timestamp", "click", "order"], {}),
-    table_quality_check("items", "item_profile_table_quality", "features/item_profile.parquet", schemas.ITEM_PROFILE,
+    table_quality_check("items", "item_profile_table_quality", "item_profile", schemas.ITEM_PROFILE,
                         ["item_id"], ["item_id", "event_timestamp"], {}),
-    table_quality_check("users", "user_profile_table_quality", "features/user_profile.parquet", schemas.USER_PROFILE,
+    table_quality_check("users", "user_profile_table_quality", "user_profile", schemas.USER_PROFILE,
                         ["user_id"], ["user_id", "event_timestamp"], {}),
 ]

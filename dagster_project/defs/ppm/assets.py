@@ -15,7 +15,7 @@ def ppm_model(context: dg.AssetExecutionContext, ppm: PPMSettingsResource) -> dg
     encoder (position + time-interval encodings) + target-aware readout."""
     settings = ppm.get()
     res = pipeline.ppm_model(settings, progress=context.log.info)
-    return dg.MaterializeResult(metadata=model_metadata(res, settings.reports_dir / "plots", "ppm_model", "PPM",
+    return dg.MaterializeResult(metadata=model_metadata(res, settings, "ppm_model", "PPM",
                                                         skip=("config",)))
 
 

@@ -8,10 +8,10 @@ from dagster_project.resources import PPMSettingsResource
 from ppm_platform.data import schemas
 
 TABLE_QUALITY = [
-    table_quality_check("ppm_item_cache", "ppm_item_cache_table_quality", "features/ppm_item_cache.parquet",
+    table_quality_check("ppm_item_cache", "ppm_item_cache_table_quality", "ppm_item_cache",
                         schemas.PPM_ITEM_CACHE, ["item_id"],
                         ["item_id", "event_timestamp", "ppm_item_vec", "ppm_item_version"], {"ppm_item_vec": True}),
-    table_quality_check("ppm_user_cache", "ppm_user_cache_table_quality", "features/ppm_user_cache.parquet",
+    table_quality_check("ppm_user_cache", "ppm_user_cache_table_quality", "ppm_user_cache",
                         schemas.PPM_USER_CACHE, ["user_id", "event_timestamp"],
                         ["user_id", "event_timestamp", "ppm_user_seq", "ppm_seq_len", "ppm_user_version"],
                         {"ppm_user_seq": False}),

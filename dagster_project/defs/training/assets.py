@@ -18,7 +18,7 @@ def base_model(context: dg.AssetExecutionContext, ppm: PPMSettingsResource) -> d
     res = pipeline.base_model(settings, progress=context.log.info)
     pop = res["popularity"]
     return dg.MaterializeResult(metadata={
-        **model_metadata(res, settings.reports_dir / "plots", "base_model", "Base (IDRec)", skip=(*_SKIP, "popularity")),
+        **model_metadata(res, settings, "base_model", "Base (IDRec)", skip=(*_SKIP, "popularity")),
         "test_slices": keyed_table(res["slices"], "slice"),
         "popularity_test_click_auc": num(pop["test_click_auc"]), "popularity_test_order_auc": num(pop["test_order_auc"])})
 
@@ -29,5 +29,5 @@ def urm_model(context: dg.AssetExecutionContext, ppm: PPMSettingsResource) -> dg
     """URM: IDRec + PPM's light top (readout over the cached PPM features) + MMoE, click and order towers."""
     settings = ppm.get()
     res = pipeline.urm_model(settings, progress=context.log.info)
-    return dg.MaterializeResult(metadata={**model_metadata(res, settings.reports_dir / "plots", "urm_model", "URM", skip=_SKIP),
+    return dg.MaterializeResult(metadata={**model_metadata(res, settings, "urm_model", "URM", skip=_SKIP),
                                           "test_slices": keyed_table(res["slices"], "slice")})
