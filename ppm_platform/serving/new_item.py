@@ -8,8 +8,10 @@ For a new catalog item (title, categories, optional image), :func:`add_new_item`
    :func:`~ppm_platform.data.item_content.item_text` + EfficientNet-Lite0 image, ``has_image``);
 2. computes its PPM item-cache vector with the frozen PPM item tower of the serving URM's ``ppm_version``
    (:func:`ppm_platform.features.ppm_caches.encode_item_frame`, the Spark job's function);
-3. pushes the ``item_multimodal``, ``item_profile`` and ``ppm_item_cache`` rows to the online store through
-   the Feast push sources ``<view>_push`` (``feature_repo/features.py::PUSH_VIEWS``; Feast docs "Push
+3. assigns its semantic-id codes from the stored codebook (:mod:`ppm_platform.features.semantic_ids`, the
+   centroids the ``item_semantic_id`` job fitted; when that job has run), from the vector just computed;
+4. pushes the ``item_multimodal``, ``item_profile``, ``ppm_item_cache`` (and ``item_semantic_id``) rows to the
+   online store through the Feast push sources ``<view>_push`` (``feature_repo/features.py::PUSH_VIEWS``; Feast docs "Push
    source": https://docs.feast.dev/reference/data-sources/push).
 
 The item is then served like any other: ``Ranker.rank`` reads its genres and PPM vector from Feast. The URM
@@ -36,7 +38,7 @@ from ppm_platform.encoders.factory import encoder_settings
 def build_new_item_rows(settings: Settings, item_id: int, title: str, categories: Sequence[str],
                         image_path: str | Path | None = None, release_year: int | None = None,
                         created_at: datetime | None = None) -> dict[str, pd.DataFrame]:
-    """The three feature rows of a new item (no I/O to the feature store).
+    """The feature rows of a new item (no I/O to the feature store).
 
     Args:
         image_path: the item's image (local path or ``file://`` URI; relative paths are taken relative to the
@@ -47,15 +49,17 @@ def build_new_item_rows(settings: Settings, item_id: int, title: str, categories
     Returns:
         ``{"item_multimodal": 1 row (text_emb f32[text_dim], image_emb f32[image_dim], has_image, encoder_version),
         "ppm_item_cache": 1 row (ppm_item_vec f32[d], ppm_item_version), "item_profile": 1 row
-        (categories, release_year)}``, each with ``item_id`` and ``event_timestamp`` (= ``created_at``,
-        default now, UTC).
+        (categories, release_year)}`` and, once the ``item_semantic_id`` job has written its table and
+        codebook, ``"item_semantic_id": 1 row (sid_1..sid_L int64, sid_version)``, each with ``item_id`` and
+        ``event_timestamp`` (= ``created_at``, default now, UTC).
 
     Raises:
         ValueError: ``image_path`` is refused (the message names the path and the reason, e.g. "image path
             escapes the catalog root", "image too large (> 64,000,000 px)", "image file missing").
         FileNotFoundError: no PPM model has been trained.
         ValueError: the encoders' version differs from the one the PPM was pre-trained on (the item vector
-            would not mean the same thing), or the ME width differs from the PPM's ``me_dim``.
+            would not mean the same thing), or the ME width differs from the PPM's ``me_dim``; the semantic-id
+            codebook was fitted on vectors of another version (refit it: materialize ``item_semantic_id``).
     """
     from ppm_platform.data.validation import check_image
     from ppm_platform.features.item_multimodal import encode_items_frame
@@ -88,7 +92,28 @@ def build_new_item_rows(settings: Settings, item_id: int, title: str, categories
                             "release_year": pd.array([release_year], dtype="Int64")})
     mm["event_timestamp"] = ts
     cache["event_timestamp"] = ts
-    return {"item_multimodal": mm, "ppm_item_cache": cache, "item_profile": profile}
+    rows = {"item_multimodal": mm, "ppm_item_cache": cache, "item_profile": profile}
+    sid = semantic_id_rows(settings, rows)
+    if sid is not None:
+        rows["item_semantic_id"] = sid
+    return rows
+
+
+def semantic_id_rows(settings: Settings, rows: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
+    """The ``item_semantic_id`` row of a new item coded from the stored codebook (the one the batch job fitted;
+    loaded once per process), from its ``ppm_item_cache`` or ``item_multimodal`` row by the codebook's source;
+    None when the semantic-id job never ran (no table, no codebook: the view is not registered either).
+
+    Raises:
+        ValueError: the row's vector is of another version than the codebook was fitted on.
+    """
+    from ppm_platform.features.semantic_ids import CODEBOOK_FILE, SOURCE_TABLES, code_frame, get_codebook
+
+    folder = catalog.path(settings, "semantic_id_codebook")
+    if not (folder / CODEBOOK_FILE).exists() or not catalog.path(settings, "item_semantic_id").exists():
+        return None
+    cb = get_codebook(folder)
+    return code_frame(rows[SOURCE_TABLES[cb.source][0]], cb)
 
 
 def push_item_rows(store, rows: dict[str, pd.DataFrame]) -> None:
@@ -115,8 +140,10 @@ def add_new_item(settings: Settings, item_id: int, title: str, categories: Seque
         store: a ``feast.FeatureStore`` (default :func:`ppm_platform.feature_store.get_store`).
 
     Returns:
-        ``{"item_id", "ppm_version", "encoder_version", "has_image", "encode_ms", "push_ms", "total_ms"}``
-        (wall times in ms; the first call in a process also loads the encoders and the PPM).
+        ``{"item_id", "ppm_version", "encoder_version", "has_image", "sid_version", "sid", "encode_ms",
+        "push_ms", "total_ms"}`` (``sid``: its codes, level 1 first; None / [] without semantic ids; wall times in
+        ms, the encoding including the codes; the first call in a process also loads the encoders, the PPM and
+        the codebook).
 
     Raises:
         see :func:`build_new_item_rows` and :func:`push_item_rows`.
@@ -128,8 +155,12 @@ def add_new_item(settings: Settings, item_id: int, title: str, categories: Seque
     t1 = time.perf_counter()
     push_item_rows(store if store is not None else get_store(settings), rows)
     t2 = time.perf_counter()
+    sid = rows.get("item_semantic_id")
     return {"item_id": int(item_id), "ppm_version": str(rows["ppm_item_cache"]["ppm_item_version"].iloc[0]),
             "encoder_version": str(rows["item_multimodal"]["encoder_version"].iloc[0]),
             "has_image": int(rows["item_multimodal"]["has_image"].iloc[0]),
+            "sid_version": None if sid is None else str(sid["sid_version"].iloc[0]),
+            "sid": [] if sid is None else [int(sid[c].iloc[0]) for c in sid.columns if c.startswith("sid_")
+                                           and c != "sid_version"],
             "encode_ms": round((t1 - t0) * 1e3, 2), "push_ms": round((t2 - t1) * 1e3, 2),
             "total_ms": round((t2 - t0) * 1e3, 2)}

@@ -198,3 +198,52 @@ def test_serving_refuses_a_model_of_another_sid_version():
         r.check_versions({}, {"p1"}, {"s2"})
     r.sid_version = None  # a model without semantic ids never refuses on them
     r.check_versions({}, rows)
+
+
+def test_new_item_gets_its_codes_in_the_same_push(tmp_path, monkeypatch):
+    """The push path codes a new item from the stored codebook and pushes its item_semantic_id row with the
+    others (encoders and PPM replaced by stand-ins: what matters is the codebook step)."""
+    import json
+
+    import ppm_platform.features.item_multimodal as im
+    import ppm_platform.features.ppm_caches as pc
+    from ppm_platform.serving.new_item import add_new_item
+
+    s = Settings.from_env(artifacts_dir=tmp_path, semantic_ids={"levels": 2, "codebook_size": 4, "n_init": 1})
+    s.ensure_dirs()
+    ppm_dir = catalog.path(s, "ppm")
+    ppm_dir.mkdir(parents=True)
+    (ppm_dir / "model.json").write_text(json.dumps({"version": "w1", "metadata": {"encoder_version": "e1"}}))
+    vec = np.arange(4, dtype=np.float32)
+    monkeypatch.setattr(im, "encode_items_frame", lambda items, _s: pd.DataFrame({
+        "item_id": items["item_id"], "text_emb": [np.zeros(3, np.float32)], "image_emb": [np.zeros(2, np.float32)],
+        "has_image": 0, "encoder_version": "e1"}))
+    monkeypatch.setattr(pc, "ppm_version_of", lambda _d: "p1")
+    monkeypatch.setattr(pc, "weights_version_of", lambda _d: "w1")
+    monkeypatch.setattr(pc, "get_ppm", lambda _d, _v: None)
+    monkeypatch.setattr(pc, "encode_item_frame", lambda mm, _p, _w: pd.DataFrame({
+        "item_id": mm["item_id"], "ppm_item_vec": [vec], "ppm_item_version": "p1"}))
+
+    class Store:
+        pushed: dict = {}
+
+        def push(self, name, df, to=None):
+            self.pushed[name] = df
+
+    store = Store()
+    res = add_new_item(s, 77, "New (2026)", ["Drama"], store=store)  # no codebook yet: no codes, no error
+    assert res["sid_version"] is None and "item_semantic_id_push" not in store.pushed
+    cb = Codebook(fit_residual_kmeans(_vectors(d=4), 2, 4, n_init=1), "ppm", "p1")
+    cb.save(catalog.path(s, "semantic_id_codebook"))
+    write_parquet_atomic(code_frame(pd.DataFrame({"item_id": [1], "event_timestamp": pd.Timestamp.now(tz="UTC"),
+                                                  "ppm_item_vec": [vec]}), cb),
+                         catalog.path(s, "item_semantic_id"), schemas.semantic_id_schema(2))
+    res = add_new_item(s, 78, "Newer (2026)", ["Drama"], store=store)
+    row = store.pushed["item_semantic_id_push"]
+    assert res["sid_version"] == cb.sid_version == row["sid_version"].iloc[0]
+    assert res["sid"] == cb.assign(vec[None])[0].tolist() == row[["sid_1", "sid_2"]].iloc[0].tolist()
+    assert row["event_timestamp"].iloc[0] == store.pushed["ppm_item_cache_push"]["event_timestamp"].iloc[0]
+    stale = Codebook(cb.centroids, "ppm", "p0")  # fitted under another PPM: refuse, do not push wrong codes
+    stale.save(catalog.path(s, "semantic_id_codebook"))
+    with pytest.raises(ValueError, match="refit"):
+        add_new_item(s, 79, "Newest (2026)", ["Drama"], store=store)
