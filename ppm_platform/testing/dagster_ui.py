@@ -1,7 +1,8 @@
 """Test support for the Dagster UI: run ``dagster-webserver`` on loopback and drive the OS's Chromium with selenium.
 
 Used by the UI tests (``tests/integration/test_dagster_webserver.py``, ``tests/integration/test_ui_browser.py``)
-and by ``scripts/screenshot_asset_graph.py``, so the docs' screenshot is taken the way the test takes it.
+and by ``scripts/screenshot_asset_graph.py``: the docs' screenshot is taken by :func:`capture_lineage`, the code
+the browser test runs.
 
 The server runs in its own session and stops with SIGINT, then SIGKILL of whatever is left in that session
 (code server, run workers): ../shared/notes/stack.md §6. The browser is Debian's ``chromium`` with its
@@ -134,3 +135,48 @@ def chrome(window: str = "1600,1250"):
                 "--hide-scrollbars", f"--window-size={window}"):
         opts.add_argument(arg)
     return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+#: an asset-group row of the lineage sidebar that is still collapsed (its arrow points right)
+COLLAPSED_GROUP = "//button[.//div[@aria-label='arrow_drop_down' and contains(@style,'rotate(-90deg)')]]"
+
+
+def wait_for(predicate, timeout_s: float = 90, what: str = "page"):
+    """Poll ``predicate`` every 0.5 s until it returns something truthy; returns that.
+
+    Raises:
+        TimeoutError: nothing truthy within ``timeout_s`` seconds (names ``what``).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not render within {timeout_s:.0f} s")
+        time.sleep(0.5)
+
+
+def capture_lineage(driver, url: str, out: Path, settle_s: float = 3.0) -> set[str]:
+    """Open the lineage page ``url`` (every graph group open: ``dagster_project.instance.lineage_url``), open
+    every group of its sidebar, save the screenshot to ``out`` and return the asset names the page shows.
+
+    Names are read from the UI's ``MiddleTruncate`` labels, whose ``title`` holds the full name even where the
+    label is cut at the graph's fit zoom.
+
+    Raises:
+        TimeoutError: the page did not render its sidebar within 90 s.
+    """
+    driver.get(url)
+    wait_for(lambda: driver.find_elements("xpath", COLLAPSED_GROUP), what="lineage sidebar")
+    for _ in range(200):  # one group at a time: each click re-renders the sidebar
+        rows = driver.find_elements("xpath", COLLAPSED_GROUP)
+        if not rows:
+            break
+        rows[0].click()
+        time.sleep(0.2)
+    time.sleep(settle_s)  # the graph's layout animation
+    shown = {e.get_attribute("title") for e in driver.find_elements("css selector", "[class*='MiddleTruncate_container']")}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(out))
+    return {n for n in shown if n}

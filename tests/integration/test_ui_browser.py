@@ -8,28 +8,13 @@ makes for docs/img/asset_graph.png.
 """
 
 import os
-import time
 
 import pytest
 
-from dagster_project.instance import expanded_query
-from ppm_platform.testing.dagster_ui import chrome, chromium_paths, graphql, webserver
+from dagster_project.instance import lineage_url
+from ppm_platform.testing.dagster_ui import capture_lineage, chrome, chromium_paths, graphql, wait_for, webserver
 
 pytestmark = pytest.mark.integration
-
-#: an asset-group row of the lineage sidebar that is still collapsed (its arrow points right)
-COLLAPSED_GROUP = "//button[.//div[@aria-label='arrow_drop_down' and contains(@style,'rotate(-90deg)')]]"
-
-
-def _wait_for(driver, predicate, timeout_s: float = 90, what: str = "page"):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} did not render within {timeout_s:.0f} s"
-        time.sleep(0.5)
-
 
 @pytest.fixture(scope="module")
 def ui(pipeline_run):
@@ -51,24 +36,16 @@ def ui(pipeline_run):
 
 
 def test_lineage_page_lists_every_asset(ui):
+    """The lineage page `make ui` prints (every group open) shows every asset of the code location, captured
+    the way scripts/screenshot_asset_graph.py captures docs/img/asset_graph.png."""
     port, driver, art = ui
     nodes = graphql(port, "{ assetNodes { assetKey { path } groupName } }")["assetNodes"]
     keys = {n["assetKey"]["path"][-1] for n in nodes}
     assert {"items", "ppm_model", "urm_model", "ranking_demo", "user_features_daily"} <= keys
-    driver.get(f"http://127.0.0.1:{port}/asset-groups?{expanded_query(sorted({n['groupName'] for n in nodes}))}")
-    _wait_for(driver, lambda: driver.find_elements("xpath", COLLAPSED_GROUP), what="lineage sidebar")
-    for _ in range(4 * len(keys)):  # open every group of the sidebar, one at a time (each click re-renders it)
-        rows = driver.find_elements("xpath", COLLAPSED_GROUP)
-        if not rows:
-            break
-        rows[0].click()
-        time.sleep(0.2)
-    # names are shown through MiddleTruncate, whose title holds the full name even where the label is cut
-    shown = {e.get_attribute("title") for e in driver.find_elements("css selector", "[class*='MiddleTruncate_container']")}
-    assert keys - shown == set(), f"assets missing from the lineage page: {sorted(keys - shown)}"
     out = art / "ui_lineage.png"
-    driver.save_screenshot(str(out))
-    assert out.stat().st_size > 20_000
+    shown = capture_lineage(driver, lineage_url("127.0.0.1", port, sorted({n["groupName"] for n in nodes})), out)
+    assert keys - shown == set(), f"assets missing from the lineage page: {sorted(keys - shown)}"
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000
 
 
 def test_urm_model_page_shows_its_training_curve(ui):
@@ -77,7 +54,7 @@ def test_urm_model_page_shows_its_training_curve(ui):
     port, driver, art = ui
     driver.get(f"http://127.0.0.1:{port}/assets/urm_model")
     show = "//tr[.//span[text()='plot_training_curves']]//a[contains(text(),'Show Markdown')]"
-    _wait_for(driver, lambda: driver.find_elements("xpath", show), what="urm_model's metadata")
+    wait_for(lambda: driver.find_elements("xpath", show), what="urm_model's metadata")
     page = driver.page_source
     assert "kept_epoch" in page and "valid_click_auc" in page  # the kept epoch and the per-epoch table
     file_row = driver.find_element("xpath", "//tr[.//span[text()='plot_training_curves_file']]").text
@@ -91,7 +68,7 @@ def test_urm_model_page_shows_its_training_curve(ui):
                 return img
         return None
 
-    img = _wait_for(driver, loaded_png, timeout_s=30, what="the training-curve image")
+    img = wait_for(loaded_png, timeout_s=30, what="the training-curve image")
     width, height = driver.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", img)
     assert width >= 400 and height >= 200
     driver.save_screenshot(str(art / "ui_urm_model_plot.png"))
