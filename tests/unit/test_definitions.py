@@ -15,7 +15,7 @@ ASSET_GROUPS = {
     "items": "ingest", "users": "ingest", "interactions": "ingest", "queries": "ingest",
     "text_encoder": "encoders", "image_encoder": "encoders",
     "item_multimodal": "features", "behavior_sequences": "features", "item_stats": "features", "user_stats": "features",
-    "ppm_model": "ppm", "ppm_item_cache": "ppm", "ppm_user_cache": "ppm",
+    "ppm_model": "ppm", "ppm_item_cache": "ppm", "ppm_user_cache": "ppm", "item_semantic_id": "ppm",
     "feast_definitions": "feast", "training_set": "feast", "online_store": "feast",
     "base_model": "training", "urm_model": "training",
     "urm_onnx": "serving", "base_onnx": "serving", "ranking_demo": "serving",
@@ -28,6 +28,7 @@ CHECKS = {
     "base_model:base_valid_auc_above_chance", "behavior_sequences:behavior_sequences_table_quality",
     "evaluation_report:evaluation_report_complete", "interactions:interactions_row_accounting",
     "interactions:interactions_table_quality", "item_multimodal:item_multimodal_table_quality",
+    "item_semantic_id:item_semantic_id_table_quality",
     "item_stats:item_stats_consistent", "item_stats:item_stats_table_quality", "items:item_profile_table_quality",
     "items:items_row_accounting", "items:items_table_quality", "ppm_item_cache:ppm_item_cache_one_version",
     "ppm_item_cache:ppm_item_cache_table_quality", "ppm_user_cache:ppm_user_cache_one_version",
@@ -46,9 +47,10 @@ DAILY_CHECKS = {"interactions_daily:interactions_daily_row_accounting", "interac
 POOLS = {**dict.fromkeys(["text_encoder", "image_encoder", "ppm_model", "base_model", "urm_model",
                           "evaluation_report"], "torch_training"),
          **dict.fromkeys(["item_multimodal", "behavior_sequences", "item_stats", "user_stats", "ppm_item_cache",
-                          "ppm_user_cache", "user_features_daily", "item_cold_report"], "spark")}
+                          "ppm_user_cache", "user_features_daily", "item_cold_report", "item_semantic_id"], "spark")}
 #: the feature and cache assets a full run rebuilds carry a freshness policy
-FRESHNESS = {"item_multimodal", "behavior_sequences", "item_stats", "user_stats", "ppm_item_cache", "ppm_user_cache"}
+FRESHNESS = {"item_multimodal", "behavior_sequences", "item_stats", "user_stats", "ppm_item_cache", "ppm_user_cache",
+             "item_semantic_id"}
 
 
 def _graph():

@@ -247,3 +247,28 @@ def test_new_item_gets_its_codes_in_the_same_push(tmp_path, monkeypatch):
     stale.save(catalog.path(s, "semantic_id_codebook"))
     with pytest.raises(ValueError, match="refit"):
         add_new_item(s, 79, "Newest (2026)", ["Drama"], store=store)
+
+
+def test_dagster_table_quality_check(tmp_path):
+    import dagster as dg
+
+    from dagster_project.defs.ppm.checks import item_semantic_id_table_quality
+    from dagster_project.resources import PPMSettingsResource
+
+    s = Settings.from_env(env={}, artifacts_dir=tmp_path / "a").ensure_dirs()
+    res = PPMSettingsResource(artifacts_dir=str(s.artifacts_dir))
+    cb = Codebook(fit_residual_kmeans(_vectors(d=4), s.semantic_ids.levels, 4, n_init=1), "ppm", "p1")
+    cb.save(catalog.path(s, "semantic_id_codebook"))
+    pd.DataFrame({"item_id": [1, 2, 3]}).to_parquet(catalog.path(s, "items"))
+    rows = pd.DataFrame({"item_id": [1, 2, 3], "event_timestamp": pd.Timestamp("2026-01-01", tz="UTC"),
+                         "ppm_item_vec": list(_vectors(3, 4))})
+    sid = code_frame(rows, cb)
+    write_parquet_atomic(sid, catalog.path(s, "item_semantic_id"), catalog.schema(s, "item_semantic_id"))
+    ok = item_semantic_id_table_quality(ppm=res)
+    assert isinstance(ok, dg.AssetCheckResult) and ok.passed, ok.metadata
+    write_parquet_atomic(sid.head(2), catalog.path(s, "item_semantic_id"), catalog.schema(s, "item_semantic_id"))
+    bad = item_semantic_id_table_quality(ppm=res)  # item 3 uncoded
+    assert not bad.passed and bad.metadata["uncoded_items"].value == 1
+    write_parquet_atomic(sid.assign(sid_version="other"), catalog.path(s, "item_semantic_id"),
+                         catalog.schema(s, "item_semantic_id"))
+    assert not item_semantic_id_table_quality(ppm=res).passed  # not the saved codebook's version

@@ -8,9 +8,11 @@ from ppm_platform import pipeline
 
 
 @dg.asset(group_name="feast", deps=["item_multimodal", "behavior_sequences", "ppm_item_cache", "ppm_user_cache",
-                                    "item_stats", "user_stats", "items", "users"], owners=["team:ppm-platform"], kinds={"feast"})
+                                    "item_semantic_id", "item_stats", "user_stats", "items", "users"],
+          owners=["team:ppm-platform"], kinds={"feast"})
 def feast_definitions(ppm: PPMSettingsResource) -> dg.MaterializeResult:
-    """`feast apply` of feature_repo/: entities user + item, 8 feature views, 4 feature services."""
+    """`feast apply` of feature_repo/: entities user + item, 9 feature views (item_semantic_id in urm_item and
+    urm_training), 4 feature services."""
     return dg.MaterializeResult(metadata=metadata_from(pipeline.feast_definitions(ppm.get())))
 
 

@@ -35,3 +35,13 @@ def ppm_user_cache(ppm: PPMSettingsResource, spark: SparkResource) -> dg.Materia
     Feast feature view with the same as-of timestamps as the sequences."""
     settings = ppm.get()
     return dg.MaterializeResult(metadata=metadata_from(pipeline.ppm_user_cache(settings, spark.session(settings))))
+
+
+@dg.asset(group_name="ppm", deps=["ppm_item_cache", "item_multimodal", "interactions"], owners=["team:ppm-platform"],
+          kinds={"spark", "scikitlearn"}, pool=SPARK_POOL, freshness_policy=FULL_REBUILD_FRESHNESS)
+def item_semantic_id(ppm: PPMSettingsResource, spark: SparkResource) -> dg.MaterializeResult:
+    """Semantic ids: residual k-means codes (semantic_ids.levels x codebook_size) of the frozen PPM item vectors
+    (or the ME feature, semantic_ids.source) fitted on the train-window items, every item coded in Spark; the
+    codebook is kept for new items; every row carries the sid_version of its codebook."""
+    settings = ppm.get()
+    return dg.MaterializeResult(metadata=metadata_from(pipeline.item_semantic_id(settings, spark.session(settings))))
