@@ -2,29 +2,25 @@
 graph (keys, dependencies, description/owners/group on every asset), and a materialization of the ingest
 assets launched through GraphQL on the real MovieLens-100K subset, polled until the run succeeds.
 
-Start/stop follows ../shared/notes/stack.md §6: own session (start_new_session=True), SIGINT, then SIGKILL of
-any leftover process of that session.
+The server runs through ppm_platform.testing.dagster_ui (own session; SIGINT, then SIGKILL of what is left:
+../shared/notes/stack.md §6).
 """
 
-import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from ppm_platform.testing.dagster_ui import LOCATION, graphql, stop_session, webserver
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_ITEMS = 250
-LOCATION = "dagster_project.definitions"
 INGEST = ("items", "users", "interactions", "queries")
 #: the asset graph of DESIGN.md §3: these assets with at least these parents (stages added later, e.g. the
 #: fine-tuned encoders feeding item_multimodal, may add assets and edges)
@@ -44,43 +40,12 @@ EXPECTED_PARENTS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _gql(port: int, query: str, variables: dict | None = None) -> dict:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql",
-                                 data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        body = json.loads(r.read())
-    assert "errors" not in body, body["errors"]
-    return body["data"]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pass
-    try:  # leftovers of the session (code server, run workers): by process group id = the server's pid
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     from ppm_platform.cli.orchestration import write_dagster_yaml
     from ppm_platform.config import Settings
 
     tmp = tmp_path_factory.mktemp("webserver")
-    port = _free_port()
     env = dict(os.environ, PPM_MAX_ITEMS=str(MAX_ITEMS), PPM_ARTIFACTS_DIR=str(tmp / "artifacts"),
                DAGSTER_HOME=str(tmp / "dagster_home"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable)
@@ -94,26 +59,8 @@ def server(tmp_path_factory):
         settings.require_dataset()
     except FileNotFoundError as e:
         pytest.fail(f"integration tests need the real dataset: {e}")
-    log = open(tmp / "webserver.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "dagster_webserver", "-m", LOCATION, "-h", "127.0.0.1",
-                             "-p", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, f"dagster-webserver exited: {(tmp / 'webserver.log').read_text()[-3000:]}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            assert time.monotonic() < deadline, "dagster-webserver did not answer /server_info within 180 s"
-            time.sleep(1)
+    with webserver(env, tmp / "webserver.log") as port:
         yield port, settings, tmp
-    finally:
-        _stop(proc)
-        log.close()
 
 
 ASSET_NODES = """{ assetNodes { assetKey { path } groupName description
@@ -123,7 +70,7 @@ ASSET_NODES = """{ assetNodes { assetKey { path } groupName description
 
 def test_asset_graph_over_graphql(server):
     port, _, _ = server
-    nodes = {"/".join(n["assetKey"]["path"]): n for n in _gql(port, ASSET_NODES)["assetNodes"]}
+    nodes = {"/".join(n["assetKey"]["path"]): n for n in graphql(port, ASSET_NODES)["assetNodes"]}
     assert set(EXPECTED_PARENTS) <= set(nodes), set(EXPECTED_PARENTS) - set(nodes)
     for key, parents in EXPECTED_PARENTS.items():
         assert parents <= {"/".join(d["path"]) for d in nodes[key]["dependencyKeys"]}, key
@@ -152,12 +99,12 @@ def test_launch_ingest_through_graphql_and_wait_for_success(server):
     params = {"selector": {"repositoryLocationName": LOCATION, "repositoryName": "__repository__",
                            "jobName": "__ASSET_JOB", "assetSelection": [{"path": [k]} for k in INGEST]},
               "mode": "default", "runConfigData": "{}"}
-    launched = _gql(port, LAUNCH, {"params": params})["launchRun"]
+    launched = graphql(port, LAUNCH, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
     deadline, status = time.monotonic() + 420, None
     while time.monotonic() < deadline:
-        status = _gql(port, RUN, {"id": run_id})["runOrError"]["status"]
+        status = graphql(port, RUN, {"id": run_id})["runOrError"]["status"]
         if status in ("SUCCESS", "FAILURE", "CANCELED"):
             break
         assert not (status == "QUEUED" and time.monotonic() > deadline - 360), "run still QUEUED after 60 s"
@@ -166,7 +113,7 @@ def test_launch_ingest_through_graphql_and_wait_for_success(server):
 
     md = {}
     for key in INGEST:
-        mats = _gql(port, MATS, {"key": {"path": [key]}})["assetOrError"]["assetMaterializations"]
+        mats = graphql(port, MATS, {"key": {"path": [key]}})["assetOrError"]["assetMaterializations"]
         assert mats and mats[0]["runId"] == run_id, key
         md[key] = {e["label"]: e.get("intValue", e.get("jsonString")) for e in mats[0]["metadataEntries"]}
     # row accounting against the real files: items 1..250 of u.item, their ratings in u.data
@@ -201,18 +148,18 @@ def test_backfill_of_a_date_range_from_the_ui(server):
     try:
         params = {"assetSelection": [{"path": ["interactions_daily"]}], "partitionNames": BACKFILL_DAYS,
                   "fromFailure": False, "title": "test backfill"}
-        launched = _gql(port, BACKFILL, {"params": params})["launchPartitionBackfill"]
+        launched = graphql(port, BACKFILL, {"params": params})["launchPartitionBackfill"]
         assert launched["__typename"] == "LaunchBackfillSuccess", launched
         deadline, bf = time.monotonic() + 300, {}
         while time.monotonic() < deadline:
             assert daemon.poll() is None, f"dagster-daemon exited: {(tmp / 'daemon.log').read_text()[-3000:]}"
-            bf = _gql(port, BACKFILL_STATUS, {"id": launched["backfillId"]})["partitionBackfillOrError"]
+            bf = graphql(port, BACKFILL_STATUS, {"id": launched["backfillId"]})["partitionBackfillOrError"]
             if bf.get("status") in ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"):
                 break
             time.sleep(3)
         assert bf.get("status") in ("COMPLETED", "COMPLETED_SUCCESS"), (bf, (tmp / "daemon.log").read_text()[-4000:])
     finally:
-        _stop(daemon)
+        stop_session(daemon)
         log.close()
     assert bf["numPartitions"] == 3 and len(bf["runs"]) == 1 and bf["runs"][0]["status"] == "SUCCESS"
     inter = pd.read_parquet(settings.tables_dir / "interactions.parquet")
