@@ -321,8 +321,9 @@ class EvaluationSettings(BaseModel):
     #: number of seeds; seed i = ``Settings.seed + i`` (seed 0 reproduces the ``urm_model`` asset's run)
     seeds: int = 3
     #: report rows to run: the baselines a practitioner runs first (Popularity, GBDT), then the paper's
-    #: Table-2 rows Base, QM&EP, PPM, Base+QM&EP, URM
-    models: tuple[str, ...] = ("Popularity", "GBDT", "Base", "QM&EP", "PPM", "Base+QM&EP", "URM")
+    #: Table-2 rows Base, QM&EP, PPM, Base+QM&EP, URM, then Base and URM with semantic ids
+    models: tuple[str, ...] = ("Popularity", "GBDT", "Base", "QM&EP", "PPM", "Base+QM&EP", "URM", "Base+SID",
+                               "URM+SID")
     #: GBDT grid (scikit-learn HistGradientBoostingClassifier), selected per task on validation AUC; each fit
     #: early-stops on the validation split after 30 rounds without improvement, at most ``gbdt_max_iter`` trees
     gbdt_learning_rates: tuple[float, ...] = (0.05, 0.1)
@@ -332,7 +333,7 @@ class EvaluationSettings(BaseModel):
     #: held-out-item draws (seeds ``Settings.seed + i``), and the rows run on each draw
     item_cold_share: float = 0.2
     item_cold_draws: int = 3
-    item_cold_models: tuple[str, ...] = ("Popularity", "GBDT", "Base", "URM")
+    item_cold_models: tuple[str, ...] = ("Popularity", "GBDT", "Base", "URM", "Base+SID", "URM+SID")
     #: also train Base and URM on the most recent ``recent_fraction`` of the train window
     data_efficiency: bool = True
     recent_fraction: float = 0.5

@@ -16,6 +16,8 @@ from ppm_platform.evaluation.protocol import (
     REPORT_SCHEMA_VERSION,
     TARGET_CLICK_LIFT,
     TARGET_COLD_LIFT,
+    TARGET_SID_COLD_LIFT,
+    TARGET_SID_LIFT,
 )
 from ppm_platform.models import TASKS
 from ppm_platform.training.metrics import HELD_OUT_SLICE, SLICES
@@ -111,6 +113,12 @@ def targets(report: dict) -> list[dict]:
             for task in TASKS:
                 specs.append((f"URM@recent >= Base@100% ({task} AUC)",
                               paired_lift(report, "URM", "Base", task, window_a=RECENT), 0.0, False))
+    if {"URM", "URM+SID"} <= models:
+        specs.append(("URM+SID - URM >= +0.005, >= 2 std (click AUC)", paired_lift(report, "URM+SID", "URM"),
+                      TARGET_SID_LIFT, True))
+        if HELD_OUT_SLICE in report["protocol"].get("slices", ()):
+            specs.append(("URM+SID - URM >= +0.01, >= 2 std on held-out items (click AUC)",
+                          paired_lift(report, "URM+SID", "URM", "click", HELD_OUT_SLICE), TARGET_SID_COLD_LIFT, True))
     out = []
     for name, lift, required, two_std in specs:
         need = max(required, 2 * lift["std"]) if two_std else required
@@ -121,15 +129,20 @@ def targets(report: dict) -> list[dict]:
     return out
 
 
+#: the paired lifts the item-cold summary reports on the held-out items (when both rows ran)
+DRAW_LIFTS = (("URM", "Base"), ("URM+SID", "URM"), ("Base+SID", "Base"))
+
+
 def combine_draws(reports: list[dict], draw_seeds: list[int]) -> dict:
     """The item-cold protocol's summary over the draws' evaluation reports: per model and task, test AUC on the
     held-out items (and on all impressions) per draw (the mean over that draw's model seeds) with the mean and
-    the std over draws; and the URM - Base lift on the held-out items per draw (mean and std of its per-seed
-    paired differences) with the mean and std over draws.
+    the std over draws; and the URM - Base lift (and, when both ran, URM+SID - URM and Base+SID - Base) on the
+    held-out items per draw (mean and std of its per-seed paired differences) with the mean and std over draws.
 
     Returns:
         ``{"draws", "draw_seeds", "models", "auc": {model: {task: {slice: {"per_draw", "mean", "std_over_draws"}}}},
-        "lift_urm_base": {task: {"per_draw", "per_draw_seed_std", "mean", "std_over_draws"}}, "target"}``.
+        "lift_urm_base": {task: {"per_draw", "per_draw_seed_std", "mean", "std_over_draws"}}, "target",
+        "lifts": {"A - B": {task: {...}}}}`` (``lifts`` holds every lift, ``lift_urm_base`` is its URM - Base).
     """
     models = [m for m in reports[0]["protocol"]["models"]] if reports else []
     out: dict = {"draws": len(reports), "draw_seeds": draw_seeds, "models": models, "auc": {}, "lift_urm_base": {}}
@@ -140,14 +153,24 @@ def combine_draws(reports: list[dict], draw_seeds: list[int]) -> dict:
             for sl in ("all", HELD_OUT_SLICE):
                 per = [(lookup(r, m, "auc", t, sl) or {"mean": float("nan")})["mean"] for r in reports]
                 out["auc"][m][t][sl] = {"per_draw": per, "mean": mean(per), "std_over_draws": std(per)}
+    out["lifts"] = {}
+    for a, b in DRAW_LIFTS:
+        if {a, b} <= set(models):
+            out["lifts"][f"{a} - {b}"] = {}
+            for t in TASKS:
+                lifts = [paired_lift(r, a, b, t, HELD_OUT_SLICE) for r in reports]
+                per = [x["mean"] for x in lifts]
+                out["lifts"][f"{a} - {b}"][t] = {"per_draw": per, "per_draw_seed_std": [x["std"] for x in lifts],
+                                                 "mean": mean(per), "std_over_draws": std(per)}
     if {"URM", "Base"} <= set(models):
-        for t in TASKS:
-            lifts = [paired_lift(r, "URM", "Base", t, HELD_OUT_SLICE) for r in reports]
-            per = [x["mean"] for x in lifts]
-            out["lift_urm_base"][t] = {"per_draw": per, "per_draw_seed_std": [x["std"] for x in lifts],
-                                       "mean": mean(per), "std_over_draws": std(per)}
+        out["lift_urm_base"] = out["lifts"]["URM - Base"]
         lift = out["lift_urm_base"]["click"]["mean"]
         out["target"] = {"target": "URM - Base >= +0.03 on held-out items (click AUC, mean over draws)",
                          "measured": lift, "required": TARGET_COLD_LIFT, "gap": lift - TARGET_COLD_LIFT,
                          "met": bool(not math.isnan(lift) and lift >= TARGET_COLD_LIFT)}
+    if "URM+SID - URM" in out["lifts"]:
+        lift = out["lifts"]["URM+SID - URM"]["click"]["mean"]
+        out["target_sid"] = {"target": "URM+SID - URM >= +0.01 on held-out items (click AUC, mean over draws)",
+                             "measured": lift, "required": TARGET_SID_COLD_LIFT, "gap": lift - TARGET_SID_COLD_LIFT,
+                             "met": bool(not math.isnan(lift) and lift >= TARGET_SID_COLD_LIFT)}
     return out

@@ -21,6 +21,7 @@ import torch
 from ppm_platform.config import Settings
 from ppm_platform.evaluation.aggregate import aggregate, targets
 from ppm_platform.evaluation.protocol import (
+    CTR_ROWS,
     FULL,
     RECENT,
     check_ppm_version,
@@ -221,9 +222,10 @@ def run_evaluation(settings: Settings, training_set: pd.DataFrame, item_multimod
     for seed in seeds(settings):
         s = settings.model_copy(update={"seed": seed, "urm": settings.urm.model_copy(update={"epochs": epochs})})
         for model in models:
-            if model in ("Base", "URM"):
-                tr = train_ctr_model(s, df, use_ppm=model == "URM", ppm=ppm if model == "URM" else None,
-                                     progress=progress, held_out_items=held_out_items)
+            if model in CTR_ROWS:
+                use_ppm, sid = CTR_ROWS[model]
+                tr = train_ctr_model(s, df, use_ppm=use_ppm, ppm=ppm if use_ppm else None, progress=progress,
+                                     held_out_items=held_out_items, semantic_ids=sid)
                 record(model, FULL, seed, tr.metrics)
             elif model in ("QM&EP", "Base+QM&EP"):
                 record(model, FULL, seed, train_me_model(s, df, me, model, epochs, progress, held_out_items))
@@ -231,7 +233,7 @@ def run_evaluation(settings: Settings, training_set: pd.DataFrame, item_multimod
             for model in ("Base", "URM"):
                 tr = train_ctr_model(s, df, use_ppm=model == "URM", ppm=ppm if model == "URM" else None,
                                      progress=progress, recent_train_fraction=ev.recent_fraction,
-                                     held_out_items=held_out_items)
+                                     held_out_items=held_out_items, semantic_ids=False)
                 record(model, RECENT, seed, tr.metrics)
     slices = report_slices(held_out_items)
     report = aggregate(runs, slices)

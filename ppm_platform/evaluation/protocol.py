@@ -19,8 +19,11 @@ from ppm_platform.config import Settings
 from ppm_platform.training.metrics import COLD_ITEM_MAX_TRAIN_IMPRESSIONS, HELD_OUT_SLICE, SLICES
 from ppm_platform.data.split import settings_cutoffs, split_labels
 
-#: Table-2 rows, in the paper's order (the two baselines first).
-MODELS: tuple[str, ...] = ("Popularity", "GBDT", "Base", "QM&EP", "PPM", "Base+QM&EP", "URM")
+#: Table-2 rows, in the paper's order (the two baselines first), then Base and URM with semantic ids (the
+#: item's residual k-means codes embedded as trainable ids, :mod:`ppm_platform.features.semantic_ids`).
+MODELS: tuple[str, ...] = ("Popularity", "GBDT", "Base", "QM&EP", "PPM", "Base+QM&EP", "URM", "Base+SID", "URM+SID")
+#: the trained CTR rows of :func:`~ppm_platform.training.urm_train.train_ctr_model`: row -> (use_ppm, semantic_ids)
+CTR_ROWS = {"Base": (False, False), "URM": (True, False), "Base+SID": (False, True), "URM+SID": (True, True)}
 #: rows with one run (no seed applies): the deterministic baselines and the single pre-trained PPM
 SINGLE_RUN_MODELS = ("Popularity", "GBDT", "PPM")
 #: what each record holds per (model, window, split, slice, task)
@@ -32,6 +35,9 @@ PAPER_TABLE2 = {"Base": (0.7252, 0.7612), "URM": (0.7343, 0.7722)}
 #: Goals the report marks met / missed (not assertions): click AUC lift on all, click AUC lift on cold items.
 TARGET_CLICK_LIFT = 0.010
 TARGET_COLD_LIFT = 0.03
+#: Goals of the semantic ids: URM+SID - URM click AUC lift on all test impressions and on the held-out items.
+TARGET_SID_LIFT = 0.005
+TARGET_SID_COLD_LIFT = 0.01
 REPORT_SCHEMA_VERSION = 1
 
 
@@ -117,6 +123,7 @@ def protocol_record(settings: Settings, df: pd.DataFrame, models: tuple[str, ...
         "features": {"counters_windows_days": list(settings.counters.windows_days) if settings.urm.use_counters
                      else None, "min_count": settings.urm.min_count, "id_dropout": settings.urm.id_dropout,
                      "content_dropout": settings.urm.content_dropout},
+        "semantic_ids": settings.semantic_ids.model_dump(),
         "gbdt_grid": {"learning_rate": list(ev.gbdt_learning_rates), "max_leaf_nodes": list(ev.gbdt_max_leaf_nodes),
                       "max_iter": ev.gbdt_max_iter, "early_stopping": "on the validation split, 30 rounds"},
         "cold_item_max_train_impressions": COLD_ITEM_MAX_TRAIN_IMPRESSIONS,

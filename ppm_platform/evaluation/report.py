@@ -24,8 +24,13 @@ def _fmt(r: dict | None, digits: int = 4) -> str:
     return s + (f" ± {r['std']:.{digits}f}" if r["n_seeds"] > 1 else "")
 
 
-def _lift(report: dict, metric: str, task: str, slice_name: str = "all", window: str = FULL) -> str:
-    lift = paired_lift(report, "URM", "Base", task, slice_name, window, window, metric)
+#: the paired-lift rows of the report's tables, when both of their models ran: (A, B) for "A − B"
+LIFT_ROWS = (("URM", "Base"), ("URM+SID", "URM"), ("Base+SID", "Base"))
+
+
+def _lift(report: dict, metric: str, task: str, slice_name: str = "all", window: str = FULL,
+          a: str = "URM", b: str = "Base") -> str:
+    lift = paired_lift(report, a, b, task, slice_name, window, window, metric)
     if math.isnan(lift["mean"]):
         return "–"
     return f"{lift['mean']:+.4f}" + (f" ± {lift['std']:.4f}" if lift["n"] > 1 else "")
@@ -54,9 +59,10 @@ def render_markdown(report: dict, plots: dict[str, str] | None = None, title: st
         cells = [_fmt(lookup(report, m, met, t)) for met in ("auc", "gauc", "logloss") for t in TASKS]
         n = (lookup(report, m) or {}).get("n_seeds", 0)
         L.append(f"| {m} | " + " | ".join(cells) + f" | {n} |")
-    if "URM" in models and "Base" in models:
-        L.append("| **URM − Base** | " + " | ".join(_lift(report, met, t) for met in ("auc", "gauc", "logloss")
-                                                 for t in TASKS) + " | |")
+    for a, b in LIFT_ROWS:
+        if a in models and b in models:
+            L.append(f"| **{a} − {b}** | " + " | ".join(_lift(report, met, t, a=a, b=b)
+                                                       for met in ("auc", "gauc", "logloss") for t in TASKS) + " | |")
     L.append(f"| paper (JD.com): Base / URM | {PAPER_TABLE2['Base'][0]} / {PAPER_TABLE2['URM'][0]} | "
              f"{PAPER_TABLE2['Base'][1]} / {PAPER_TABLE2['URM'][1]} | | | | | |")
     L += ["", "GAUC skips users whose test impressions are all one class: "
@@ -68,8 +74,10 @@ def render_markdown(report: dict, plots: dict[str, str] | None = None, title: st
               "|---|" + "---|" * len(slices)]
         for m in models:
             L.append(f"| {m} | " + " | ".join(_fmt(lookup(report, m, "auc", task, s)) for s in slices) + " |")
-        if "URM" in models and "Base" in models:
-            L.append("| **URM − Base** | " + " | ".join(_lift(report, "auc", task, s) for s in slices) + " |")
+        for a, b in LIFT_ROWS:
+            if a in models and b in models:
+                L.append(f"| **{a} − {b}** | " + " | ".join(_lift(report, "auc", task, s, a=a, b=b) for s in slices)
+                         + " |")
     if p["data_efficiency"]:
         frac = int(round(p["recent_fraction"] * 100))
         L += ["", f"## Data efficiency (test, all): most recent {frac} % of the train window vs 100 %", "",
@@ -191,13 +199,15 @@ def render_summary(summary: dict, sizes: list[dict]) -> str:
         per = ", ".join("–" if math.isnan(x) else f"{x:.4f}" for x in a["click"][HELD_OUT_SLICE]["per_draw"])
         L.append(f"| {m} | " + " | ".join(f(a[t][HELD_OUT_SLICE]) for t in TASKS) + " | "
                  + " | ".join(f(a[t]["all"]) for t in TASKS) + f" | {per} |")
-    if summary["lift_urm_base"]:
-        lc, lo = (summary["lift_urm_base"][t] for t in TASKS)
-        L.append(f"| **URM − Base** | {lc['mean']:+.4f} ± {lc['std_over_draws']:.4f} | "
+    lifts = summary.get("lifts") or ({"URM - Base": summary["lift_urm_base"]} if summary["lift_urm_base"] else {})
+    for name, lift in lifts.items():
+        lc, lo = (lift[t] for t in TASKS)
+        L.append(f"| **{name.replace(' - ', ' − ')}** | {lc['mean']:+.4f} ± {lc['std_over_draws']:.4f} | "
                  f"{lo['mean']:+.4f} ± {lo['std_over_draws']:.4f} | | | "
                  + ", ".join(f"{x:+.4f} (seed std {s:.4f})" for x, s in zip(lc["per_draw"], lc["per_draw_seed_std"]))
                  + " |")
-        t = summary["target"]
-        L += ["", f"Target: {t['target']}: measured {t['measured']:+.4f}, required {t['required']:+.4f}, gap "
-                  f"{t['gap']:+.4f}: **{'met' if t['met'] else 'missed'}**."]
+    for key in ("target", "target_sid"):
+        if t := summary.get(key):
+            L += ["", f"Target: {t['target']}: measured {t['measured']:+.4f}, required {t['required']:+.4f}, gap "
+                      f"{t['gap']:+.4f}: **{'met' if t['met'] else 'missed'}**."]
     return "\n".join(L) + "\n"

@@ -162,7 +162,9 @@ def _synthetic(seed=0):
                      "occupation": f"o{u % 5}", "hist_item_ids": ids or None, "hist_age_s": ages or None,
                      "hist_len": float(len(ids)) if ids else None, "ppm_user_seq": user_seq, "ppm_seq_len": seq_len,
                      "ppm_user_version": "v1" if ids else None, "categories": [f"g{int(it[k]) % 4}"],
-                     "ppm_item_vec": item_vec[it[k] - 1].tolist(), "ppm_item_version": "v1"})
+                     "ppm_item_vec": item_vec[it[k] - 1].tolist(), "ppm_item_version": "v1",
+                     # semantic ids (item_semantic_id, 2 levels) for the +SID rows
+                     "sid_1": int(it[k]) % 3, "sid_2": int(it[k]) % 2, "sid_version": "s1"})
         if click[k]:
             past[u] = [(int(it[k]), int(ts[k]))] + past.get(u, [])
     return with_counters(pd.DataFrame(rows)), mm, ppm
@@ -252,7 +254,7 @@ def test_report_files(smoke):
         assert f"| {m} |" in md
     lift = agg.lookup(report, "URM")["mean"] - agg.lookup(report, "Base")["mean"]
     assert f"| **URM − Base** | {lift:+.4f}" in md
-    assert md.count("| met |") + md.count("| missed |") == len(report["targets"]) == 6
+    assert md.count("| met |") + md.count("| missed |") == len(report["targets"]) == 7  # + URM+SID - URM
     assert "GBDT selected on validation AUC: click learning_rate" in md
     for key in ("auc_by_model_and_slice", "data_efficiency"):
         assert paths[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

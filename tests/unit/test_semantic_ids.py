@@ -272,3 +272,28 @@ def test_dagster_table_quality_check(tmp_path):
     write_parquet_atomic(sid.assign(sid_version="other"), catalog.path(s, "item_semantic_id"),
                          catalog.schema(s, "item_semantic_id"))
     assert not item_semantic_id_table_quality(ppm=res).passed  # not the saved codebook's version
+
+
+def test_item_cold_summary_reports_the_sid_lifts():
+    from ppm_platform.evaluation.aggregate import aggregate, combine_draws
+    from ppm_platform.evaluation.report import render_summary
+    from ppm_platform.training.metrics import HELD_OUT_SLICE
+
+    def run(model, seed, a):
+        sl = {s: {t: {"auc": a} for t in ("click", "order")} for s in ("all", HELD_OUT_SLICE)}
+        return {"model": model, "train_window": "100%", "seed": seed, "valid": sl, "test": sl}
+
+    reports = []
+    for d in range(2):
+        runs = [run(m, s, a + 0.01 * s + 0.001 * d) for s in (0, 1)
+                for m, a in (("Base", 0.70), ("URM", 0.69), ("Base+SID", 0.71), ("URM+SID", 0.72))]
+        r = aggregate(runs, ["all", HELD_OUT_SLICE])
+        r["protocol"] = {"models": ["Base", "URM", "Base+SID", "URM+SID"]}
+        reports.append(r)
+    summary = combine_draws(reports, [42, 43])
+    assert summary["lifts"]["URM+SID - URM"]["click"]["mean"] == pytest.approx(0.03)
+    assert summary["lifts"]["Base+SID - Base"]["click"]["mean"] == pytest.approx(0.01)
+    assert summary["lift_urm_base"]["click"]["mean"] == pytest.approx(-0.01)
+    assert summary["target_sid"]["met"]
+    md = render_summary(summary, [{"impressions": 10}] * 2)
+    assert "| **URM+SID − URM** | +0.0300" in md and "URM+SID - URM >= +0.01 on held-out items" in md
