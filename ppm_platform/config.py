@@ -243,7 +243,8 @@ class URMSettings(URMHyperParams):
     training_set_memory_limit: str | None = "1GB"
     #: embed the item's semantic-id codes (``item_semantic_id``, one trainable embedding per level) as extra
     #: IDRec inputs; items that share codes share what was learned, which is what a cold item lacks (QARM,
-    #: Kuaishou CIKM'25). Off unless it helps on validation (docs/evaluation.md)
+    #: Kuaishou CIKM'25). Off: on validation URM+SID was within seed noise of URM
+    #: (benchmarks/results/select_sid_2026-12-02.json, docs/semantic_ids.md)
     semantic_ids: bool = False
 
 
@@ -252,12 +253,15 @@ class SemanticIdSettings(BaseModel):
     content vector, ``levels`` codes of ``codebook_size`` centroids each (TIGER's residual quantization, Rajput
     et al., NeurIPS'23, with k-means in place of the RQ-VAE, as QARM, Kuaishou CIKM'25)."""
 
-    #: residual levels L (codes per item) and centroids K per level
+    #: residual levels L (codes per item) and centroids K per level, and the vectors quantized: ``ppm`` = the
+    #: frozen PPM item vectors (``ppm_item_cache``), ``me`` = the ME feature (``item_multimodal``). Chosen on
+    #: validation (URM+SID's mean of click and order AUC, one seed) over K:L {16:2, 64:2, 256:2, 64:1, 64:3} on
+    #: the PPM vectors and 64:2 on the ME feature (benchmarks/select_sid.py, results/select_sid_2026-12-02.json):
+    #: 64:2 led the PPM grid and the ME feature tied it (within 1e-4, far below seed noise) and was kept by the
+    #: rule; its codes also stay put when the PPM is retrained (they follow the encoders only)
     levels: int = 2
     codebook_size: int = 64
-    #: the vectors quantized: ``ppm`` = the frozen PPM item vectors (``ppm_item_cache``), ``me`` = the raw ME
-    #: feature (``item_multimodal``)
-    source: Literal["ppm", "me"] = "ppm"
+    source: Literal["ppm", "me"] = "me"
     #: k-means seed (fixed: a refit on the same vectors gives the same codes and ``sid_version``)
     seed: int = 0
     #: k-means restarts per level (the best inertia is kept)

@@ -85,7 +85,8 @@ def test_code_frame_refuses_vectors_of_another_version():
 def test_spark_job_codes_every_item_and_fits_on_the_train_window(tmp_path, spark):
     from ppm_platform.features.semantic_ids import compute_item_semantic_id
 
-    s = Settings.from_env(artifacts_dir=tmp_path, semantic_ids={"levels": 2, "codebook_size": 4, "n_init": 1})
+    s = Settings.from_env(artifacts_dir=tmp_path, semantic_ids={"levels": 2, "codebook_size": 4, "n_init": 1,
+                                                                "source": "ppm"})
     s.ensure_dirs()
     n = 40
     ts = pd.Timestamp("2026-01-01", tz="UTC")
