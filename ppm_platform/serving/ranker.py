@@ -204,14 +204,6 @@ class Ranker:
         Raises:
             VersionMismatchError: naming both versions.
         """
-        sids = set(sid_versions or ())
-        if isinstance(item_versions, pd.DataFrame) and SID_VERSION_FIELD in item_versions:
-            sids |= {v for v in item_versions[SID_VERSION_FIELD] if v is not None and v == v}
-        if self.sid_version is not None and (bad_sid := sids - {self.sid_version}):
-            raise VersionMismatchError(
-                f"{self.model_name} was trained on semantic ids of sid_version {self.sid_version} but the online "
-                f"item_semantic_id rows hold {sorted(bad_sid)}: materialize the matching item_semantic_id, or "
-                "retrain the model")
         found = set()
         if user_row.get(USER_VERSION_FIELD) is not None:
             found.add(user_row[USER_VERSION_FIELD])
@@ -221,6 +213,14 @@ class Ranker:
         else:
             found |= set(item_versions)
         self.cache_versions_seen |= found
+        sids = set(sid_versions or ())
+        if isinstance(item_versions, pd.DataFrame) and SID_VERSION_FIELD in item_versions:
+            sids |= {v for v in item_versions[SID_VERSION_FIELD] if v is not None and v == v}
+        if self.sid_version is not None and (bad_sid := sids - {self.sid_version}):
+            raise VersionMismatchError(
+                f"{self.model_name} was trained on semantic ids of sid_version {self.sid_version} but the online "
+                f"item_semantic_id rows hold {sorted(bad_sid)}: materialize the matching item_semantic_id, or "
+                "retrain the model")
         if self.ppm_version is None:
             return
         bad = found - {self.ppm_version}
