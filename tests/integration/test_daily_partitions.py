@@ -97,15 +97,18 @@ def _online_recent(s, user_id):
 def test_online_store_moves_forward_with_each_days_rows(daily):
     import dagster as dg
 
-    from dagster_project.definitions import build_defs
+    from dagster_project.defs.daily.assets import build_assets
+    from dagster_project.definitions import daily_partitions
     from dagster_project.resources import PPMSettingsResource, SparkResource
     from ppm_platform import pipeline
     from ppm_platform.feature_store import get_store
 
     s, _, env = daily
     # the daily assets over the partitions of this run's settings, as the code location builds them
+    # (unbound: the location's own resources would clash with this test's)
+    by_key = {a.key.path[-1]: a for a in build_assets(daily_partitions(s))}
     interactions_daily, user_features_daily, online_user_features = (
-        build_defs(s).resolve_assets_def(k) for k in ("interactions_daily", "user_features_daily", "online_user_features"))
+        by_key[k] for k in ("interactions_daily", "user_features_daily", "online_user_features"))
     end = datetime.combine(LAST + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
     store = get_store(s)
     for view in pipeline.DAILY_VIEWS:
