@@ -188,10 +188,11 @@ def test_point_in_time_training_sets_are_identical(runs):
                 print(f"training_set {col}: max |local - cluster| = {diff:.3g}")
                 assert diff <= VEC_ATOL, (col, diff)
             else:
-                if col.endswith("_version"):  # a weight hash: one per run, the one its ppm_model recorded
+                if col.endswith("_version"):  # a hash: one per run, the one its stage recorded
+                    stage = "item_semantic_id" if col == "sid_version" else "ppm_model"  # codebook / PPM weights
                     for run, col_values in (("local", x), ("cluster", y)):
-                        ppm_version = json.loads((runs[run] / "runs" / "ppm_model.json").read_text())["ppm_version"]
-                        assert set(col_values.dropna()) == {ppm_version}, (run, col)
+                        version = json.loads((runs[run] / "runs" / f"{stage}.json").read_text())[col if stage != "ppm_model" else "ppm_version"]
+                        assert set(col_values.dropna()) == {version}, (run, col)
                     continue
                 same = [(np.asarray(u).tolist() if u is not None else None) ==
                         (np.asarray(v).tolist() if v is not None else None) for u, v in zip(x, y)]
