@@ -111,7 +111,8 @@ def test_evaluation_report_table2(run):
     assert sizes["cold_items"]["impressions"] + sizes["warm_items"]["impressions"] == sizes["all"]["impressions"]
     aucs = {(r["model"], r["train_window"], r["task"]): r["mean"] for r in report["records"]
             if r["split"] == "test" and r["slice"] == "all" and r["metric"] == "auc"}
-    assert {m for m, _, _ in aucs} == {"Popularity", "GBDT", "Base", "QM&EP", "PPM", "Base+QM&EP", "URM"}
+    assert {m for m, _, _ in aucs} == set(settings.evaluation.models)
+    assert {"Popularity", "GBDT", "Base", "QM&EP", "PPM", "Base+QM&EP", "URM", "Base+SID", "URM+SID"} <= set(settings.evaluation.models)
     assert all(a is not None and 0 < a < 1 for a in aucs.values()), aucs
     # rows with ME features or PPM pre-training are well above chance after 1 epoch on the subset; ID-only Base
     # is not asserted: one epoch on the subset is too little for ID embeddings alone to leave chance

@@ -19,10 +19,11 @@ def cc():
 def test_remaining_steps_are_the_selections_assets_not_yet_run(cc):
     done = {"canonical_tables", "text_encoder", "image_encoder", "item_multimodal", "behavior_sequences",
             "ppm_model", "ppm_item_cache", "ppm_user_cache", "feast_definitions", "online_store", "training_set"}
-    assert cc.remaining_steps("*ranking_demo", done) == ["item_stats", "ranking_demo", "urm_model", "urm_onnx",
-                                                         "user_stats"]
+    assert cc.remaining_steps("*ranking_demo", done) == ["item_semantic_id", "item_stats", "ranking_demo", "urm_model",
+                                                         "urm_onnx", "user_stats"]
     # the two counter tables are one step (the `counters` multi-asset)
-    assert cc.remaining_steps("*ranking_demo", done | {"counters"}) == ["ranking_demo", "urm_model", "urm_onnx"]
+    assert cc.remaining_steps("*ranking_demo", done | {"counters"}) == ["item_semantic_id", "ranking_demo", "urm_model",
+                                                                      "urm_onnx"]
     # the four canonical tables are one step: none of them is left once it ran
     assert "users" not in cc.remaining_steps("*ranking_demo", {"canonical_tables"})
     assert {"users", "items", "interactions", "queries"} <= set(cc.remaining_steps("*ranking_demo", set()))
