@@ -19,9 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import sys
+from pathlib import Path
 import time
 from itertools import product
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared helpers
+from _common import emit, machine  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -94,13 +98,8 @@ def main() -> None:
            "fixed": {k: v for k, v in settings.urm.model_dump().items() if k not in grid},
            "seed": settings.seed, "ppm_version": meta.get("ppm_version"), "rows": len(df), "points": points,
            "best": best["point"], "seconds": round(time.perf_counter() - t0, 1),
-           "machine": {"cores": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
-                       "python": platform.python_version()}}
-    text = json.dumps(doc, indent=1)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+           "machine": machine()}
+    emit(doc, args.out)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import sys
+from pathlib import Path
 import time
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared helpers
+from _common import emit, machine  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -124,13 +128,8 @@ def main() -> None:
            "encoder_version": meta.get("encoder_version"), "rows": len(ts),
            "fitted_items": len(fit_items), "urm": settings.urm.model_dump(mode="json"),
            "seconds": round(time.perf_counter() - t0, 1),
-           "machine": {"cores": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
-                       "python": platform.python_version()}}
-    text = json.dumps(doc, indent=1)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+           "machine": machine()}
+    emit(doc, args.out)
 
 
 if __name__ == "__main__":
