@@ -39,7 +39,7 @@ def main(ctx: click.Context, verbose: bool) -> None:
     \b
     Typical session:
       ppm doctor              check Java, Spark, the dataset, weights, Feast and models
-      ppm demo                the main job on MovieLens-100K: 21 of the 26 assets, 10-13 min on 2 cores
+      ppm demo                the main job on MovieLens-100K: 22 of the 27 assets, 10-16 min on 2 cores
                               (not the evaluation reports: ppm report; not the daily partitions: ppm backfill)
       ppm rank 234 50 100 181 rank items 50, 100, 181 for user 234 from the online store
       make ui                 the Dagster UI on http://127.0.0.1:3000
