@@ -248,6 +248,28 @@ class URMSettings(URMHyperParams):
     semantic_ids: bool = False
 
 
+class TrainingSettings(BaseModel):
+    """How the PPM pre-training and the Base / URM training run (:mod:`ppm_platform.training.distributed`):
+    one process (the default), or data-parallel over ``processes`` torch processes (DDP over gloo, CPU)
+    launched by pyspark's ``TorchDistributor`` on the profile's Spark: the standalone cluster's workers in
+    ``cluster``, the driver machine in ``local``. Every rank trains on its shard of each global batch of
+    ``batch_size`` rows, so the SGD steps are those of one process (docs/scale.md, distributed training)."""
+
+    #: training processes (ranks); 1 = in the step's own process, no Spark
+    processes: int = Field(1, ge=1)
+    #: launch the ranks on the driver machine (torchrun ``--standalone``) instead of on Spark executors;
+    #: None = on the driver when the Spark master is ``local[...]``
+    local_mode: bool | None = None
+    #: whole-run retries after a failed launch (a killed rank or worker): each resumes from the last epoch
+    #: checkpoint
+    max_restarts: int = Field(2, ge=0)
+    #: write a checkpoint after every epoch (``<artifacts>/checkpoints/<model>``) and resume from it when a run
+    #: with the same settings and data restarts; removed when the model is saved
+    checkpoints: bool = True
+    #: seconds a rank waits in a collective (gradient all-reduce, gather) before it gives up
+    collective_timeout_s: int = Field(600, ge=10)
+
+
 class SemanticIdSettings(BaseModel):
     """Semantic ids (:mod:`ppm_platform.features.semantic_ids`): residual k-means codes of each item's frozen
     content vector, ``levels`` codes of ``codebook_size`` centroids each (TIGER's residual quantization, Rajput
@@ -410,6 +432,7 @@ class Settings(BaseModel):
     counters: CounterSettings = CounterSettings()
     ppm: PPMSettings = PPMSettings()
     urm: URMSettings = URMSettings()
+    training: TrainingSettings = TrainingSettings()
     semantic_ids: SemanticIdSettings = SemanticIdSettings()
     split: SplitSettings = SplitSettings()
     serving: ServingSettings = ServingSettings()
@@ -432,6 +455,11 @@ class Settings(BaseModel):
     def features_dir(self) -> Path:
         """Feature tables that back the Feast feature views (one parquet file, or day-partitioned folder, per view)."""
         return self.artifacts_dir / "features"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        """Per-epoch training checkpoints (``training.checkpoints``), one folder per model being trained."""
+        return self.artifacts_dir / "checkpoints"
 
     @property
     def models_dir(self) -> Path:

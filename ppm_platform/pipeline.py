@@ -139,7 +139,7 @@ def ppm_model(settings: Settings, progress: Progress = None) -> dict:
 
     from ppm_platform.features.ppm_caches import ppm_version_for
     from ppm_platform.model_store import model_version, save_model
-    from ppm_platform.training.ppm_train import pretrain_ppm, write_examples
+    from ppm_platform.training.ppm_train import pretrain_ppm_on_ranks, write_examples
 
     mm = pd.read_parquet(catalog.path(settings, "item_multimodal"))  # the catalog only
     encoders = sorted(mm["encoder_version"].dropna().astype(str).unique())
@@ -155,7 +155,7 @@ def ppm_model(settings: Settings, progress: Progress = None) -> dict:
         ex = write_examples(settings, catalog.path(settings, "interactions"), mm,
                             catalog.path(settings, "behavior_sequences"), Path(tmp) / "examples.parquet")
         join_s = time.perf_counter() - t0
-        ppm, metrics = pretrain_ppm(settings, ex, progress)
+        ppm, metrics = pretrain_ppm_on_ranks(settings, ex, progress)
     metrics["examples_join_seconds"] = round(join_s, 2)
     metrics["weights_version"] = model_version(ppm)
     metrics["encoder_version"] = encoders[0] if encoders else None
@@ -231,18 +231,17 @@ def online_store(settings: Settings) -> dict:
 # ---- URM ---------------------------------------------------------------------------------------------
 def _train_and_save(settings: Settings, name: str, use_ppm: bool, progress: Progress) -> dict:
     from ppm_platform.features.ppm_caches import ppm_version_of
-    from ppm_platform.model_store import load_ppm, resolve_model_dir, save_model
-    from ppm_platform.training.urm_train import train_ctr_model
+    from ppm_platform.model_store import resolve_model_dir, save_model
+    from ppm_platform.training.urm_train import train_ctr_model_on_ranks
 
     ppm_dir = resolve_model_dir(catalog.path(settings, "ppm")) if use_ppm else None  # one version, read once
-    ppm = load_ppm(ppm_dir)[0] if use_ppm else None
     ppm_version = ppm_version_of(ppm_dir) if use_ppm else None
-    # the path, not a DataFrame: the trainer reads it a chunk at a time (bounded memory); it
-    # refuses cache rows of mixed versions or of another version than the PPM it warm-starts from
-    # semantic ids (urm.semantic_ids) go into the URM only: Base stays the plain IDRec reference
-    trained = train_ctr_model(settings, catalog.path(settings, "training_set"), use_ppm=use_ppm, ppm=ppm,
-                              progress=progress, ppm_version=ppm_version,
-                              semantic_ids=settings.urm.semantic_ids and use_ppm)
+    # the path, not a DataFrame: the trainer reads it a chunk at a time (bounded memory), on one process or on
+    # training.processes ranks; it refuses cache rows of mixed versions or of another version than the PPM it
+    # warm-starts from. Semantic ids (urm.semantic_ids) go into the URM only: Base stays the plain IDRec reference
+    trained = train_ctr_model_on_ranks(settings, catalog.path(settings, "training_set"), name, use_ppm=use_ppm,
+                                       ppm_dir=ppm_dir, ppm_version=ppm_version,
+                                       semantic_ids=settings.urm.semantic_ids and use_ppm, progress=progress)
     meta = {
         "metrics": trained.metrics,
         "feature_encoder": trained.vectorizer.to_dict(),  # the model.json key the serving side reads

@@ -34,6 +34,8 @@ from ppm_platform.training.me_index import MEIndex
 from ppm_platform.training.metrics import auc, logloss
 from ppm_platform.data.split import SPLIT_CODES, split_codes, split_labels
 from ppm_platform.runtime import torch_threads
+from ppm_platform.training.checkpoint import EpochCheckpoint, fingerprint
+from ppm_platform.training.distributed import SINGLE, Ranks
 from ppm_platform.training.streaming import ParquetChunks, parquet_glob
 
 log = logging.getLogger("ppm_platform.training")
@@ -110,11 +112,16 @@ class PPMExampleFile:
     def __init__(self, path: Path, me_item_ids: np.ndarray, me: np.ndarray, split_code: np.ndarray,
                  max_len: int, chunk_rows: int):
         self.path = Path(path)
+        self._args = (me_item_ids, me, split_code, max_len, chunk_rows)
         self._index = MEIndex(me_item_ids, me)
         self.me = self._index.table
         self.split_code = split_code
         self.max_len = max_len
         self.chunks = ParquetChunks(self.path, chunk_rows)
+
+    def __reduce__(self):
+        # reopened from its path by whoever unpickles it (a training rank): the open file handle is not shipped
+        return (PPMExampleFile, (self.path, *self._args))
 
     def _padded(self, col: pa.ChunkedArray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(values gathered into [n, L] (0 where padded), valid mask bool [n, L], lengths [n]) of a list column;
@@ -134,16 +141,22 @@ class PPMExampleFile:
         out[valid] = values[idx[valid]]
         return out, valid, lens
 
-    def arrays(self, tbl: pa.Table, split: int) -> dict[str, np.ndarray]:
+    def split_mask(self, tbl: pa.Table, split: int) -> np.ndarray:
+        """bool [tbl.num_rows]: the rows of ``tbl`` in ``split`` (code)."""
+        return self.split_code[tbl.column("_row").to_numpy()] == split
+
+    def arrays(self, tbl: pa.Table, split: int, positions: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Dense arrays (``target``, ``hist``, ``age_s``, ``mask``, ``click``) of the rows of ``tbl`` in
-        ``split`` (code), in file order.
+        ``split`` (code), in file order; ``positions`` (sorted int64): only those of them (one rank's rows).
 
         Raises:
             KeyError: an item or history item without an ME row. ValueError: ids / ages of different lengths.
         """
-        keep = self.split_code[tbl.column("_row").to_numpy()] == split
+        keep = self.split_mask(tbl, split)
         if not keep.all():
             tbl = tbl.filter(pa.array(keep))
+        if positions is not None:
+            tbl = tbl.take(pa.array(positions))
         n = tbl.num_rows
         ids, valid, lens = self._padded(tbl.column("hist_item_ids"), n)
         age, _, age_lens = self._padded(tbl.column("hist_age_s"), n)
@@ -234,26 +247,60 @@ def _in_memory_arrays(ex: PPMExamples, rows: np.ndarray) -> dict[str, np.ndarray
             "click": ex.click[rows]}
 
 
-def iter_split(ex: "PPMExamples | PPMExampleFile", split: str, rng: np.random.Generator | None = None):
+def iter_split(ex: "PPMExamples | PPMExampleFile", split: str, rng: np.random.Generator | None = None,
+               ranks: Ranks = SINGLE):
     """Chunks (dicts of dense arrays, :data:`_ARRAY_KEYS`) of the ``split`` rows of ``ex``. ``rng`` None:
-    file order; else chunks in a seeded random order, rows shuffled inside each (in memory: one chunk,
-    i.e. ``rng.permutation`` of the split's rows)."""
+    file order (with several ``ranks``: this rank's ``r::world`` shard of each chunk); else chunks in a seeded
+    random order, rows shuffled inside each (in memory: one chunk, i.e. ``rng.permutation`` of the split's
+    rows)."""
     if isinstance(ex, PPMExamples):
         rows = np.flatnonzero(ex.split == split)
         if rng is not None:
             rng.permutation(1)  # the chunk order of a one-chunk source (draws nothing; keeps the streams equal)
             rows = rng.permutation(rows)
+        else:
+            rows = rows[ranks.shard(len(rows))]
         if len(rows):
             yield _in_memory_arrays(ex, rows)
         return
     code = SPLIT_CODES[split]
     for k in ex.chunks.order(rng):
-        a = ex.arrays(ex.chunks.read(int(k)), code)
+        tbl = ex.chunks.read(int(k))
+        if rng is None and ranks.distributed:
+            a = ex.arrays(tbl, code, ranks.shard(int(ex.split_mask(tbl, code).sum())))
+        else:
+            a = ex.arrays(tbl, code)
         if rng is not None:
             perm = rng.permutation(len(a["click"]))
             a = {key: v[perm] for key, v in a.items()}
         if len(a["click"]):
             yield a
+
+
+def train_batches(ex: "PPMExamples | PPMExampleFile", rng: np.random.Generator, batch_size: int,
+                  ranks: Ranks = SINGLE):
+    """The pre-training's batches: ``(dict of tensors of this rank's rows of the batch, loss scale)``, global
+    batches of ``batch_size`` rows of the train split in the seeded order of :func:`iter_split` (chunks in
+    random order, rows shuffled in each), each rank's part by :meth:`Ranks.batch_plan`. A rank decodes only
+    the rows it trains on. With one rank: the batches of :func:`iter_split`'s shuffled chunks, in order."""
+    if isinstance(ex, PPMExamples):
+        rows = np.flatnonzero(ex.split == "train")
+        rng.permutation(1)  # the chunk order of a one-chunk source (see iter_split)
+        perm = rng.permutation(len(rows))
+        for r, sc in ranks.batch_plan(len(rows), perm, batch_size):
+            yield {k: torch.from_numpy(v) for k, v in _in_memory_arrays(ex, rows[r]).items()}, sc
+        return
+    for k in ex.chunks.order(rng):
+        tbl = ex.chunks.read(int(k))
+        n_k = int(ex.split_mask(tbl, 0).sum())
+        plan = ranks.batch_plan(n_k, rng.permutation(n_k), batch_size)
+        if not plan:
+            continue
+        mine = np.unique(np.concatenate([r for r, _ in plan]))
+        t = {key: torch.from_numpy(v) for key, v in ex.arrays(tbl, 0, mine if ranks.distributed else None).items()}
+        for r, sc in plan:
+            b = torch.from_numpy(np.searchsorted(mine, r) if ranks.distributed else r)
+            yield {key: v[b] for key, v in t.items()}, sc
 
 
 def _predict_arrays(ppm, item_vecs: torch.Tensor, a: dict[str, np.ndarray], batch_size: int,
@@ -278,36 +325,116 @@ def predict_ppm(ppm, ex: PPMExamples, rows: np.ndarray, batch_size: int = 2048) 
 
 
 def predict_split(ppm, ex: "PPMExamples | PPMExampleFile", split: str, batch_size: int = 2048,
-                  item_bias: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  item_bias: torch.Tensor | None = None, ranks: Ranks = SINGLE) -> tuple[np.ndarray, np.ndarray]:
     """(click labels float32, probabilities float64) of the ``split`` rows of ``ex``, in row order, read a
-    chunk at a time (``item_bias``: the pre-training's per-item logit offsets, f32 ``[N_items + 1]``)."""
+    chunk at a time (``item_bias``: the pre-training's per-item logit offsets, f32 ``[N_items + 1]``). With
+    several ``ranks``: each scores its shard and gets every rank's rows (rank-major order)."""
     ppm.eval()
     ys, ps = [], []
     with torch.inference_mode():
         item_vecs = ppm.encode_items(torch.from_numpy(ex.me))
-        for a in iter_split(ex, split):
+        for a in iter_split(ex, split, ranks=ranks):
             ys.append(a["click"])
             ps += _predict_arrays(ppm, item_vecs, a, batch_size, item_bias)
     y = np.concatenate(ys) if ys else np.zeros(0, np.float32)
-    return y, (torch.cat(ps).double().numpy() if ps else np.zeros(0))
+    p = torch.cat(ps).double().numpy() if ps else np.zeros(0)
+    y, p = ranks.gather([y, p])
+    return y, p
 
 
-def pretrain_ppm(settings: Settings, ex: "PPMExamples | PPMExampleFile", progress=None) -> tuple[object, dict]:
+class PPMTrainStep(torch.nn.Module):
+    """The pre-training forward as one module (what DDP wraps): PPM's logits over a batch (:func:`_ppm_logits`)
+    plus, when ``item_bias``, a learned per-item logit offset discarded after pre-training.
+
+    Args:
+        ppm: the :class:`~ppm_platform.models.ppm.PPM` being pre-trained; n_items: ME rows (``[N_items + 1]``).
+    """
+
+    def __init__(self, ppm, n_items: int, item_bias: bool):
+        super().__init__()
+        self.ppm = ppm
+        self.bias = torch.nn.Parameter(torch.zeros(n_items)) if item_bias else None
+
+    def forward(self, me_t: torch.Tensor, target: torch.Tensor, hist: torch.Tensor, age: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        """Logits f32 ``[B]`` of targets int64 ``[B]`` after histories int64 ``[B, L]`` (ME rows of ``me_t``
+        f32 ``[N_items + 1, me_dim]``), ages f32 ``[B, L]`` (s), valid mask f32 ``[B, L]``."""
+        logits = _ppm_logits(self.ppm, me_t, target, hist, age, mask)
+        return logits if self.bias is None else logits + self.bias[target]
+
+
+def pretrain_ppm(settings: Settings, ex: "PPMExamples | PPMExampleFile", progress=None, ranks: Ranks = SINGLE,
+                 checkpoint_dir: Path | None = None) -> tuple[object, dict]:
     """Pre-train PPM on the click labels of the train window; monitor validation AUC each epoch and keep
     the best epoch's weights. Runs under ``ppm.threads`` torch threads.
 
     Args:
         ex: in-memory examples or the pipeline's on-disk :class:`PPMExampleFile` (read chunk by chunk).
         progress: optional callable(str) for one line per epoch (Dagster log / CLI).
+        ranks: this process's rank among data-parallel training processes (every rank calls this with the same
+            arguments; :func:`pretrain_ppm_on_ranks` launches them); only the chief gets the model, the other
+            ranks get ``(None, None)``.
+        checkpoint_dir: per-epoch checkpoints there (resumed from when they belong to this run; removed at the
+            end); None: none.
 
     Returns:
         (PPM in eval mode, metrics dict with per-epoch train loss and valid AUC, seconds, row counts).
     """
     with torch_threads(settings.ppm.threads):
-        return _pretrain(settings, ex, progress)
+        ckpt = None
+        if checkpoint_dir is not None:
+            files = [ex.path] if isinstance(ex, PPMExampleFile) else []
+            ckpt = EpochCheckpoint(checkpoint_dir, fingerprint(settings.model_dump_json(), files, ranks), ranks)
+        out = _pretrain(settings, ex, progress, ranks, ckpt)
+        if ckpt is not None:
+            ranks.barrier()
+            ckpt.clear()
+        return out
 
 
-def _pretrain(settings: Settings, ex, progress) -> tuple[object, dict]:
+def pretrain_ppm_on_ranks(settings: Settings, ex: PPMExampleFile, progress=None) -> tuple[object, dict]:
+    """:func:`pretrain_ppm` on ``settings.training.processes`` data-parallel ranks
+    (:func:`~ppm_platform.training.distributed.run_data_parallel`), per-epoch checkpoints in
+    ``settings.checkpoints_dir / "ppm"`` when ``training.checkpoints``. With more than one process every rank
+    reopens ``ex`` from its path (on storage every rank sees) and the chief publishes the PPM under
+    ``<checkpoints>/ppm.result``, loaded back here.
+
+    Raises:
+        as :func:`pretrain_ppm`; RuntimeError when every distributed attempt failed.
+    """
+    from functools import partial
+
+    from ppm_platform.model_store import load_ppm
+    from ppm_platform.training.distributed import run_data_parallel
+
+    ckpt = settings.checkpoints_dir / "ppm" if settings.training.checkpoints else None
+    if settings.training.processes <= 1:
+        return pretrain_ppm(settings, ex, progress, checkpoint_dir=ckpt)
+    folder = run_data_parallel(settings, partial(_ppm_rank_job, settings, ex, ckpt,
+                                                 settings.checkpoints_dir / "ppm.result"), "PPM")
+    ppm, metrics = load_ppm(Path(folder))
+    if progress:
+        for h in metrics["epochs"]:
+            progress(f"PPM epoch {h['epoch']}: train loss {h['train_loss']:.4f}, valid click AUC "
+                     f"{h['valid_click_auc']:.4f} ({settings.training.processes} ranks)")
+    return ppm, metrics
+
+
+def _ppm_rank_job(settings: Settings, ex: PPMExampleFile, checkpoint_dir: Path | None, result: Path,
+                  ranks: Ranks) -> str | None:
+    """One rank of :func:`pretrain_ppm_on_ranks`: pre-train; the chief publishes the PPM at ``result``."""
+    from ppm_platform.model_store import save_model
+
+    ppm, metrics = pretrain_ppm(settings, ex, (lambda m: print(m, flush=True)) if ranks.chief else None, ranks,
+                                checkpoint_dir)
+    if not ranks.chief:
+        return None
+    save_model(ppm, ppm.cfg, result, "ppm", metrics)
+    return str(result)
+
+
+def _pretrain(settings: Settings, ex, progress, ranks: Ranks = SINGLE,
+              checkpoint: EpochCheckpoint | None = None) -> tuple[object, dict]:
     from ppm_platform.models.ppm import PPM, PPMConfig
 
     torch.manual_seed(settings.seed)
@@ -317,44 +444,54 @@ def _pretrain(settings: Settings, ex, progress) -> tuple[object, dict]:
     ppm = PPM(cfg)
     # a per-item logit offset during pre-training only (discarded after): it absorbs each item's popularity so
     # the content tower is not pushed to memorize it (the URM reads popularity from the counters, leak-free)
-    bias = torch.nn.Parameter(torch.zeros(ex.me.shape[0])) if p.item_bias else None
+    step_module = PPMTrainStep(ppm, ex.me.shape[0], p.item_bias)
+    bias = step_module.bias
     groups = [{"params": list(ppm.parameters())}]
     if bias is not None:  # one scalar per item, seen ~ (its impressions / batch) times an epoch: a larger step
         groups.append({"params": [bias], "lr": p.lr * 10, "weight_decay": 0.0})
     opt = torch.optim.AdamW(groups, lr=p.lr, weight_decay=p.weight_decay)
+    if ranks.distributed:  # the same initial weights on every rank (above), then per-rank dropout streams
+        torch.manual_seed(settings.seed + 7919 * ranks.rank)
+    fwd = ranks.wrap(step_module)
     if isinstance(ex, PPMExamples):
         n_train, n_valid = int((ex.split == "train").sum()), int((ex.split == "valid").sum())
     else:
         n_train, n_valid = ex.count(0), ex.count(1)
     me_t = torch.from_numpy(ex.me)
     t0 = time.perf_counter()
-    history, best = [], (-1.0, None)
-    for epoch in range(p.epochs):
+    history, best, start = [], (-1.0, None), 0
+    if checkpoint is not None and (r := checkpoint.resume(step_module, opt, rng, [])) is not None:
+        start, history, best = r.next_epoch, r.history, (r.best_auc, r.best_state)
+        if progress:
+            progress(f"PPM: resumed after epoch {start}/{p.epochs} from {checkpoint.folder}")
+    for epoch in range(start, p.epochs):
         ppm.train()
         losses = []
         # progress bar with rate and ETA on a TTY; silent when stderr is not a terminal (tqdm disable=None)
-        bar = tqdm(total=n_train, desc=f"PPM epoch {epoch + 1}/{p.epochs}", unit="row", disable=None, leave=False)
-        for a in iter_split(ex, "train", rng):
-            t = {k: torch.from_numpy(v) for k, v in a.items()}
-            for s in range(0, len(a["click"]), p.batch_size):
-                sl = slice(s, s + p.batch_size)
-                logits = _ppm_logits(ppm, me_t, t["target"][sl], t["hist"][sl], t["age_s"][sl], t["mask"][sl])
-                if bias is not None:
-                    logits = logits + bias[t["target"][sl]]
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, t["click"][sl])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                losses.append(loss.item())
-                bar.update(len(t["click"][sl]))
+        bar = tqdm(total=n_train, desc=f"PPM epoch {epoch + 1}/{p.epochs}", unit="row",
+                   disable=None if ranks.chief else True, leave=False)
+        for step, (t, scale) in enumerate(train_batches(ex, rng, p.batch_size, ranks)):
+            logits = fwd(me_t, t["target"], t["hist"], t["age_s"], t["mask"])
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, t["click"])
+            opt.zero_grad()
+            (loss * scale if ranks.distributed else loss).backward()
+            opt.step()
+            losses.append(loss.item())
+            bar.update(len(t["click"]) * ranks.world)
+            if checkpoint is not None:
+                checkpoint.heartbeat(epoch + 1, step)
         bar.close()
-        yv, pv = predict_split(ppm, ex, "valid", item_bias=None if bias is None else bias.detach())
+        yv, pv = predict_split(ppm, ex, "valid", item_bias=None if bias is None else bias.detach(), ranks=ranks)
         v_auc = auc(yv, pv) if len(yv) else float("nan")
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "valid_click_auc": v_auc})
-        if progress:
+        if progress and ranks.chief:
             progress(f"PPM epoch {epoch + 1}/{p.epochs}: train loss {np.mean(losses):.4f}, valid click AUC {v_auc:.4f}")
         if not np.isnan(v_auc) and v_auc > best[0]:
             best = (v_auc, {k: v.detach().clone() for k, v in ppm.state_dict().items()})
+        if checkpoint is not None:
+            checkpoint.save(epoch + 1, step_module, opt, rng, [], history, best[0], best[1])
+    if not ranks.chief:
+        return None, None
     if best[1] is not None:
         ppm.load_state_dict(best[1])
     ppm.eval()
@@ -364,6 +501,7 @@ def _pretrain(settings: Settings, ex, progress) -> tuple[object, dict]:
         "train_rows": n_train, "valid_rows": n_valid,
         "seconds": round(secs, 1), "train_rows_per_s": round(n_train * p.epochs / secs, 1) if secs else None,
         "epochs": history,
+        "processes": ranks.world,
         # the saved PPM (ID-free: without the pre-training's item offsets); the per-epoch figures and the
         # epoch selection use the pre-training objective (with them when ppm.item_bias)
         "valid_click_auc": auc(yv, v_prob) if len(yv) else float("nan"),

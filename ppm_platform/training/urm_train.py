@@ -23,6 +23,8 @@ from tqdm.auto import tqdm
 from ppm_platform.config import Settings
 from ppm_platform.features.encoding import FeatureVectorizer
 from ppm_platform.training.batch import labels
+from ppm_platform.training.checkpoint import EpochCheckpoint, fingerprint
+from ppm_platform.training.distributed import SINGLE, Ranks
 from ppm_platform.runtime import Progress, torch_threads
 from ppm_platform.training.streaming import ParquetChunks
 from ppm_platform.training.metrics import auc, evaluate_slices_counts
@@ -77,7 +79,7 @@ def fit_multitask(model: torch.nn.Module, logits_of: Callable[[np.ndarray], torc
         perm = rng.permutation(rows["train"])
         for s in range(0, len(perm), bs):
             b = perm[s:s + bs]
-            yield (lambda b=b: logits_of(b)), yt[b]
+            yield (lambda b=b: logits_of(b)), yt[b], 1.0
 
     def score_valid() -> tuple[np.ndarray, np.ndarray]:
         return y[rows["valid"]], predict_rows(model, logits_of, rows["valid"])
@@ -87,37 +89,57 @@ def fit_multitask(model: torch.nn.Module, logits_of: Callable[[np.ndarray], torc
 
 
 def fit_multitask_batches(model: torch.nn.Module, train_batches, score_valid, n_train: int, settings: Settings,
-                          epochs: int, name: str, progress: Progress) -> list[dict]:
-    """The loop of :func:`fit_multitask` over ``train_batches(rng)`` (yields ``(logits thunk, labels [B, 2])``
-    per batch, in the seeded order of ``rng``) and ``score_valid() -> (labels [V, 2], probabilities [V, 2])``."""
+                          epochs: int, name: str, progress: Progress, ranks: Ranks = SINGLE,
+                          checkpoint: EpochCheckpoint | None = None,
+                          generators: tuple[torch.Generator, ...] = ()) -> list[dict]:
+    """The loop of :func:`fit_multitask` over ``train_batches(rng)`` (yields ``(logits thunk, labels [B, 2],
+    loss scale)`` per batch, in the seeded order of ``rng``) and ``score_valid() -> (labels [V, 2],
+    probabilities [V, 2])``.
+
+    Data-parallel (:mod:`ppm_platform.training.distributed`): ``ranks`` with more than one rank means the
+    thunks run the DDP-wrapped model on this rank's part of each global batch (scaled by the loss scale), and
+    ``score_valid`` returns the validation rows of every rank (gathered), so each rank keeps the same epoch.
+    ``checkpoint``: written after every epoch, and resumed from when it holds this run's epochs already
+    (``generators``: the dropout generators whose state it carries, with torch's global one).
+    """
     from ppm_platform.models.urm import multitask_bce
 
     u = settings.urm
     rng = np.random.default_rng(settings.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=u.lr, weight_decay=u.weight_decay)
     history, best = [], (-1.0, None)
-    for epoch in range(epochs):
+    start = 0
+    if checkpoint is not None and (r := checkpoint.resume(model, opt, rng, list(generators))) is not None:
+        start, history, best = r.next_epoch, r.history, (r.best_auc, r.best_state)
+        if progress:
+            progress(f"{name}: resumed after epoch {start}/{epochs} from {checkpoint.folder}")
+    for epoch in range(start, epochs):
         model.train()
         losses = []
         # progress bar with rate and ETA on a TTY; silent when stderr is not a terminal (tqdm disable=None)
-        bar = tqdm(total=n_train, desc=f"{name} epoch {epoch + 1}/{epochs}", unit="row", disable=None, leave=False)
-        for logits, yb in train_batches(rng):
+        bar = tqdm(total=n_train, desc=f"{name} epoch {epoch + 1}/{epochs}", unit="row",
+                   disable=None if ranks.chief else True, leave=False)
+        for step, (logits, yb, scale) in enumerate(train_batches(rng)):
             loss = multitask_bce(logits(), yb[:, 0], yb[:, 1], (u.click_weight, u.order_weight))
             opt.zero_grad()
-            loss.backward()
+            (loss * scale if ranks.distributed else loss).backward()
             opt.step()
             losses.append(loss.item())
-            bar.update(len(yb))
+            bar.update(len(yb) * ranks.world)
+            if checkpoint is not None:
+                checkpoint.heartbeat(epoch + 1, step)
         bar.close()
         yv, pv = score_valid()
         v_auc = [auc(yv[:, k], pv[:, k]) for k in range(2)]
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                         "valid_click_auc": v_auc[0], "valid_order_auc": v_auc[1]})
-        if progress:
+        if progress and ranks.chief:
             progress(f"{name} epoch {epoch + 1}/{epochs}: loss {np.mean(losses):.4f}, "
                      f"valid AUC click {v_auc[0]:.4f} order {v_auc[1]:.4f}")
         if not np.isnan(v_auc[0]) and v_auc[0] > best[0] or best[1] is None:
             best = (v_auc[0], {k: v.detach().clone() for k, v in model.state_dict().items()})
+        if checkpoint is not None:
+            checkpoint.save(epoch + 1, model, opt, rng, list(generators), history, best[0], best[1])
     model.load_state_dict(best[1])
     model.eval()
     return history
@@ -174,7 +196,8 @@ def training_inputs(inputs: list[torch.Tensor], settings: Settings, gen: torch.G
 def train_ctr_model(settings: Settings, training_set: "pd.DataFrame | Path", use_ppm: bool, ppm=None,
                     progress=None, recent_train_fraction: float = 1.0,
                     held_out_items: set | None = None, ppm_version: str | None = None,
-                    semantic_ids: bool | None = None) -> TrainedCTRModel:
+                    semantic_ids: bool | None = None, ranks: Ranks = SINGLE,
+                    checkpoint_dir: Path | None = None) -> TrainedCTRModel:
     """Train the URM (``use_ppm=True``, PPM top warm-started from ``ppm``) or the Base IDRec
     (``use_ppm=False``) end-to-end on click + order with a weighted sum of per-task BCE.
 
@@ -201,6 +224,11 @@ def train_ctr_model(settings: Settings, training_set: "pd.DataFrame | Path", use
         semantic_ids: embed the item's semantic-id codes (``semantic_ids.levels`` levels of the
             ``item_semantic_id`` view); None = ``urm.semantic_ids``. The model is labelled with the one
             ``sid_version`` of the training set's code rows (:func:`training_set_sid_version`).
+        ranks: this process's rank among the data-parallel training processes (default: the only one); on
+            more than one rank every rank calls this with the same arguments and only the chief gets the model
+            (the others get None). :func:`train_ctr_model_on_ranks` launches them.
+        checkpoint_dir: write a checkpoint after every epoch there and resume from the last one of the same
+            run (settings, data, ranks); removed once training ends. None: no checkpoints.
 
     Returns:
         :class:`TrainedCTRModel` whose ``metrics`` hold per-epoch curves, validation and test metrics by
@@ -226,8 +254,77 @@ def train_ctr_model(settings: Settings, training_set: "pd.DataFrame | Path", use
         else:
             src = FrameChunks(training_set.reset_index(drop=True), settings.urm.chunk_rows)
         sid = settings.urm.semantic_ids if semantic_ids is None else semantic_ids
-        return _train(settings, src, use_ppm, ppm, progress, recent_train_fraction, held_out_items, ppm_version,
-                      settings.semantic_ids.levels if sid else 0)
+        ckpt = None
+        if checkpoint_dir is not None:
+            files = [Path(training_set)] if isinstance(training_set, (str, Path)) else []
+            ckpt = EpochCheckpoint(checkpoint_dir, fingerprint(settings.model_dump_json(), files, ranks,
+                                                               use_ppm=use_ppm, sid=sid, ppm_version=ppm_version,
+                                                               recent=recent_train_fraction), ranks)
+        out = _train(settings, src, use_ppm, ppm, progress, recent_train_fraction, held_out_items, ppm_version,
+                     settings.semantic_ids.levels if sid else 0, ranks, ckpt)
+        if ckpt is not None:
+            ranks.barrier()
+            ckpt.clear()
+        return out
+
+
+def train_ctr_model_on_ranks(settings: Settings, training_set: Path, name: str, use_ppm: bool,
+                             ppm_dir: Path | None, ppm_version: str | None, semantic_ids: bool,
+                             progress=None) -> TrainedCTRModel:
+    """:func:`train_ctr_model` on ``settings.training.processes`` data-parallel ranks
+    (:func:`~ppm_platform.training.distributed.run_data_parallel`), with per-epoch checkpoints in
+    ``settings.checkpoints_dir / name`` when ``training.checkpoints``.
+
+    One process: trained here (``progress`` gets one line per epoch). More: every rank loads the PPM from
+    ``ppm_dir`` and reads its shard of the ``training_set`` parquet; the chief publishes the trained model
+    with :func:`~ppm_platform.model_store.save_model` under ``<checkpoints>/<name>.result`` and the model is
+    loaded back from there (safetensors; nothing pickled but the small arguments and the folder name).
+
+    Raises:
+        as :func:`train_ctr_model`; RuntimeError when every distributed attempt failed.
+    """
+    from functools import partial
+
+    from ppm_platform.model_store import load_ppm, load_urm
+    from ppm_platform.training.distributed import run_data_parallel
+
+    ckpt = settings.checkpoints_dir / name if settings.training.checkpoints else None
+    if settings.training.processes <= 1:
+        ppm = load_ppm(ppm_dir)[0] if use_ppm else None
+        return train_ctr_model(settings, training_set, use_ppm=use_ppm, ppm=ppm, progress=progress,
+                               ppm_version=ppm_version, semantic_ids=semantic_ids, checkpoint_dir=ckpt)
+    result = settings.checkpoints_dir / f"{name}.result"
+    job = partial(_ctr_rank_job, settings, Path(training_set), name, use_ppm, ppm_dir, ppm_version, semantic_ids,
+                  ckpt, result)
+    folder = Path(run_data_parallel(settings, job, name))
+    model, meta = load_urm(folder)
+    trained = TrainedCTRModel(model, model.cfg, FeatureVectorizer.from_dict(meta["feature_encoder"]),
+                              meta["metrics"], use_ppm, meta["ppm_version"], meta["sid_version"])
+    if progress:
+        for h in trained.metrics["epochs"]:
+            progress(f"{name} epoch {h['epoch']}: loss {h['train_loss']:.4f}, valid AUC click "
+                     f"{h['valid_click_auc']:.4f} order {h['valid_order_auc']:.4f} ({settings.training.processes} ranks)")
+    return trained
+
+
+def _ctr_rank_job(settings: Settings, training_set: Path, name: str, use_ppm: bool, ppm_dir: Path | None,
+                  ppm_version: str | None, semantic_ids: bool, checkpoint_dir: Path | None, result: Path,
+                  ranks: Ranks) -> str | None:
+    """One rank of :func:`train_ctr_model_on_ranks`: train; the chief publishes the model at ``result`` and
+    returns its path (the other ranks None)."""
+    from ppm_platform.model_store import load_ppm, save_model
+
+    ppm = load_ppm(ppm_dir)[0] if use_ppm else None
+    trained = train_ctr_model(settings, training_set, use_ppm=use_ppm, ppm=ppm,
+                              progress=(lambda m: print(m, flush=True)) if ranks.chief else None,
+                              ppm_version=ppm_version, semantic_ids=semantic_ids, ranks=ranks,
+                              checkpoint_dir=checkpoint_dir)
+    if not ranks.chief:
+        return None
+    save_model(trained.model, trained.config, result, name,
+               {"metrics": trained.metrics, "feature_encoder": trained.vectorizer.to_dict(),
+                "ppm_version": trained.cache_version, "sid_version": trained.sid_version})
+    return str(result)
 
 
 def counter_windows(settings: Settings) -> tuple[int, ...] | None:
@@ -377,8 +474,12 @@ def split_plan(settings: Settings, ts: pd.Series, recent_train_fraction: float =
 
 
 def _train(settings: Settings, src, use_ppm: bool, ppm, progress, recent_train_fraction: float,
-           held_out_items: set | None, ppm_version: str | None = None, sid_levels: int = 0) -> TrainedCTRModel:
-    """:func:`train_ctr_model` over a chunk source (see its docstring); ``sid_levels`` 0 = no semantic ids."""
+           held_out_items: set | None, ppm_version: str | None = None, sid_levels: int = 0,
+           ranks: Ranks = SINGLE, checkpoint: EpochCheckpoint | None = None) -> TrainedCTRModel | None:
+    """:func:`train_ctr_model` over a chunk source (see its docstring); ``sid_levels`` 0 = no semantic ids.
+    On more than one rank (:mod:`ppm_platform.training.distributed`) the chief fits the vectorizer and
+    broadcasts it, each rank trains on its rows of every global batch and scores its shard of the validation
+    rows, and only the chief scores the final metrics; the other ranks return None."""
     from ppm_platform.data.schemas import semantic_id_columns
     from ppm_platform.models.urm import model_input_names
     from ppm_platform.features.encoding import label_prior
@@ -397,10 +498,8 @@ def _train(settings: Settings, src, use_ppm: bool, ppm, progress, recent_train_f
         raise KeyError(f"training set lacks counter column(s) {missing[:4]}{' ...' if len(missing) > 4 else ''}: "
                        "rebuild it with the item_stats / user_stats views (or set urm.use_counters false)")
     cols = [c for c in _READ_COLUMNS if c in names] + needed + semantic_id_columns(sid_levels)
-    labels_all = src.columns_frame(["click", "order"])
-    prior = label_prior(labels_all["click"].to_numpy()[codes == 0], labels_all["order"].to_numpy()[codes == 0],
-                        settings.counters.prior_strength)
-    del labels_all
+    #: rows of each split code in each chunk: what a rank's shard of a chunk is drawn from, before reading it
+    per_chunk = [np.bincount(codes[start:start + n], minlength=4) for start, n in src.plan]
 
     def frame(k: int, code: int, columns: list[str]) -> pd.DataFrame | None:
         start, n = src.plan[k]
@@ -409,7 +508,7 @@ def _train(settings: Settings, src, use_ppm: bool, ppm, progress, recent_train_f
             return None
         return src.read_frame(k, columns, None if m.all() else m)
 
-    # pass 1: the vectorizer (train split only) + the train-split figures of the cold / new slices
+    # pass 1 (the chief): the vectorizer (train split only) + the train-split figures of the cold / new slices
     item_counts: list[pd.Series] = []
     users: set = set()
 
@@ -421,13 +520,23 @@ def _train(settings: Settings, src, use_ppm: bool, ppm, progress, recent_train_f
                 users.update(df["user_id"].tolist())
                 yield df
 
-    enc = FeatureVectorizer.fit_chunks(train_frames(), settings.sequence.max_len, settings.ppm.d_model if use_ppm else 0,
-                                    min_count=u.min_count, counter_windows=windows, rate_prior=prior,
-                                    sid_levels=sid_levels)
+    enc = None
+    if ranks.chief:
+        labels_all = src.columns_frame(["click", "order"])
+        prior = label_prior(labels_all["click"].to_numpy()[codes == 0], labels_all["order"].to_numpy()[codes == 0],
+                            settings.counters.prior_strength)
+        del labels_all
+        enc = FeatureVectorizer.fit_chunks(train_frames(), settings.sequence.max_len,
+                                           settings.ppm.d_model if use_ppm else 0, min_count=u.min_count,
+                                           counter_windows=windows, rate_prior=prior, sid_levels=sid_levels)
+    enc = ranks.broadcast(enc)
     counts = pd.concat(item_counts).groupby(level=0).sum() if item_counts else pd.Series(dtype="int64")
     model, cfg = _urm(settings, enc, use_ppm, ppm)
     input_names = model_input_names(cfg)
-    gen = torch.Generator().manual_seed(settings.seed)
+    gen = torch.Generator().manual_seed(settings.seed + 7919 * ranks.rank)
+    if ranks.distributed:  # the same initial weights on every rank (above), then per-rank dropout streams
+        torch.manual_seed(settings.seed + 7919 * ranks.rank)
+    fwd = ranks.wrap(model)
     cache: dict[tuple[int, int], tuple] = {}
 
     def encoded(k: int, code: int):
@@ -439,19 +548,35 @@ def _train(settings: Settings, src, use_ppm: bool, ppm, progress, recent_train_f
             cache[(k, code)] = e
         return e
 
+    def encoded_rows(k: int, code: int, pos: np.ndarray):
+        """Chunk ``k``'s rows of split ``code`` at sorted positions ``pos`` among them (one rank's shard):
+        only these rows are decoded into a frame and encoded."""
+        start, n = src.plan[k]
+        m = np.zeros(n, dtype=bool)
+        m[np.flatnonzero(codes[start:start + n] == code)[pos]] = True
+        df = src.read_frame(k, cols, m)
+        return enc.transform(df), labels(df)
+
     def train_batches(rng: np.random.Generator):
         for k in src.order(rng):
-            e = encoded(int(k), 0)
-            if e is None:
+            n_k = int(per_chunk[int(k)][0])
+            if n_k == 0:
                 continue
-            x, y, _ = e
-            perm = rng.permutation(len(y))
+            plan = ranks.batch_plan(n_k, rng.permutation(n_k), u.batch_size)
+            if ranks.distributed:
+                if not plan:
+                    continue
+                mine = np.unique(np.concatenate([r for r, _ in plan]))
+                x, y = encoded_rows(int(k), 0, mine)
+                plan = [(np.searchsorted(mine, r), sc) for r, sc in plan]
+            else:
+                x, y, _ = encoded(int(k), 0)
             xt = [torch.from_numpy(np.ascontiguousarray(x[n])) for n in input_names]  # gathered per batch
             yt = torch.from_numpy(y)
-            for s in range(0, len(perm), u.batch_size):
-                b = torch.from_numpy(perm[s:s + u.batch_size])
+            for rows, sc in plan:
+                b = torch.from_numpy(rows)
                 t = [a[b] for a in xt]
-                yield (lambda t=t: model(*(training_inputs(t, settings, gen) if model.training else t))), yt[b]
+                yield (lambda t=t: fwd(*(training_inputs(t, settings, gen) if model.training else t))), yt[b], sc
 
     def score(code: int, keep_rows: bool = False):
         ys, ps, frames = [], [], []
@@ -466,11 +591,28 @@ def _train(settings: Settings, src, use_ppm: bool, ppm, progress, recent_train_f
                 frames.append(df)
         return np.concatenate(ys), np.concatenate(ps), (pd.concat(frames, ignore_index=True) if keep_rows else None)
 
+    def score_shard(code: int) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and probabilities of this rank's shard of split ``code``, gathered from every rank."""
+        ys, ps = [np.zeros((0, 2), np.float32)], [np.zeros((0, 2))]
+        for k in range(len(src)):
+            pos = ranks.shard(int(per_chunk[k][code]))
+            if len(pos):
+                x, y = encoded_rows(k, code, pos)
+                ys.append(y)
+                ps.append(predict(model, x))
+        y, p = ranks.gather([np.concatenate(ys), np.concatenate(ps)])
+        return y, p
+
     t0 = time.perf_counter()
     n_rows = {s: int((codes == c).sum()) for s, c in (("train", 0), ("valid", 1), ("test", 2))}
-    history = fit_multitask_batches(model, train_batches, lambda: score(1)[:2], n_rows["train"], settings, u.epochs,
-                                    "URM" if use_ppm else "Base", progress)
-    metrics = {"rows": n_rows, "epochs": history, "train_seconds": round(time.perf_counter() - t0, 1)}
+    history = fit_multitask_batches(model, train_batches,
+                                    (lambda: score_shard(1)) if ranks.distributed else (lambda: score(1)[:2]),
+                                    n_rows["train"], settings, u.epochs, "URM" if use_ppm else "Base", progress,
+                                    ranks, checkpoint, (gen,))
+    if not ranks.chief:
+        return None
+    metrics = {"rows": n_rows, "epochs": history, "train_seconds": round(time.perf_counter() - t0, 1),
+               "processes": ranks.world}
     if use_ppm:
         metrics["cache_versions"] = version_counts
     if sid_levels:
