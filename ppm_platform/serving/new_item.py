@@ -10,9 +10,11 @@ For a new catalog item (title, categories, optional image), :func:`add_new_item`
    (:func:`ppm_platform.features.ppm_caches.encode_item_frame`, the Spark job's function);
 3. assigns its semantic-id codes from the stored codebook (:mod:`ppm_platform.features.semantic_ids`, the
    centroids the ``item_semantic_id`` job fitted; when that job has run), from the vector just computed;
-4. pushes the ``item_multimodal``, ``item_profile``, ``ppm_item_cache`` (and ``item_semantic_id``) rows to the
-   online store through the Feast push sources ``<view>_push`` (``feature_repo/features.py::PUSH_VIEWS``; Feast docs "Push
-   source": https://docs.feast.dev/reference/data-sources/push).
+4. writes the ``item_multimodal``, ``item_profile``, ``ppm_item_cache`` (and ``item_semantic_id``) rows to the
+   online store as a push to the Feast push sources ``<view>_push`` would (``feature_repo/features.py::PUSH_VIEWS``;
+   Feast docs "Push source": https://docs.feast.dev/reference/data-sources/push), one
+   ``FeatureStore.write_to_online_store`` per view with the push sources resolved from the cached registry
+   (:func:`push_item_rows`).
 
 The item is then served like any other: ``Ranker.rank`` reads its genres and PPM vector from Feast. The URM
 has no ID embedding for it (OOV id, like every item first seen after training), so its score comes from the
@@ -117,15 +119,45 @@ def semantic_id_rows(settings: Settings, rows: dict[str, pd.DataFrame]) -> pd.Da
 
 
 def push_item_rows(store, rows: dict[str, pd.DataFrame]) -> None:
-    """Push feature rows to the online store through the ``<view>_push`` push sources (``PushMode.ONLINE``).
+    """Write feature rows to the online store as a push to the ``<view>_push`` push sources would
+    (``PushMode.ONLINE``: online only), with one ``write_to_online_store`` per feature view.
+
+    Args:
+        store: a ``feast.FeatureStore``.
+        rows: view name -> its rows (the frames of :func:`build_new_item_rows`); each frame is written to every
+            feature view (stream views included) whose stream source is the push source ``<view>_push``.
+
+    What ``store.push`` adds per call and this leaves out: it resolves the push source by listing every view,
+    and after writing it lists the feature services with the registry cache off (to recompute the
+    ``precompute_online`` services), which re-reads the registry file and so makes every later registry
+    lookup, this function's and the next request's, convert all views and services from protobuf again. Here
+    the push sources are resolved from the cached registry and the ``precompute_online`` services that read a
+    written view (none in ``feature_repo/features.py``) are recomputed with Feast's
+    ``precompute_feature_service``, as a push does.
 
     Raises:
-        KeyError: a view has no push source (see ``feature_repo/features.py::PUSH_VIEWS``).
+        KeyError: a view has no push source (see ``feature_repo/features.py::PUSH_VIEWS``); raised before any
+            row is written.
     """
-    from feast.data_source import PushMode
+    from feast.data_source import PushSource
 
+    views = [*store.list_feature_views(allow_cache=True), *store.list_stream_feature_views(allow_cache=True)]
+    targets: dict[str, list[str]] = {}
+    for view in rows:
+        source = f"{view}_push"
+        targets[view] = sorted({fv.name for fv in views
+                                if isinstance(fv.stream_source, PushSource) and fv.stream_source.name == source})
+        if not targets[view]:
+            raise KeyError(f"view {view!r} has no push source {source!r} in the Feast registry "
+                           "(feature_repo/features.py::PUSH_VIEWS; re-apply the definitions)")
+    written = set()
     for view, df in rows.items():
-        store.push(f"{view}_push", df, to=PushMode.ONLINE)
+        for name in targets[view]:
+            store.write_to_online_store(name, df)
+            written.add(name)
+    for svc in store.registry.list_feature_services(store.project, allow_cache=True):
+        if svc.precompute_online and any(p.name in written for p in svc.feature_view_projections):
+            store.precompute_feature_service(svc.name)
 
 
 def add_new_item(settings: Settings, item_id: int, title: str, categories: Sequence[str],

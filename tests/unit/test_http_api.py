@@ -336,6 +336,39 @@ def test_item_cache_serves_pushed_and_rematerialized_items_and_refuses_a_new_ver
     fresh.close()
 
 
+def test_push_item_rows_writes_what_a_feast_push_writes(served):
+    """push_item_rows (one write_to_online_store per view, push sources resolved from the cached registry)
+    leaves the same online values as Feast's ``store.push(<view>_push, PushMode.ONLINE)``; a view without a push
+    source is a KeyError naming it, raised before any row is written."""
+    from feast.data_source import PushMode
+
+    from ppm_platform.feature_store import read_online_items
+    from ppm_platform.serving.new_item import push_item_rows
+
+    settings, ranker, *_ = served
+    store = fsmod.get_store(settings)
+    now = pd.Timestamp.now(tz="UTC")
+
+    def rows(item_id):
+        return {"item_profile": pd.DataFrame({"item_id": [item_id], "event_timestamp": [now],
+                                              "categories": [["Drama", "Crime"]], "release_year": [2026]}),
+                "ppm_item_cache": pd.DataFrame({"item_id": [item_id], "event_timestamp": [now],
+                                                "ppm_item_vec": [[0.25] * DM], "ppm_item_version": [VERSION]})}
+
+    pushed, written, refused = 5151, 5152, 5153
+    for view, df in rows(pushed).items():
+        store.push(f"{view}_push", df, to=PushMode.ONLINE)
+    push_item_rows(store, rows(written))
+    refs = ["item_profile:categories", "item_profile:release_year", "ppm_item_cache:ppm_item_vec",
+            "ppm_item_cache:ppm_item_version"]
+    online = read_online_items(store, [pushed, written], service=refs).drop(columns="item_id")
+    assert online.iloc[0].notna().all()
+    assert online.iloc[0].map(str).tolist() == online.iloc[1].map(str).tolist()
+    with pytest.raises(KeyError, match="item_stats"):
+        push_item_rows(store, {**rows(refused), "item_stats": rows(refused)["item_profile"]})
+    assert read_online_items(store, [refused], service=refs).drop(columns="item_id").iloc[0].isna().all()
+
+
 def test_ppm_serve_logs_ready_access_and_shutdown_and_ppm_rank_uses_it(served):
     """`ppm serve` in its own process on the test's store: "loading", then "ready" with the URL once it listens,
     one access-log line per request with --access-log, "shutdown" with the count on SIGINT; `ppm rank` finds it

@@ -225,11 +225,26 @@ def test_new_item_gets_its_codes_in_the_same_push(tmp_path, monkeypatch):
     monkeypatch.setattr(pc, "encode_item_frame", lambda mm, _p, _w: pd.DataFrame({
         "item_id": mm["item_id"], "ppm_item_vec": [vec], "ppm_item_version": "p1"}))
 
+    from types import SimpleNamespace
+
+    from feast import FileSource, PushSource
+
     class Store:
+        """The part of a FeatureStore push_item_rows uses: every item view has its ``<view>_push`` source."""
+        project = "p"
+        registry = SimpleNamespace(list_feature_services=lambda project, allow_cache=False: [])
         pushed: dict = {}
 
-        def push(self, name, df, to=None):
-            self.pushed[name] = df
+        def list_feature_views(self, allow_cache=False):
+            src = FileSource(path="unused.parquet", timestamp_field="event_timestamp")
+            return [SimpleNamespace(name=v, stream_source=PushSource(name=f"{v}_push", batch_source=src))
+                    for v in ("item_multimodal", "item_profile", "ppm_item_cache", "item_semantic_id")]
+
+        def list_stream_feature_views(self, allow_cache=False):
+            return []
+
+        def write_to_online_store(self, name, df):
+            self.pushed[f"{name}_push"] = df
 
     store = Store()
     res = add_new_item(s, 77, "New (2026)", ["Drama"], store=store)  # no codebook yet: no codes, no error
