@@ -17,6 +17,8 @@ Environment variables
 ``PPM_REDIS``          ``host:port`` of the Redis online store in the ``cluster`` profile.
 ``PPM_EVAL_SEEDS``     seeds of the evaluation report (``evaluation.seeds``; also the item-cold draws unless the
                        config sets them), e.g. 1 for a quick single-seed report (``ppm report --seeds 1``).
+``PPM_TRAINING_PROCESSES``  data-parallel training ranks of the PPM / Base / URM (``training.processes``;
+                       default 1: one process; more: pyspark's ``TorchDistributor`` on the profile's Spark).
 ``PPM_CONFIG``         JSON or YAML file with any of the fields below (nested), e.g. ``{"ppm": {"epochs": 1}}``.
 """
 
@@ -522,6 +524,8 @@ class Settings(BaseModel):
                 data[field] = env[var]
         if master := env.get("PPM_SPARK_MASTER"):
             data.setdefault("spark", {})["master"] = master
+        if procs := env.get("PPM_TRAINING_PROCESSES"):
+            data.setdefault("training", {})["processes"] = procs
         if seeds := env.get("PPM_EVAL_SEEDS"):  # `ppm report --seeds N`
             data.setdefault("evaluation", {})["seeds"] = seeds
             data["evaluation"].setdefault("item_cold_draws", seeds)

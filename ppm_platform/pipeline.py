@@ -262,6 +262,8 @@ def _train_and_save(settings: Settings, name: str, use_ppm: bool, progress: Prog
            "test_click_gauc": test["click"]["gauc"], "test_order_gauc": test["order"]["gauc"],
            "test_click_logloss": test["click"]["logloss"], "test_order_logloss": test["order"]["logloss"],
            "rows": trained.metrics["rows"], "train_seconds": trained.metrics["train_seconds"],
+           "processes": trained.metrics.get("processes", 1), "launches": trained.metrics.get("launches", 1),
+           "resumed_after_epoch": trained.metrics.get("resumed_after_epoch"),
            "epochs": trained.metrics["epochs"], "slices": trained.metrics["test"],
            "ppm_version": meta["ppm_version"], "sid_version": meta["sid_version"],
            "model_id": resolve_model_dir(catalog.path(settings, name)).name,

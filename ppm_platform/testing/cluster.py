@@ -154,15 +154,17 @@ def start_redis(workdir: Path, port: int | None = None, timeout_s: float = 20,
 
 
 def start_spark_standalone(workdir: Path, cores: int = 1, memory: str = "2g", timeout_s: float = 120,
-                           daemon_heap: str = "512m") -> tuple[list[subprocess.Popen], str]:
-    """Start a Spark standalone master and one worker on 127.0.0.1 from the pyspark jars.
+                           daemon_heap: str = "512m", workers: int = 1) -> tuple[list[subprocess.Popen], str]:
+    """Start a Spark standalone master and ``workers`` workers on 127.0.0.1 from the pyspark jars.
 
     Args:
-        cores, memory: what the worker offers to executors (``--cores``, ``--memory``).
+        cores, memory: what each worker offers to executors (``--cores``, ``--memory``).
         daemon_heap: ``-Xmx`` of the master and worker JVMs themselves.
+        workers: worker daemons (each its own JVM, one executor per application); logs
+            ``spark-worker.log``, ``spark-worker-2.log``, ...
 
     Returns:
-        ``([master, worker], "spark://127.0.0.1:P")`` once the worker has registered with the master.
+        ``([master, worker, ...], "spark://127.0.0.1:P")`` once every worker has registered with the master.
 
     Raises:
         RuntimeError / TimeoutError: a daemon exited or did not come up (message includes its log tail).
@@ -185,13 +187,17 @@ def start_spark_standalone(workdir: Path, cores: int = 1, memory: str = "2g", ti
     try:
         _wait_port(port, master, "spark master", master_log, timeout_s)
         url = f"spark://127.0.0.1:{port}"
-        worker_log = workdir / "spark-worker.log"
-        worker = subprocess.Popen([str(java), *jopts, "-cp", cp, "org.apache.spark.deploy.worker.Worker", url,
-                                   "--host", "127.0.0.1", "--cores", str(cores), "--memory", memory,
-                                   "--webui-port", "0", "--work-dir", str(workdir / "worker")],
-                                  env=env, stdout=worker_log.open("w"), stderr=subprocess.STDOUT)
-        procs.append(worker)
-        _wait_log(worker_log, "Successfully registered with master", worker, "spark worker", timeout_s)
+        started = []
+        for i in range(workers):
+            worker_log = workdir / ("spark-worker.log" if i == 0 else f"spark-worker-{i + 1}.log")
+            worker = subprocess.Popen([str(java), *jopts, "-cp", cp, "org.apache.spark.deploy.worker.Worker", url,
+                                       "--host", "127.0.0.1", "--cores", str(cores), "--memory", memory,
+                                       "--webui-port", "0", "--work-dir", str(workdir / "worker")],
+                                      env=env, stdout=worker_log.open("w"), stderr=subprocess.STDOUT)
+            procs.append(worker)
+            started.append((worker_log, worker))
+        for worker_log, worker in started:  # the JVMs start side by side
+            _wait_log(worker_log, "Successfully registered with master", worker, "spark worker", timeout_s)
     except BaseException:
         for p in procs:
             p.kill()
@@ -201,12 +207,14 @@ def start_spark_standalone(workdir: Path, cores: int = 1, memory: str = "2g", ti
 
 
 @contextlib.contextmanager
-def local_cluster(workdir: Path | None = None, cores: int = 1, memory: str = "2g") -> Iterator[LocalCluster]:
-    """Context manager: a Spark standalone master + worker and a Redis server on loopback, stopped on exit.
+def local_cluster(workdir: Path | None = None, cores: int = 1, memory: str = "2g",
+                  workers: int = 1) -> Iterator[LocalCluster]:
+    """Context manager: a Spark standalone master + ``workers`` workers and a Redis server on loopback, stopped
+    on exit.
 
     Args:
         workdir: logs and worker scratch (default: a fresh temp folder, removed on exit).
-        cores, memory: the worker's offer (``--cores``, ``--memory``).
+        cores, memory: each worker's offer (``--cores``, ``--memory``).
     """
     own = workdir is None
     wd = Path(workdir or tempfile.mkdtemp(prefix="ppm-cluster-"))
@@ -216,7 +224,7 @@ def local_cluster(workdir: Path | None = None, cores: int = 1, memory: str = "2g
         rproc, raddr = start_redis(wd)
         cluster.procs.append(rproc)
         cluster.redis = raddr
-        sprocs, url = start_spark_standalone(wd, cores=cores, memory=memory)
+        sprocs, url = start_spark_standalone(wd, cores=cores, memory=memory, workers=workers)
         cluster.procs.extend(sprocs)
         cluster.spark_master = url
         yield cluster

@@ -98,6 +98,8 @@ class EpochCheckpoint:
         self.fingerprint = fingerprint
         self.ranks = ranks
         self._last_beat = 0.0
+        #: the epoch :meth:`resume` resumed after (None: started afresh)
+        self.resumed_after: int | None = None
 
     def _epoch_dir(self, epoch: int) -> Path:
         return self.folder / f"epoch-{epoch:04d}"
@@ -125,6 +127,7 @@ class EpochCheckpoint:
             torch.set_rng_state(rs["torch_global"])
             for i, g in enumerate(generators):
                 g.set_state(rs[f"generator.{i}"])
+            self.resumed_after = int(meta["epoch"])
             return Resumed(int(meta["epoch"]), meta["history"], float(meta["best_auc"]), best)
         return None
 

@@ -141,7 +141,7 @@ def _rank_main(job: Callable[[Ranks], Any], timeout_s: int) -> Any:
     return out if ranks.chief else None
 
 
-def run_data_parallel(settings, job: Callable[[Ranks], T], what: str) -> T:
+def run_data_parallel(settings, job: Callable[[Ranks], T], what: str) -> tuple[T, int]:
     """Run ``job`` (a picklable callable of :class:`Ranks`) on ``settings.training.processes`` ranks.
 
     One process: ``job(SINGLE)`` here. More: ``TorchDistributor(num_processes, local_mode, use_gpu=False)
@@ -156,14 +156,14 @@ def run_data_parallel(settings, job: Callable[[Ranks], T], what: str) -> T:
         what: the name used in the log lines and errors ("PPM", "URM", "Base").
 
     Returns:
-        the chief's return value.
+        (the chief's return value, launches it took: 1 + the retries).
 
     Raises:
         RuntimeError: every attempt failed (the last attempt's error chained), naming ``what`` and the attempts.
     """
     t = settings.training
     if t.processes <= 1:
-        return job(SINGLE)
+        return job(SINGLE), 1
     from pyspark.ml.torch.distributor import TorchDistributor
 
     from ppm_platform.features.spark import get_spark
@@ -178,7 +178,7 @@ def run_data_parallel(settings, job: Callable[[Ranks], T], what: str) -> T:
             log.info("%s: training on %d ranks (%s), attempt %d", what, t.processes,
                      "torchrun on the driver" if local else "Spark executors", attempt + 1)
             dist = TorchDistributor(num_processes=t.processes, local_mode=local, use_gpu=False)
-            return dist.run(_rank_main, job, t.collective_timeout_s)
+            return dist.run(_rank_main, job, t.collective_timeout_s), attempt + 1
         except Exception as e:  # a killed rank surfaces as a failed Spark stage / torchrun exit
             last = e
             log.warning("%s: distributed training attempt %d of %d failed (%s: %s); %s", what, attempt + 1,

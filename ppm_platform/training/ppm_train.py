@@ -410,9 +410,10 @@ def pretrain_ppm_on_ranks(settings: Settings, ex: PPMExampleFile, progress=None)
     ckpt = settings.checkpoints_dir / "ppm" if settings.training.checkpoints else None
     if settings.training.processes <= 1:
         return pretrain_ppm(settings, ex, progress, checkpoint_dir=ckpt)
-    folder = run_data_parallel(settings, partial(_ppm_rank_job, settings, ex, ckpt,
-                                                 settings.checkpoints_dir / "ppm.result"), "PPM")
+    folder, attempts = run_data_parallel(settings, partial(_ppm_rank_job, settings, ex, ckpt,
+                                                           settings.checkpoints_dir / "ppm.result"), "PPM")
     ppm, metrics = load_ppm(Path(folder))
+    metrics["launches"] = attempts
     if progress:
         for h in metrics["epochs"]:
             progress(f"PPM epoch {h['epoch']}: train loss {h['train_loss']:.4f}, valid click AUC "
@@ -467,6 +468,7 @@ def _pretrain(settings: Settings, ex, progress, ranks: Ranks = SINGLE,
     for epoch in range(start, p.epochs):
         ppm.train()
         losses = []
+        t_epoch = time.perf_counter()
         # progress bar with rate and ETA on a TTY; silent when stderr is not a terminal (tqdm disable=None)
         bar = tqdm(total=n_train, desc=f"PPM epoch {epoch + 1}/{p.epochs}", unit="row",
                    disable=None if ranks.chief else True, leave=False)
@@ -481,9 +483,11 @@ def _pretrain(settings: Settings, ex, progress, ranks: Ranks = SINGLE,
             if checkpoint is not None:
                 checkpoint.heartbeat(epoch + 1, step)
         bar.close()
+        t_valid = time.perf_counter()
         yv, pv = predict_split(ppm, ex, "valid", item_bias=None if bias is None else bias.detach(), ranks=ranks)
         v_auc = auc(yv, pv) if len(yv) else float("nan")
-        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "valid_click_auc": v_auc})
+        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "valid_click_auc": v_auc,
+                        "train_s": round(t_valid - t_epoch, 3), "valid_s": round(time.perf_counter() - t_valid, 3)})
         if progress and ranks.chief:
             progress(f"PPM epoch {epoch + 1}/{p.epochs}: train loss {np.mean(losses):.4f}, valid click AUC {v_auc:.4f}")
         if not np.isnan(v_auc) and v_auc > best[0]:
@@ -502,6 +506,7 @@ def _pretrain(settings: Settings, ex, progress, ranks: Ranks = SINGLE,
         "seconds": round(secs, 1), "train_rows_per_s": round(n_train * p.epochs / secs, 1) if secs else None,
         "epochs": history,
         "processes": ranks.world,
+        "resumed_after_epoch": None if checkpoint is None else checkpoint.resumed_after,
         # the saved PPM (ID-free: without the pre-training's item offsets); the per-epoch figures and the
         # epoch selection use the pre-training objective (with them when ppm.item_bias)
         "valid_click_auc": auc(yv, v_prob) if len(yv) else float("nan"),

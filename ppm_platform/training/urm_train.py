@@ -116,6 +116,7 @@ def fit_multitask_batches(model: torch.nn.Module, train_batches, score_valid, n_
     for epoch in range(start, epochs):
         model.train()
         losses = []
+        t_epoch = time.perf_counter()
         # progress bar with rate and ETA on a TTY; silent when stderr is not a terminal (tqdm disable=None)
         bar = tqdm(total=n_train, desc=f"{name} epoch {epoch + 1}/{epochs}", unit="row",
                    disable=None if ranks.chief else True, leave=False)
@@ -129,10 +130,12 @@ def fit_multitask_batches(model: torch.nn.Module, train_batches, score_valid, n_
             if checkpoint is not None:
                 checkpoint.heartbeat(epoch + 1, step)
         bar.close()
+        t_valid = time.perf_counter()
         yv, pv = score_valid()
         v_auc = [auc(yv[:, k], pv[:, k]) for k in range(2)]
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
-                        "valid_click_auc": v_auc[0], "valid_order_auc": v_auc[1]})
+                        "valid_click_auc": v_auc[0], "valid_order_auc": v_auc[1],
+                        "train_s": round(t_valid - t_epoch, 3), "valid_s": round(time.perf_counter() - t_valid, 3)})
         if progress and ranks.chief:
             progress(f"{name} epoch {epoch + 1}/{epochs}: loss {np.mean(losses):.4f}, "
                      f"valid AUC click {v_auc[0]:.4f} order {v_auc[1]:.4f}")
@@ -296,8 +299,9 @@ def train_ctr_model_on_ranks(settings: Settings, training_set: Path, name: str, 
     result = settings.checkpoints_dir / f"{name}.result"
     job = partial(_ctr_rank_job, settings, Path(training_set), name, use_ppm, ppm_dir, ppm_version, semantic_ids,
                   ckpt, result)
-    folder = Path(run_data_parallel(settings, job, name))
-    model, meta = load_urm(folder)
+    folder, attempts = run_data_parallel(settings, job, name)
+    model, meta = load_urm(Path(folder))
+    meta["metrics"]["launches"] = attempts
     trained = TrainedCTRModel(model, model.cfg, FeatureVectorizer.from_dict(meta["feature_encoder"]),
                               meta["metrics"], use_ppm, meta["ppm_version"], meta["sid_version"])
     if progress:
@@ -612,7 +616,7 @@ def _train(settings: Settings, src, use_ppm: bool, ppm, progress, recent_train_f
     if not ranks.chief:
         return None
     metrics = {"rows": n_rows, "epochs": history, "train_seconds": round(time.perf_counter() - t0, 1),
-               "processes": ranks.world}
+               "processes": ranks.world, "resumed_after_epoch": None if checkpoint is None else checkpoint.resumed_after}
     if use_ppm:
         metrics["cache_versions"] = version_counts
     if sid_levels:

@@ -158,7 +158,9 @@ def test_resumed_training_equals_an_uninterrupted_run(tmp_path):
     resumed = train_ctr_model(s, path, use_ppm=False, progress=lines.append, checkpoint_dir=tmp_path / "b")
     assert any("resumed after epoch 1/3" in m for m in lines)
     assert all(torch.equal(v, resumed.model.state_dict()[k]) for k, v in straight.model.state_dict().items())
-    assert resumed.metrics["epochs"] == straight.metrics["epochs"]
+    untimed = [[{k: v for k, v in e.items() if not k.endswith("_s")} for e in m.metrics["epochs"]]
+               for m in (resumed, straight)]
+    assert untimed[0] == untimed[1] and len(untimed[0]) == 3
     assert not (tmp_path / "b").exists()
     # another configuration does not resume from a checkpoint of this one
     with pytest.raises(_Stop):
@@ -167,3 +169,16 @@ def test_resumed_training_equals_an_uninterrupted_run(tmp_path):
     lines.clear()
     train_ctr_model(other, path, use_ppm=False, progress=lines.append, checkpoint_dir=tmp_path / "c")
     assert not any("resumed" in m for m in lines)
+
+
+def test_training_processes_setting_and_single_process_launch(tmp_path):
+    """``PPM_TRAINING_PROCESSES`` selects the ranks; one process runs the job here, once, on ``SINGLE``."""
+    from ppm_platform.config import Settings
+    from ppm_platform.training.distributed import run_data_parallel
+
+    assert Settings.from_env(env={"PPM_TRAINING_PROCESSES": "2"}).training.processes == 2
+    s = Settings.from_env(env={}, artifacts_dir=tmp_path)
+    assert s.training.processes == 1 and s.checkpoints_dir == tmp_path / "checkpoints"
+    seen: list[Ranks] = []
+    assert run_data_parallel(s, lambda r: seen.append(r) or "done", "test") == ("done", 1)
+    assert seen == [SINGLE]
