@@ -128,17 +128,18 @@ SINGLE = Ranks()
 def _rank_main(job: Callable[[Ranks], Any], timeout_s: int) -> Any:
     """Body of every rank under ``torchrun``: join the gloo process group (``RANK`` / ``WORLD_SIZE`` /
     ``MASTER_ADDR`` / ``MASTER_PORT`` set by torchrun), run ``job(ranks)``, leave the group. Returns the
-    chief's result (what ``TorchDistributor.run`` hands back to the driver); None on the other ranks."""
+    chief's result on every rank (broadcast, which also keeps every rank until the chief has written): in
+    ``local_mode`` all ranks write their return value to the same output file, so each must write the chief's."""
     import torch.distributed as dist
 
     dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s))
     ranks = Ranks(dist.get_rank(), dist.get_world_size())
     try:
         out = job(ranks)
-        ranks.barrier()  # nobody leaves while the chief still writes
+        out = ranks.broadcast(out if ranks.chief else None)
     finally:
         dist.destroy_process_group()
-    return out if ranks.chief else None
+    return out
 
 
 def run_data_parallel(settings, job: Callable[[Ranks], T], what: str) -> tuple[T, int]:
